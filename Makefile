@@ -1,0 +1,36 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[pubsub,test,dev]'
+	touch $(STAMP)
+
+## run: the emulator with the example data (the agent itself arrives with the next issues)
+run: $(STAMP)
+	$(BIN)/secrets-agent emulator --seed examples/emulator-seed.yaml
+
+## test: lint + type-check + every test
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent tests bench
+	$(BIN)/ruff format --check agent tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

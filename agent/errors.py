@@ -1,0 +1,56 @@
+"""The AgentError tree.
+
+Every error the agent raises on purpose derives from AgentError, so the CLI can print one clear line
+instead of a traceback. No message in this tree may ever contain a secret value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AgentError(Exception):
+    """Root of every error the agent raises deliberately."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration, located by its path (e.g. ``secrets[2].ref``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(AgentError):
+    """The configuration is invalid. Carries *all* problems found, so users fix them in one go."""
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InvalidReference(ConfigError):
+    """A secret reference could not be parsed; the message names the reference."""
+
+
+class SourceError(AgentError):
+    """A secret source (Secret Manager, .env) failed."""
+
+
+class PermanentSourceError(SourceError):
+    """Retrying will not help: NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, bad checksum config."""
+
+
+class TransientSourceError(SourceError):
+    """Worth retrying with backoff: UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, CRC mismatch."""
+
+
+class SinkError(AgentError):
+    """Writing secrets to their destination (files, env file) failed; the old snapshot is intact."""
+
+
+class NotifyError(AgentError):
+    """Telling the app to reload failed."""
