@@ -7,7 +7,7 @@ e.g. ``AccessSecretVersion``), so a fault configured for a method applies whiche
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from google.cloud.secretmanager_v1 import types
 from google.protobuf import empty_pb2
@@ -100,4 +100,4 @@ def serialize_response(method: Method, response: Any) -> bytes:
     """Wire bytes of a response; ``None`` responses are ``google.protobuf.Empty``."""
     if method.response_type is None:
         return empty_pb2.Empty().SerializeToString()
-    return bytes(method.response_type.serialize(response))
+    return cast(bytes, method.response_type.serialize(response))
