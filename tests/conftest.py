@@ -16,6 +16,12 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from agent.emulator.options import EmulatorOptions
 from agent.emulator.server import EmulatorEndpoints, running_emulator
+from tests.pubsub_emulator import (
+    PubSubChannel,
+    PubSubEmulatorUnavailable,
+    open_channel,
+    start_pubsub_emulator,
+)
 
 
 @pytest.fixture
@@ -67,3 +73,34 @@ async def aclient(
     c = async_client(emulator.grpc_target)
     yield c
     await c.transport.close()
+
+
+# --- Pub/Sub: the official emulator (Google Cloud SDK, Java), started once per session ----------------------
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    """The official Pub/Sub emulator on 127.0.0.1, shared by the session (the JVM start is paid once).
+
+    Yields ``"127.0.0.1:PORT"``, the value for PUBSUB_EMULATOR_HOST. Fails (never skips) when Java or the
+    SDK's pubsub-emulator component is missing, saying what to install.
+    """
+    try:
+        emulator = start_pubsub_emulator()
+    except PubSubEmulatorUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield emulator.host_port
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def pubsub(pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PubSubChannel]:
+    """PUBSUB_EMULATOR_HOST set for this test; a new topic + pull subscription made with the official clients.
+
+    Start anything that reads PUBSUB_EMULATOR_HOST (our emulator's publisher, the agent) *inside* the test.
+    """
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
+    with open_channel(pubsub_emulator) as channel:
+        yield channel
