@@ -6,12 +6,17 @@ Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -69,20 +74,52 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return serve_forever(options)
 
 
+# Config settings that have a flag: setting path -> help. The flag is ``--`` + the path with '-' for '_'.
+_CONFIG_FLAGS: dict[str, str] = {
+    "project": "default project for short secret references (env SECRETS_AGENT_PROJECT)",
+    "log_level": "debug, info, warning or error (env SECRETS_AGENT_LOG_LEVEL)",
+    "output_dir": "directory the secret files are written to (env SECRETS_AGENT_OUTPUT_DIR)",
+    "env_file": "also write all secrets to this KEY=value file (env SECRETS_AGENT_ENV_FILE)",
+    "poll_interval": "time between polls, e.g. 30s, 5m (env SECRETS_AGENT_POLL_INTERVAL)",
+    "poll_jitter": "random spread of the poll interval, 0..1 (env SECRETS_AGENT_POLL_JITTER)",
+    "max_staleness": "not ready after this long without a refresh, e.g. 1h (env SECRETS_AGENT_MAX_STALENESS)",
+}
+
+
+def _config_flags_parser() -> argparse.ArgumentParser:
+    """The flags that override configuration settings; shared by every command that loads a Config."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("configuration (overrides SECRETS_AGENT_* variables and the file)")
+    for path, help_text in _CONFIG_FLAGS.items():
+        # Values stay strings: load_config parses them, so a bad flag is reported like a bad file value.
+        group.add_argument("--" + path.replace("_", "-"), dest=path, metavar="VALUE", help=help_text)
+    return parent
+
+
+def _load_config(file: Path | None, args: argparse.Namespace) -> Config:
+    from agent.config import load_config
+
+    return load_config(file, os.environ, {path: getattr(args, path) for path in _CONFIG_FLAGS})
+
+
 def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-config",
+        parents=[_config_flags_parser()],
         help="validate a configuration file and print it normalised",
-        description="Validate FILE (plus SECRETS_AGENT_* variables) and print the normalised configuration.",
+        description="Validate FILE plus SECRETS_AGENT_* variables and flags; print the normalised "
+        "configuration as YAML. Exit 0 if valid, 2 with every problem on stderr if not.",
     )
-    p.add_argument("file", type=Path, help="YAML configuration file")
+    p.add_argument(
+        "file", type=Path, nargs="?", help="YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set)"
+    )
     p.set_defaults(handler=_run_check_config)
 
 
 def _run_check_config(args: argparse.Namespace) -> int:
     from agent.app import check_config
 
-    return check_config(args.file)
+    return check_config(_load_config(args.file, args), sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:

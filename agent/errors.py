@@ -33,7 +33,12 @@ class ConfigError(AgentError):
 
 
 class InvalidReference(ConfigError):
-    """A secret reference could not be parsed; the message names the reference."""
+    """A secret reference could not be parsed; the message names the reference and what is wrong."""
+
+    def __init__(self, reference: str, reason: str, path: str = "") -> None:
+        self.reference = reference
+        self.reason = reason
+        super().__init__(Problem(path, f"secret reference {reference!r}: {reason}"))
 
 
 class SourceError(AgentError):

@@ -1,0 +1,699 @@
+"""The one configuration model, built in one place: ``load_config()``.
+
+Precedence, highest first: flags > environment (``SECRETS_AGENT_*``) > YAML file > defaults.
+
+The model is declarative: every field of a config dataclass carries a ``Setting`` in its metadata that says
+how to parse it (and how to print it back). One generic reader walks the dataclass fields, so adding a
+setting is adding one field, and adding a section is adding one dataclass field marked ``section()``:
+
+* a setting at path ``a.b`` is read from the file key ``a: {b: ...}``, the environment variable
+  ``SECRETS_AGENT_A_B`` and the flag key ``"a.b"`` (the CLI's ``--a-b``);
+* unknown keys and unknown ``SECRETS_AGENT_*`` variables are errors (typos must not be silently ignored);
+* every problem is collected and raised together in one ConfigError, each with its path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+
+from agent.errors import ConfigError, InvalidReference, Problem
+from agent.refs import SecretRef, parse_ref, project_problem
+
+ENV_PREFIX = "SECRETS_AGENT_"
+CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
+"""Environment variable naming the configuration file when none is given on the command line."""
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+
+
+# --------------------------------------------------------------------------------------------------
+# Converters: (raw value from YAML, an env string or a flag) -> typed value, or ValueError(message).
+# They accept strings wherever a typed value is expected, because environment variables are strings.
+# --------------------------------------------------------------------------------------------------
+
+
+def describe(value: object) -> str:
+    """A short, user-facing rendering of a raw config value for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if value == "":
+        raise ValueError("must not be empty")
+    return value
+
+
+def _integer(value: object) -> int:
+    # bool is an int subclass in Python; `uid: true` is a mistake, not 1.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        return int(value)
+    raise ValueError(f"expected an integer, got {describe(value)}")
+
+
+def _optional_id_number(value: object) -> int | None:
+    if value is None:
+        return None
+    number = _integer(value)
+    if number < 0:
+        raise ValueError(f"expected a non-negative integer, got {number}")
+    return number
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {describe(value)}")
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "yes", "on", "1"):
+            return True
+        if lowered in ("false", "no", "off", "0"):
+            return False
+    raise ValueError(f"expected true or false, got {describe(value)}")
+
+
+def _path(value: object) -> Path:
+    return Path(_string(value))
+
+
+def _optional_path(value: object) -> Path | None:
+    return None if value is None else _path(value)
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """``30s``, ``5m``, ``1h``, ``1500ms``, ``1h30m`` or a number of seconds -> seconds (must be > 0)."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if parts and "".join(n + u for n, u in parts) == text:
+                seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds is None or seconds != seconds:  # NaN never equals itself
+        raise ValueError(f"expected a duration such as 30s, 5m, 1h or 1500ms, got {describe(value)}")
+    if seconds <= 0 or seconds == float("inf"):
+        raise ValueError(f"expected a positive, finite duration, got {describe(value)}")
+    return seconds
+
+
+def _fraction(value: object) -> float:
+    number = _number(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"expected a fraction between 0 and 1, got {describe(value)}")
+    return number
+
+
+def _log_level(value: object) -> str:
+    text = _string(value).lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {describe(value)}")
+    return text
+
+
+def _project(value: object) -> str:
+    # A bare project number in YAML arrives as an int.
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _string(value)
+    problem = project_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _optional_project(value: object) -> str | None:
+    return None if value is None else _project(value)
+
+
+_LOCAL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _local_name(value: object) -> str:
+    name = _string(value)
+    if not _LOCAL_NAME.fullmatch(name):
+        raise ValueError(f"name {name!r} may only contain letters, digits, '.', '-' and '_'")
+    if name.startswith(".."):
+        # The name is the default file name, and `..`-prefixed names belong to the atomic writer.
+        raise ValueError(f"name {name!r} must not start with '..'")
+    if name == ".":
+        raise ValueError("name '.' is not allowed")
+    return name
+
+
+def _env_var_name(value: object) -> str:
+    name = _string(value)
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid environment variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return name
+
+
+def _relative_file(value: object) -> str:
+    text = _string(value)
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        raise ValueError(f"file {text!r} must be relative to output_dir, not absolute")
+    for part in path.parts:
+        if part == "..":
+            raise ValueError(f"file {text!r} must not contain '..'")
+        if part.startswith(".."):
+            # kubelet-style atomic snapshots keep `..data` and `..<timestamp>` directories next to the files.
+            raise ValueError(f"file {text!r}: names starting with '..' are reserved for the atomic writer")
+    if "\\" in text or "\0" in text:
+        raise ValueError(f"file {text!r} must not contain backslashes or NUL")
+    return str(path)
+
+
+_OCTAL_MODE = re.compile(r"(?:0o?)?([0-7]{1,4})")
+
+
+def parse_mode(value: object) -> int:
+    """File mode: octal text (``"0440"``, ``"440"``, ``"0o440"``) or an int (YAML reads ``0440`` as octal)."""
+    mode: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and (match := _OCTAL_MODE.fullmatch(value.strip())):
+        mode = int(match[1], 8)
+    if mode is None or not 0 <= mode <= 0o777:
+        raise ValueError(f"expected an octal file mode such as '0440', got {describe(value)}")
+    return mode
+
+
+def format_mode(mode: int) -> str:
+    """0o440 -> ``"0440"``."""
+    return f"{mode:04o}"
+
+
+def _seconds(value: float) -> int | float:
+    return int(value) if value.is_integer() else value
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def env_name_for(local_name: str) -> str:
+    """Default env variable of a secret: name in UPPER_SNAKE_CASE (``db.pass-word`` -> ``DB_PASS_WORD``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", local_name).upper()
+
+
+# --------------------------------------------------------------------------------------------------
+# Declarative field metadata
+# --------------------------------------------------------------------------------------------------
+
+_META_KEY = "secrets_agent"
+
+
+def _same(value: Any) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one scalar config field is read and printed."""
+
+    parse: Callable[[object], object]
+    """Raw value -> typed value; raises ValueError with a user-facing message."""
+    dump: Callable[[Any], object] = _same
+    """Typed value -> plain YAML value for ``to_dict()``."""
+    from_env: bool = True
+    """Whether ``SECRETS_AGENT_<PATH>`` may set it (false for list items, which have no stable path)."""
+    fallback_env: str | None = None
+    """A non-``SECRETS_AGENT_`` variable used when nothing else sets the field (below the file)."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """Marks a field whose value is a nested config dataclass (a YAML mapping)."""
+
+
+@dataclass(frozen=True)
+class Items:
+    """Marks a field that is a list of config dataclasses; read by the section's own finishing code."""
+
+    item: type[Any]
+
+
+def setting(
+    parse: Callable[[object], object],
+    *,
+    dump: Callable[[Any], object] = _same,
+    from_env: bool = True,
+    fallback_env: str | None = None,
+) -> dict[str, object]:
+    """Field metadata for a scalar setting (use as ``field(default=..., metadata=setting(...))``)."""
+    return {_META_KEY: Setting(parse, dump, from_env, fallback_env)}
+
+
+def section() -> dict[str, object]:
+    """Field metadata for a nested section (use with ``field(default_factory=TheSection, ...)``)."""
+    return {_META_KEY: Section()}
+
+
+def items(item: type[Any]) -> dict[str, object]:
+    """Field metadata for a list of sections, e.g. ``secrets``."""
+    return {_META_KEY: Items(item)}
+
+
+def _meta(f: dataclasses.Field[Any]) -> Setting | Section | Items:
+    meta = f.metadata.get(_META_KEY)
+    if not isinstance(meta, Setting | Section | Items):  # a developer forgot the metadata
+        raise TypeError(f"config field {f.name!r} has no setting()/section()/items() metadata")
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """One secret the agent delivers: where it comes from and where it goes."""
+
+    name: str = field(metadata=setting(_local_name, from_env=False))
+    """Local name (``[A-Za-z0-9_.-]``), unique in the config. Required. Default for ``env`` and ``file``."""
+    ref: SecretRef = field(metadata=setting(_string, dump=str, from_env=False))
+    """Secret Manager reference in any form ``agent.refs`` accepts; short forms use ``project``. Required."""
+    env: str = field(default="", metadata=setting(_env_var_name, from_env=False))
+    """Environment variable name (env file, ``exec``). Default: ``name`` in UPPER_SNAKE_CASE. Unique."""
+    file: str = field(default="", metadata=setting(_relative_file, from_env=False))
+    """File path relative to ``output_dir``, no ``..``. Default: ``name``. Unique."""
+    mode: int = field(default=0o440, metadata=setting(parse_mode, dump=format_mode, from_env=False))
+    """Permission bits of the file; octal string like ``"0440"`` or an int. Default ``0440``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of the file. Default: unchanged (the agent's own user)."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of the file. Default: unchanged (the agent's own group)."""
+    required: bool = field(default=True, metadata=setting(_boolean, from_env=False))
+    """If true (default), failing to fetch it fails ``init``; if false, it is skipped with a warning."""
+
+    def __post_init__(self) -> None:
+        # Derived defaults, so code and tests can build a spec from just name and ref.
+        if not self.env:
+            object.__setattr__(self, "env", env_name_for(self.name))
+        if not self.file:
+            object.__setattr__(self, "file", self.name)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole agent configuration. Build it with ``load_config()``; never mutate it."""
+
+    project: str | None = field(
+        default=None, metadata=setting(_optional_project, fallback_env="GOOGLE_CLOUD_PROJECT")
+    )
+    """Default project for short secret references (``S``, ``S@V``). Env ``SECRETS_AGENT_PROJECT``; when no
+    flag, variable or file sets it, ``GOOGLE_CLOUD_PROJECT``. Default: none (short references are errors)."""
+    log_level: LogLevel = field(default="info", metadata=setting(_log_level))
+    """``debug``, ``info``, ``warning`` or ``error``. Default ``info``."""
+    output_dir: Path = field(default=Path("/secrets"), metadata=setting(_path, dump=str))
+    """Directory (ideally tmpfs) the secret files are written into. Default ``/secrets``."""
+    env_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Where to also write all secrets as a ``KEY=value`` env file. Default: none."""
+    poll_interval: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
+    """Seconds between polls (``30s``, ``5m``, ``1h``, ``1500ms`` or a number). Default 300."""
+    poll_jitter: float = field(default=0.1, metadata=setting(_fraction))
+    """Random spread of each poll interval, as a fraction 0..1 of it (0.1 = +/-10%). Default 0.1."""
+    max_staleness: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
+    """Seconds without a successful refresh after which the agent reports not ready. Default 3600 (1h)."""
+    secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
+    """The secrets to deliver. Default: none."""
+
+    def to_dict(self) -> dict[str, object]:
+        """The normalised configuration as plain data: canonical refs, octal modes, durations in seconds."""
+        return _dump(self)
+
+
+def _dump(obj: Any) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(obj):
+        meta, value = _meta(f), getattr(obj, f.name)
+        if isinstance(meta, Setting):
+            out[f.name] = meta.dump(value)
+        elif isinstance(meta, Section):
+            out[f.name] = _dump(value)
+        else:
+            out[f.name] = [_dump(item) for item in value]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------------
+
+
+_Outcome = Literal["unset", "ok", "invalid"]
+
+
+@dataclass
+class _Reader:
+    """Reads config dataclasses from the three layers, collecting every problem."""
+
+    env: Mapping[str, str]
+    flags: Mapping[str, object]
+    problems: list[Problem] = field(default_factory=list)
+    invalid: set[str] = field(default_factory=set)
+    """Paths of settings that had an invalid value in some layer."""
+    env_used: set[str] = field(default_factory=set)
+    flags_used: set[str] = field(default_factory=set)
+
+    def section(
+        self, cls: type[Any], raw: Mapping[Any, object], path: str, *, layered: bool
+    ) -> dict[str, Any]:
+        """Parse the fields of ``cls`` from ``raw`` (plus env and flags when ``layered``).
+
+        Returns the values that were set (unset ones are left to the dataclass defaults); Items fields
+        are returned raw for the caller to finish. Unknown keys and missing required fields are problems.
+        """
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
+        for key in raw:
+            if key not in known:
+                self._unknown_key(key, known, path)
+        values: dict[str, Any] = {}
+        for f in fields:
+            meta, key_path = _meta(f), _join(path, f.name)
+            if isinstance(meta, Setting):
+                outcome, value = self._setting(f.name, meta, raw, key_path, layered=layered)
+                if outcome == "ok":
+                    values[f.name] = value
+                elif outcome == "unset" and _is_required(f):
+                    self.problems.append(Problem(key_path, "required"))
+            elif isinstance(meta, Section):
+                sub = raw.get(f.name)
+                if sub is None:
+                    sub = {}
+                elif not isinstance(sub, Mapping):
+                    self.problems.append(Problem(key_path, f"expected a mapping, got {describe(sub)}"))
+                    sub = {}
+                section_cls = _section_class(cls, f)
+                before = len(self.problems)
+                sub_values = self.section(section_cls, sub, key_path, layered=layered)
+                if len(self.problems) == before:
+                    values[f.name] = section_cls(**sub_values)
+            elif f.name in raw:
+                values[f.name] = raw[f.name]
+        return values
+
+    def _setting(
+        self, name: str, meta: Setting, raw: Mapping[Any, object], path: str, *, layered: bool
+    ) -> tuple[_Outcome, object]:
+        # Lowest precedence first. Every layer that is present gets validated (a bad variable is a bug
+        # waiting for the day the flag is removed); the highest one wins.
+        candidates: list[tuple[str, object]] = []
+        if name in raw:
+            candidates.append((path, raw[name]))
+        if layered and meta.from_env:
+            env_name = ENV_PREFIX + path.upper().replace(".", "_")
+            self.env_used.add(env_name)
+            # An empty variable counts as unset: Kubernetes manifests often template them to "".
+            if self.env.get(env_name):
+                candidates.append((f"env {env_name}", self.env[env_name]))
+        if layered and path in self.flags:
+            self.flags_used.add(path)
+            if self.flags[path] is not None:
+                candidates.append(("--" + path.replace(".", "-").replace("_", "-"), self.flags[path]))
+        # The fallback (an ambient variable such as GOOGLE_CLOUD_PROJECT) is only consulted, and so only
+        # validated, when nothing of ours sets the value.
+        if layered and not candidates and meta.fallback_env and self.env.get(meta.fallback_env):
+            candidates.append((f"env {meta.fallback_env}", self.env[meta.fallback_env]))
+        outcome: _Outcome = "unset"
+        result: object = None
+        for where, value in candidates:
+            try:
+                result = meta.parse(value)
+            except ValueError as error:
+                self.problems.append(Problem(where, str(error)))
+                self.invalid.add(path)
+                outcome = "invalid"
+            else:
+                outcome = "ok"
+        return outcome, result
+
+    def _unknown_key(self, key: object, known: set[str], path: str) -> None:
+        hint = ""
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, sorted(known), n=1)):
+            hint = f" (did you mean {close[0]!r}?)"
+        label = key if isinstance(key, str) else describe(key)
+        self.problems.append(Problem(_join(path, label), f"unknown key{hint}"))
+
+    def check_leftovers(self) -> None:
+        """Unknown ``SECRETS_AGENT_*`` variables are typos until proven otherwise."""
+        for name in sorted(self.env):
+            if name.startswith(ENV_PREFIX) and name != CONFIG_FILE_ENV and name not in self.env_used:
+                self.problems.append(Problem(f"env {name}", "unknown setting"))
+        for key in self.flags:
+            if key not in self.flags_used:
+                raise TypeError(f"load_config: flag {key!r} is not a config setting")  # a bug in the CLI
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _is_required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _section_class(owner: type[Any], f: dataclasses.Field[Any]) -> type[Any]:
+    default_factory = f.default_factory
+    if isinstance(default_factory, type):
+        return default_factory
+    raise TypeError(f"section {owner.__name__}.{f.name} needs default_factory=<its dataclass>")
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets: per-item parsing plus the cross-item rules
+# --------------------------------------------------------------------------------------------------
+
+# A valid project used only to validate the other parts of short references when `project` itself is
+# invalid: that problem is reported once already, and one "no project" error per secret would bury it.
+_PLACEHOLDER_PROJECT = "placeholder-project"
+
+
+def _read_secrets(
+    reader: _Reader, raw: object, project: str | None, project_ok: bool
+) -> tuple[SecretSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        reader.problems.append(Problem("secrets", f"expected a list of secrets, got {describe(raw)}"))
+        return ()
+    specs: list[SecretSpec] = []
+    # (index, {"name"|"env"|"file": value}) for every item, valid or not, so that a duplicate is reported
+    # even next to other problems: users fix everything in one round.
+    claims: list[_Claim] = []
+    for index, item in enumerate(raw):
+        path = f"secrets[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(path, f"expected a mapping with name and ref, got {describe(item)}")
+            )
+            continue
+        before = len(reader.problems)
+        values = reader.section(SecretSpec, item, path, layered=False)
+        if isinstance(values.get("ref"), str):
+            try:
+                values["ref"] = parse_ref(values["ref"], project if project_ok else _PLACEHOLDER_PROJECT)
+            except InvalidReference as error:
+                reader.problems.append(Problem(f"{path}.ref", error.problems[0].message))
+        claim = _Claim(index, {key: values[key] for key in ("name", "env", "file") if key in values})
+        if "name" in values:
+            if "file" not in item:
+                claim.values["file"] = values["name"]
+                claim.derived.add("file")
+            derived_env = env_name_for(values["name"])
+            if "env" in item:
+                pass  # explicit, already checked (or reported) by the reader
+            elif _ENV_NAME.fullmatch(derived_env):
+                claim.values["env"] = derived_env
+                claim.derived.add("env")
+            else:
+                reader.problems.append(
+                    Problem(
+                        f"{path}.env",
+                        f"the default {derived_env!r} (from name {values['name']!r}) is not a valid "
+                        "environment variable name; set env explicitly",
+                    )
+                )
+        claims.append(claim)
+        if len(reader.problems) == before:
+            specs.append(SecretSpec(**values))
+    _check_unique(reader, claims)
+    return tuple(specs)
+
+
+@dataclass
+class _Claim:
+    """The name, env and file one secrets[] item takes, including defaults derived from its name."""
+
+    index: int
+    values: dict[str, str]
+    derived: set[str] = field(default_factory=set)
+
+
+def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
+    duplicate_names: set[int] = set()
+    for key in ("name", "env", "file"):
+        owners: dict[str, int] = {}
+        for claim in claims:
+            value = claim.values.get(key)
+            if value is None:
+                continue
+            first = owners.setdefault(value, claim.index)
+            # A duplicate name already explains the duplicate env and file derived from it.
+            if first != claim.index and not (key in claim.derived and claim.index in duplicate_names):
+                if key == "name":
+                    duplicate_names.add(claim.index)
+                source = " (derived from name)" if key in claim.derived else ""
+                reader.problems.append(
+                    Problem(
+                        f"secrets[{claim.index}].{key}",
+                        f"duplicate {key} {value!r}{source}: also used by secrets[{first}]",
+                    )
+                )
+    # "db" and "db/password" cannot both exist: one path would have to be a file and a directory.
+    files: dict[str, int] = {}
+    for claim in claims:
+        if "file" in claim.values:
+            files.setdefault(claim.values["file"], claim.index)
+    for claim in claims:
+        for parent in PurePosixPath(claim.values.get("file", ".")).parents:
+            if (other := files.get(str(parent))) is not None:
+                reader.problems.append(
+                    Problem(
+                        f"secrets[{claim.index}].file",
+                        f"file {claim.values['file']!r} would be inside file {str(parent)!r} "
+                        f"of secrets[{other}]",
+                    )
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML
+# --------------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise silently overwrite."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key; construct_mapping reports it properly
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml_file(file: Path) -> Mapping[Any, object]:
+    """The file's top-level mapping; every failure is a ConfigError naming the file (and line)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(Problem(str(file), "no such file")) from None
+    except UnicodeDecodeError:
+        raise ConfigError(Problem(str(file), "not UTF-8 text")) from None
+    except OSError as error:
+        raise ConfigError(Problem(str(file), error.strerror or type(error).__name__)) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        raise ConfigError(Problem(where, f"invalid YAML: {error.problem or error.context}")) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(Problem(str(file), f"invalid YAML: {error}")) from None
+    if data is None:  # an empty file is a valid, all-defaults configuration
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            Problem(f"{file}:1", f"expected a mapping of settings at the top level, got {describe(data)}")
+        )
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# The one entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
+    """Build the Config: flags > environment (``SECRETS_AGENT_*``) > YAML ``file`` > defaults.
+
+    ``file`` None means ``$SECRETS_AGENT_CONFIG``, or no file at all. ``flags`` maps setting paths
+    (``"poll_interval"``) to raw values; None values are ignored (flag not given). Raises ConfigError
+    with every problem found.
+    """
+    if file is None and env.get(CONFIG_FILE_ENV):
+        file = Path(env[CONFIG_FILE_ENV])
+    raw = read_yaml_file(file) if file is not None else {}
+    reader = _Reader(env=env, flags=flags)
+    values = reader.section(Config, raw, "", layered=True)
+    project_ok = "project" not in reader.invalid
+    values["secrets"] = _read_secrets(reader, values.get("secrets"), values.get("project"), project_ok)
+    reader.check_leftovers()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(**values)
