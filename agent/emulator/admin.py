@@ -1,7 +1,8 @@
 """The emulator's admin API under ``/emulator/v1``: faults, call counters, the clock, a health probe.
 
 JSON in, JSON out. Bad input answers 400 with ``{"error": {"code": 400, "message": ..., "problems": [...]}}``
-(each problem ``{"path", "message"}``); unknown admin paths answer a JSON 404. Never a 500 for bad input.
+(each problem ``{"path", "message"}``); unknown admin paths answer a JSON 404 (wrong method: 405).
+Never a 500 for bad input.
 
 =====================================  ==============================================================
 ``GET  /emulator/v1/healthz``          ``{"status": "ok"}``
@@ -153,10 +154,6 @@ def add_admin_routes(
             fired = await fired
         return web.json_response({**clock_json(), "rotations_fired": int(fired)})
 
-    async def not_found(request: web.Request) -> web.StreamResponse:
-        message = f"no admin route {request.method} {request.path}; see the agent.emulator.admin docstring"
-        return web.json_response(error_body(404, message), status=404)
-
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/healthz", healthz),
         ("GET", "/faults", get_faults),
@@ -169,5 +166,20 @@ def add_admin_routes(
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _guarded(handler))
+    allowed: dict[str, list[str]] = {}
+    for method, path, _ in routes:
+        allowed.setdefault(PREFIX + path, []).append(method)
+
+    async def no_route(request: web.Request) -> web.StreamResponse:
+        methods = allowed.get(request.path)
+        if methods is not None:
+            message = f"{request.method} is not allowed on {request.path}; use {' or '.join(methods)}"
+            return web.json_response(
+                error_body(405, message), status=405, headers={"Allow": ", ".join(methods)}
+            )
+        known = ", ".join(f"{m} {p}" for p, ms in allowed.items() for m in ms)
+        message = f"no admin route {request.method} {request.path}; the routes are: {known}"
+        return web.json_response(error_body(404, message), status=404)
+
     # Registered last, so it only answers what no route above matched.
-    app.router.add_route("*", PREFIX + "/{tail:.*}", not_found)
+    app.router.add_route("*", PREFIX + "/{tail:.*}", no_route)

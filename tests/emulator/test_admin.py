@@ -155,14 +155,20 @@ def test_clock_advance_validates_its_body(emulator: Any, body: Any, path: str, f
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
-    [("GET", "nothing-here"), ("POST", "faults:reset"), ("DELETE", "faults"), ("GET", "clock:advance")],
+    ("method", "path", "status", "fragment"),
+    [
+        ("GET", "nothing-here", 404, "no admin route GET /emulator/v1/nothing-here; the routes are: GET"),
+        ("POST", "faults:reset", 404, "no admin route POST /emulator/v1/faults:reset"),
+        ("DELETE", "faults", 405, "DELETE is not allowed on /emulator/v1/faults; use GET or PUT"),
+        ("GET", "clock:advance", 405, "use POST"),
+    ],
 )
-def test_unknown_admin_routes_answer_json_not_500(emulator: Any, method: str, path: str) -> None:
+def test_unknown_admin_routes_answer_json_not_500(
+    emulator: Any, method: str, path: str, status: int, fragment: str
+) -> None:
     response = requests.request(method, url(emulator, path), timeout=10)
-    assert response.status_code in (404, 405)
-    if response.status_code == 404:
-        assert "no admin route" in response.json()["error"]["message"]
+    assert response.status_code == status
+    assert fragment in response.json()["error"]["message"]
 
 
 def test_advancing_the_clock_fires_a_due_rotation(
