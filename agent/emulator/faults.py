@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import grpc
@@ -341,7 +342,7 @@ def load_fault_config(options: EmulatorOptions) -> FaultConfig:
     return config
 
 
-def _read_yaml(path: Any) -> object:
+def _read_yaml(path: Path) -> object:
     try:
         with open(path, encoding="utf-8") as stream:
             return yaml.safe_load(stream)

@@ -16,7 +16,7 @@ from agent.emulator.admin import rfc3339
 
 
 def url(emulator: Any, path: str) -> str:
-    return f"{emulator.admin_url}/emulator/v1/{path}"
+    return f"{emulator.admin_url}/{path}"
 
 
 def parse_rfc3339(text: str) -> dt.datetime:

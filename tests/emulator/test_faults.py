@@ -489,19 +489,19 @@ PROJECT = "fault-project"
 
 
 def put_faults(admin_url: str, document: dict[str, Any]) -> None:
-    response = requests.put(f"{admin_url}/emulator/v1/faults", json=document, timeout=10)
+    response = requests.put(f"{admin_url}/faults", json=document, timeout=10)
     assert response.status_code == 200, response.text
 
 
 def counters_of(admin_url: str) -> dict[str, dict[str, int]]:
-    response = requests.get(f"{admin_url}/emulator/v1/counters", timeout=10)
+    response = requests.get(f"{admin_url}/counters", timeout=10)
     assert response.status_code == 200, response.text
     methods: dict[str, dict[str, int]] = response.json()["methods"]
     return methods
 
 
 def reset_counters(admin_url: str) -> None:
-    assert requests.post(f"{admin_url}/emulator/v1/counters:reset", timeout=10).status_code == 200
+    assert requests.post(f"{admin_url}/counters:reset", timeout=10).status_code == 200
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_quota_message_names_metric_limit_service_and_consumer(kind: Any, metric
 
 
 def _put_quotas(admin_url: str, quotas: object) -> None:
-    response = requests.put(f"{admin_url}/emulator/v1/faults", json={"quotas": quotas}, timeout=10)
+    response = requests.put(f"{admin_url}/faults", json={"quotas": quotas}, timeout=10)
     assert response.status_code == 200, response.text
 
 
@@ -125,7 +125,7 @@ def test_the_sixth_read_in_a_minute_is_refused_with_the_service_message(
         client.access_secret_version(name=f"{name}/versions/1", retry=None)
     assert "quota metric 'Access requests'" in caught.value.message
 
-    counters = requests.get(f"{emulator.admin_url}/emulator/v1/counters", timeout=10).json()["methods"]
+    counters = requests.get(f"{emulator.admin_url}/counters", timeout=10).json()["methods"]
     assert counters["GetSecret"] == {"OK": 6, "RESOURCE_EXHAUSTED": 1}
     assert counters["ListSecrets"] == {"RESOURCE_EXHAUSTED": 1}
     assert counters["AccessSecretVersion"] == {"OK": 3, "RESOURCE_EXHAUSTED": 1}
@@ -147,7 +147,7 @@ def test_write_quota_counts_every_mutating_method(
 def test_quotas_are_off_by_default(
     emulator: Any, client: secretmanager_v1.SecretManagerServiceClient
 ) -> None:
-    faults = requests.get(f"{emulator.admin_url}/emulator/v1/faults", timeout=10).json()
+    faults = requests.get(f"{emulator.admin_url}/faults", timeout=10).json()
     assert faults["quotas"] is False
     name = _create(client, "quota-off", "s")
     for _ in range(20):
@@ -159,7 +159,7 @@ def test_quotas_flag_and_file_at_start(tmp_path: Path) -> None:
     from tests.conftest import grpc_client
 
     with running_emulator(EmulatorOptions(grpc_port=0, http_port=0, quotas=True)) as endpoints:
-        faults = requests.get(f"{endpoints.admin_url}/emulator/v1/faults", timeout=10).json()
+        faults = requests.get(f"{endpoints.admin_url}/faults", timeout=10).json()
         assert faults["quotas"] == SERVICE_LIMITS.to_json()
 
     path = tmp_path / "faults.yaml"
