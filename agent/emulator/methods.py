@@ -99,5 +99,8 @@ METHODS: dict[str, Method] = {
 def serialize_response(method: Method, response: Any) -> bytes:
     """Wire bytes of a response; ``None`` responses are ``google.protobuf.Empty``."""
     if method.response_type is None:
-        return empty_pb2.Empty().SerializeToString()
+        return _EMPTY
     return cast(bytes, method.response_type.serialize(response))
+
+
+_EMPTY: bytes = cast(bytes, empty_pb2.Empty().SerializeToString())
