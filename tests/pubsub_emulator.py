@@ -31,7 +31,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 INSTALL_HINT = (
     "The Pub/Sub tests need the official Pub/Sub emulator: install the Google Cloud SDK with its "
     "pubsub-emulator component (`gcloud components install pubsub-emulator`, or the Debian package "
-    "google-cloud-cli-pubsub-emulator) and a Java runtime >= 11 (`apt-get install default-jre-headless`), "
+    "google-cloud-cli-pubsub-emulator) and a Java runtime (`apt-get install default-jre-headless`), "
     f"or point {LAUNCHER_ENV} at the emulator's bin/cloud-pubsub-emulator script."
 )
 
