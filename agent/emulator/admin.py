@@ -20,7 +20,6 @@ Never a 500 for bad input.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from aiohttp import web
 
 from agent.emulator.clock import Clock
 from agent.emulator.faults import CallCounters, FaultController, parse_fault_config
+from agent.emulator.store import SecretStore
 from agent.errors import ConfigError, Problem
 
 PREFIX = "/emulator/v1"
@@ -99,12 +99,12 @@ def advance_seconds(body: object) -> float:
 
 
 def add_admin_routes(
-    app: web.Application, *, faults: FaultController, counters: CallCounters, clock: Clock, store: Any
+    app: web.Application, *, faults: FaultController, counters: CallCounters, clock: Clock, store: SecretStore
 ) -> None:
     """Mount ``/emulator/v1/...``: faults (GET/PUT/clear), counters (GET/reset), clock (GET/advance), healthz.
 
-    ``store`` must have ``fire_due_rotations() -> int`` (or an awaitable of it): the count of SECRET_ROTATE
-    rotations fired because their ``next_rotation_time`` has passed on ``clock``.
+    Advancing the clock runs what the server's timer would run at the new time at once: due rotations
+    (SECRET_ROTATE) and due lifecycle changes (expiries, scheduled destructions), so tests need not wait.
     """
 
     async def healthz(request: web.Request) -> web.StreamResponse:
@@ -150,9 +150,8 @@ def add_admin_routes(
             ) from None
         clock.advance(seconds)
         fired = store.fire_due_rotations()
-        if inspect.isawaitable(fired):
-            fired = await fired
-        return web.json_response({**clock_json(), "rotations_fired": int(fired)})
+        lifecycle = store.apply_due_lifecycle()
+        return web.json_response({**clock_json(), "rotations_fired": fired, "lifecycle_changes": lifecycle})
 
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/healthz", healthz),

@@ -205,3 +205,20 @@ def test_advancing_the_clock_fires_a_due_rotation(
 
     again = requests.post(url(emulator, "clock:advance"), json={"seconds": 0}, timeout=10).json()
     assert again["rotations_fired"] == 0
+
+
+def test_advancing_the_clock_expires_a_secret_with_a_ttl(
+    emulator: Any, client: secretmanager_v1.SecretManagerServiceClient
+) -> None:
+    # Without the admin route running the lifecycle at once, the expiry would wait for the server's timer.
+    secret = client.create_secret(
+        parent="projects/p",
+        secret_id="short-lived",
+        secret={"replication": {"automatic": {}}, "ttl": duration_pb2.Duration(seconds=3600)},
+    )
+    assert client.get_secret(name=secret.name).name == secret.name
+    response = requests.post(url(emulator, "clock:advance"), json={"seconds": 7200}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["lifecycle_changes"] == 1
+    with pytest.raises(gexc.NotFound):
+        client.get_secret(name=secret.name)
