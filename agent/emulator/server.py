@@ -241,6 +241,12 @@ def serve_forever(options: EmulatorOptions) -> int:
             found.grpc_target,
         )
         log.info("  REST: ClientOptions(api_endpoint=%r) with transport='rest'", found.rest_url)
+        log.info(
+            "  gcloud: CLOUDSDK_API_ENDPOINT_OVERRIDES_SECRETMANAGER=%s/ CLOUDSDK_AUTH_ACCESS_TOKEN=any "
+            "gcloud secrets list --project PROJECT",
+            found.rest_url,
+        )
+        log.info("  curl: curl %s/v1/projects/PROJECT/secrets/SECRET/versions/latest:access", found.rest_url)
         log.info("admin API (faults, counters, clock): %s", found.admin_url)
 
     async def main() -> None:
