@@ -42,7 +42,19 @@ class InvalidReference(ConfigError):
 
 
 class SourceError(AgentError):
-    """A secret source (Secret Manager, .env) failed."""
+    """A secret source (Secret Manager, .env) failed for one reference.
+
+    ``code`` is the backend's status name (``NOT_FOUND``, ``PERMISSION_DENIED``, ``UNAVAILABLE``,
+    ``DATA_LOSS`` for a checksum mismatch, ...), ``ref`` the reference as the user wrote it or its canonical
+    name, ``hint`` a short suggestion for the operator. None of them ever holds a secret value.
+    """
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN", ref: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.ref = ref
+        self.hint = hint
 
 
 class PermanentSourceError(SourceError):
