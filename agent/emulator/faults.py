@@ -47,13 +47,15 @@ from agent.errors import ConfigError, Problem
 ALL_METHODS = "*"
 """The method key that applies a fault to every method."""
 
-FailCode = Literal["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "INTERNAL"]
+FailCode = Literal["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "INTERNAL", "PERMISSION_DENIED"]
 
 FAIL_CODES: dict[str, grpc.StatusCode] = {
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
     "INTERNAL": grpc.StatusCode.INTERNAL,
+    # The emulator has no IAM: this is how tests get a "forbidden" secret.
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
 }
 """The status codes a fault can inject, by name."""
 
@@ -74,6 +76,7 @@ _MESSAGES: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.UNAVAILABLE: "The service is currently unavailable.",
     grpc.StatusCode.DEADLINE_EXCEEDED: "Deadline expired before operation could complete.",
     grpc.StatusCode.INTERNAL: "Internal error encountered.",
+    grpc.StatusCode.PERMISSION_DENIED: "The caller does not have permission",
 }
 
 
