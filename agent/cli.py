@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--quotas", action="store_true", help="enforce the service's per-minute quotas (90000/600/600)"
     )
-    p.set_defaults(handler=_run_emulator)
+    p.set_defaults(command="emulator")
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
@@ -74,32 +75,257 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return serve_forever(options)
 
 
-# Config settings that have a flag: setting path -> help. The flag is ``--`` + the path with '-' for '_'.
-_CONFIG_FLAGS: dict[str, str] = {
-    "project": "default project for short secret references (env SECRETS_AGENT_PROJECT)",
-    "log_level": "debug, info, warning or error (env SECRETS_AGENT_LOG_LEVEL)",
-    "output_dir": "directory the secret files are written to (env SECRETS_AGENT_OUTPUT_DIR)",
-    "env_file": "also write all secrets to this KEY=value file (env SECRETS_AGENT_ENV_FILE)",
-    "poll_interval": "time between polls, e.g. 30s, 5m (env SECRETS_AGENT_POLL_INTERVAL)",
-    "poll_jitter": "random spread of the poll interval, 0..1 (env SECRETS_AGENT_POLL_JITTER)",
-    "max_staleness": "not ready after this long without a refresh, e.g. 1h (env SECRETS_AGENT_MAX_STALENESS)",
-}
+# --------------------------------------------------------------------------------------------------
+# Configuration flags: one table, shared by every command that builds a Config
+# --------------------------------------------------------------------------------------------------
 
 
-def _config_flags_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A command-line flag that sets one config setting (its value is parsed by ``load_config``)."""
+
+    flag: str
+    path: str
+    help: str
+    switch: bool = False
+    """A flag without a value: ``--x`` sets the setting to true, ``--no-x`` to false."""
+    metavar: str = "VALUE"
+
+    @property
+    def dest(self) -> str:
+        return "config:" + self.path
+
+
+# Help texts name the environment variable; the YAML key is the setting path.
+COMMON_FLAGS: tuple[ConfigFlag, ...] = (
+    ConfigFlag("--project", "project", "default project for short secret references"),
+    ConfigFlag("--output-dir", "output_dir", "directory the secret files are written to", metavar="DIR"),
+    ConfigFlag("--env-file", "env_file", "also write all secrets to this KEY=value file", metavar="FILE"),
+    ConfigFlag("--poll-interval", "poll_interval", "time between polls, e.g. 30s, 5m", metavar="DURATION"),
+    ConfigFlag(
+        "--poll-jitter", "poll_jitter", "random spread of the poll interval, 0..1", metavar="FRACTION"
+    ),
+    ConfigFlag(
+        "--max-staleness",
+        "max_staleness",
+        "not ready after this long without a refresh, e.g. 1h",
+        metavar="DURATION",
+    ),
+    ConfigFlag("--log-level", "log_level", "debug, info, warning or error", metavar="LEVEL"),
+    ConfigFlag("--log-format", "log_format", "json (Cloud Logging) or text (terminals)", metavar="FORMAT"),
+    ConfigFlag("--source", "source", "auto, gcp or dotenv", metavar="SOURCE"),
+    ConfigFlag(
+        "--timeout", "timeout", "deadline of the initial fetch of all secrets, e.g. 60s", metavar="DURATION"
+    ),
+    ConfigFlag("--concurrency", "concurrency", "most fetches in flight at once", metavar="N"),
+    ConfigFlag("--require-tmpfs", "require_tmpfs", "refuse to write unless output_dir is tmpfs", switch=True),
+    ConfigFlag(
+        "--fallback-dotenv",
+        "fallback_dotenv",
+        "use this .env file, loudly, when no Google credentials exist",
+        metavar="FILE",
+    ),
+    ConfigFlag(
+        "--endpoint",
+        "gcp.endpoint",
+        "HOST:PORT of a Secret Manager emulator (plaintext gRPC)",
+        metavar="HOST:PORT",
+    ),
+    ConfigFlag("--strategy", "gcp.strategy", "change detection: access or metadata", metavar="STRATEGY"),
+    ConfigFlag(
+        "--signal", "notify.signal", "signal sent to the app on change (default SIGHUP)", metavar="SIGNAL"
+    ),
+    ConfigFlag("--pid-file", "notify.pid_file", "signal the process whose pid is in FILE", metavar="FILE"),
+    ConfigFlag(
+        "--process", "notify.process", "signal processes whose command line matches REGEX", metavar="REGEX"
+    ),
+    ConfigFlag("--notify-url", "notify.url", "POST to this URL on change", metavar="URL"),
+    ConfigFlag(
+        "--notify-command", "notify.command", "run this command on change (split like a shell)", metavar="CMD"
+    ),
+)
+DEV_FLAGS = (ConfigFlag("--dotenv", "dotenv.file", "the .env file to serve (default .env)", metavar="FILE"),)
+EXEC_FLAGS = (
+    ConfigFlag(
+        "--watch",
+        "exec.watch",
+        "stay as a supervisor: restart (or signal) the child on rotation",
+        switch=True,
+    ),
+    ConfigFlag(
+        "--reload-signal",
+        "exec.reload_signal",
+        "with --watch: send this signal instead of restarting",
+        metavar="SIGNAL",
+    ),
+)
+ALL_FLAGS = COMMON_FLAGS + DEV_FLAGS + EXEC_FLAGS
+
+
+def _env_name(path: str) -> str:
+    return "SECRETS_AGENT_" + path.upper().replace(".", "_")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, flags: Sequence[ConfigFlag]) -> None:
+    group = parser.add_argument_group("configuration (overrides SECRETS_AGENT_* variables and the file)")
+    for flag in flags:
+        help_text = f"{flag.help} (env {_env_name(flag.path)}, key {flag.path})"
+        if flag.switch:
+            group.add_argument(
+                flag.flag, dest=flag.dest, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        else:
+            # Values stay strings: load_config parses them, so a bad flag is reported like a bad file value.
+            group.add_argument(flag.flag, dest=flag.dest, metavar=flag.metavar, help=help_text)
+    group.add_argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        metavar="NAME=REF",
+        help="serve the secret REF as NAME, in addition to the file's secrets (repeatable)",
+    )
+
+
+def _config_flags_parser(extra: Sequence[ConfigFlag] = ()) -> argparse.ArgumentParser:
     """The flags that override configuration settings; shared by every command that loads a Config."""
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("configuration (overrides SECRETS_AGENT_* variables and the file)")
-    for path, help_text in _CONFIG_FLAGS.items():
-        # Values stay strings: load_config parses them, so a bad flag is reported like a bad file value.
-        group.add_argument("--" + path.replace("_", "-"), dest=path, metavar="VALUE", help=help_text)
+    _add_config_flags(parent, (*COMMON_FLAGS, *extra))
     return parent
 
 
-def _load_config(file: Path | None, args: argparse.Namespace) -> Config:
+def _flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """Setting path -> raw value (None: not given), as load_config takes them."""
+    values: dict[str, object] = {}
+    for flag in ALL_FLAGS:
+        if hasattr(args, flag.dest):  # the command has this flag
+            value = getattr(args, flag.dest)
+            values[flag.path] = ("true" if value else "false") if isinstance(value, bool) else value
+    values["secrets"] = args.secrets
+    return values
+
+
+def _load_config(file: Path | None, args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     from agent.config import load_config
 
-    return load_config(file, os.environ, {path: getattr(args, path) for path in _CONFIG_FLAGS})
+    return load_config(file, env, _flag_values(args), flag_names={f.path: f.flag for f in ALL_FLAGS})
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the command line asked for, before anything runs: ``main()`` runs it, tests inspect it."""
+
+    command: str
+    """The subcommand: init, run, dev, exec, check-config or emulator."""
+    config: Config | None
+    """The validated configuration (None for ``emulator``, which has its own options)."""
+    argv: tuple[str, ...] = ()
+    """``exec``: the command line of the program to run."""
+    args: argparse.Namespace = field(default_factory=argparse.Namespace, repr=False, compare=False)
+    """The raw parse, for commands that are not configured by a Config."""
+
+    def run(self) -> int:
+        """Call the command's one entry point; returns the exit code."""
+        return _HANDLERS[self.command](self)
+
+
+def _needs_config(invocation: Invocation) -> Config:
+    assert invocation.config is not None  # every command except emulator loads one
+    return invocation.config
+
+
+def _run_init(invocation: Invocation) -> int:
+    from agent.app import run_init
+
+    return run_init(_needs_config(invocation))
+
+
+def _run_agent(invocation: Invocation) -> int:
+    from agent.app import run_agent
+
+    return run_agent(_needs_config(invocation))
+
+
+def _run_dev(invocation: Invocation) -> int:
+    from agent.app import run_dev
+
+    return run_dev(_needs_config(invocation))
+
+
+def _run_exec(invocation: Invocation) -> int:
+    from agent.app import run_exec
+
+    return run_exec(_needs_config(invocation), list(invocation.argv))
+
+
+def _run_check_config(invocation: Invocation) -> int:
+    from agent.app import check_config
+
+    return check_config(_needs_config(invocation), sys.stdout)
+
+
+_HANDLERS: dict[str, Callable[[Invocation], int]] = {
+    "init": _run_init,
+    "run": _run_agent,
+    "dev": _run_dev,
+    "exec": _run_exec,
+    "check-config": _run_check_config,
+    "emulator": lambda invocation: _run_emulator(invocation.args),
+}
+
+_CONFIG_FILE_HELP = "YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set)"
+
+
+def _add_agent_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    description: str,
+    extra: Sequence[ConfigFlag] = (),
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, parents=[_config_flags_parser(extra)], help=help_text, description=description)
+    p.add_argument("-c", "--config", dest="file", type=Path, metavar="FILE", help=_CONFIG_FILE_HELP)
+    p.set_defaults(command=name)
+    return p
+
+
+def _add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_agent_command(
+        sub,
+        "init",
+        "fetch every secret once, write the outputs and exit (init container)",
+        "Fetch all secrets concurrently, write the files and env file as one snapshot, exit 0. If a "
+        "required secret fails: exit 1 with one line per failure.",
+    )
+    _add_agent_command(
+        sub,
+        "run",
+        "bootstrap, then keep the secrets fresh and tell the app (sidecar)",
+        "Bootstrap like init, then poll for new versions, swap the outputs atomically and notify the "
+        "app. SIGHUP: refresh now. SIGTERM: stop within the shutdown grace period.",
+    )
+    _add_agent_command(
+        sub,
+        "dev",
+        "serve the secrets of a .env file, watched for edits (local development)",
+        "The local development daemon: the same outputs as run, from a .env file (or the emulator with "
+        "--source gcp --endpoint HOST:PORT).",
+        DEV_FLAGS,
+    )
+    p = _add_agent_command(
+        sub,
+        "exec",
+        "put the secrets into the environment and run a command",
+        "Resolve the secrets into environment variables and exec CMD. With --watch, stay as a small "
+        "supervisor: forward signals, restart the child (or signal it) on rotation, exit with its status.",
+        EXEC_FLAGS,
+    )
+    p.usage = "%(prog)s [OPTIONS] -- CMD [ARGS...]"
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]", help="the command to run")
 
 
 def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -110,16 +336,8 @@ def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Validate FILE plus SECRETS_AGENT_* variables and flags; print the normalised "
         "configuration as YAML. Exit 0 if valid, 2 with every problem on stderr if not.",
     )
-    p.add_argument(
-        "file", type=Path, nargs="?", help="YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set)"
-    )
-    p.set_defaults(handler=_run_check_config)
-
-
-def _run_check_config(args: argparse.Namespace) -> int:
-    from agent.app import check_config
-
-    return check_config(_load_config(args.file, args), sys.stdout)
+    p.add_argument("file", type=Path, nargs="?", help=_CONFIG_FILE_HELP)
+    p.set_defaults(command="check-config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,17 +347,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_emulator(sub)
+    _add_agent_commands(sub)
     _add_check_config(sub)
+    _add_emulator(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None, env: Mapping[str, str]) -> Invocation:
+    """Parse a command line into an Invocation. Usage errors exit 2 (argparse); an invalid configuration
+    raises ConfigError with every problem."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    command: str = args.command
+    if command == "emulator":
+        return Invocation(command, None, args=args)
+    program: tuple[str, ...] = ()
+    if command == "exec":
+        program = tuple(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
+        if not program:
+            _subparser(parser, "exec").error("a command to run is required: exec [OPTIONS] -- CMD [ARGS...]")
+    return Invocation(command, _load_config(args.file, args, env), program, args)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``secrets-agent`` program: parse, then run one entry point; returns the exit code."""
     try:
-        return handler(args)
+        invocation = parse(argv, os.environ)
+        return invocation.run()
     except ConfigError as error:
         for problem in error.problems:
             print(f"secrets-agent: {problem}", file=sys.stderr)

@@ -17,10 +17,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable, Mapping
+import shlex
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -33,6 +36,13 @@ CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LogFormat = Literal["json", "text"]
+SourceChoice = Literal["auto", "gcp", "dotenv"]
+"""``auto``: ``gcp`` for init/run/exec, ``dotenv`` for dev (see ``Config.source_for``)."""
+SourceName = Literal["gcp", "dotenv"]
+Environment = Literal["production", "development"]
+Strategy = Literal["access", "metadata"]
+Command = Literal["init", "run", "exec", "dev"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,6 +251,118 @@ def env_name_for(local_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", local_name).upper()
 
 
+def _choice(*options: str) -> Callable[[object], object]:
+    """A converter for a ``Literal`` setting: case-insensitive, stored lower case."""
+
+    def parse(value: object) -> str:
+        text = _string(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {describe(value)}")
+        return text
+
+    return parse
+
+
+def _at_least(minimum: int) -> Callable[[object], object]:
+    def parse(value: object) -> int:
+        number = _integer(value)
+        if number < minimum:
+            raise ValueError(f"expected an integer of at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+_ZERO_DURATION = re.compile(r"0+(?:\.0*)?(?:ms|s|m|h)?")
+
+
+def _delay(value: object) -> float:
+    """A duration that may also be 0 (for debounces: 0 means act at once)."""
+    if (isinstance(value, int | float) and not isinstance(value, bool) and value == 0) or (
+        isinstance(value, str) and _ZERO_DURATION.fullmatch(value.strip())
+    ):
+        return 0.0
+    return parse_duration(value)
+
+
+def parse_signal(value: object) -> str:
+    """A signal name -> its canonical name: ``HUP``, ``hup``, ``SIGHUP`` -> ``"SIGHUP"``."""
+    text = _string(value).strip().upper()
+    name = text if text.startswith("SIG") else "SIG" + text
+    member = signal.Signals.__members__.get(name)
+    if member is None:
+        raise ValueError(
+            f"unknown signal {describe(value)} (expected a name such as SIGHUP, SIGUSR1, SIGTERM)"
+        )
+    return member.name
+
+
+def _optional_signal(value: object) -> str | None:
+    return None if value is None else parse_signal(value)
+
+
+def _optional_regex(value: object) -> str | None:
+    if value is None:
+        return None
+    pattern = _string(value)
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
+    return pattern
+
+
+def _optional_url(value: object) -> str | None:
+    if value is None:
+        return None
+    url = _string(value).strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in url)
+    ):
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {describe(value)}")
+    return url
+
+
+_ENDPOINT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})")
+
+
+def _optional_endpoint(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _string(value).strip()
+    match = _ENDPOINT.fullmatch(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8085 or [::1]:8085), got {describe(value)}")
+    return text
+
+
+def _command_line(value: object) -> tuple[str, ...]:
+    """A YAML list of arguments, or one string split like a POSIX shell would (no expansion)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return tuple(shlex.split(value))  # ValueError ("No closing quotation") is reported as is
+    if isinstance(value, list | tuple):
+        if not all(isinstance(arg, str) for arg in value):
+            raise ValueError("expected a list of strings")
+        if value and not value[0]:
+            raise ValueError("the program name must not be empty")
+        return tuple(value)
+    raise ValueError(f"expected a list of arguments or a command string, got {describe(value)}")
+
+
+def _list(value: tuple[str, ...]) -> list[str]:
+    return list(value)
+
+
 # --------------------------------------------------------------------------------------------------
 # Declarative field metadata
 # --------------------------------------------------------------------------------------------------
@@ -341,6 +463,91 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class GcpConfig:
+    """How the ``gcp`` source talks to Secret Manager (YAML section ``gcp``)."""
+
+    endpoint: str | None = field(
+        default=None,
+        metadata=setting(_optional_endpoint, dump=_optional_str, fallback_env="SECRET_MANAGER_EMULATOR_HOST"),
+    )
+    """``HOST:PORT`` of a Secret Manager emulator spoken to over plaintext gRPC, without credentials. Env
+    ``SECRETS_AGENT_GCP_ENDPOINT``; when nothing of ours sets it, ``SECRET_MANAGER_EMULATOR_HOST``. Default:
+    none (the real service, with Application Default Credentials)."""
+    call_timeout: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
+    """Deadline of each Secret Manager call, in seconds (a duration). Default 10."""
+    strategy: Strategy = field(default="access", metadata=setting(_choice("access", "metadata")))
+    """How ``run`` detects a new version. ``access`` (default): AccessSecretVersion of the polled version,
+    which draws on the 90,000/min access quota. ``metadata``: GetSecretVersion first (no payload) and access
+    only when the version moved; cheaper per change, but reads share a 600/min per-project quota."""
+    backoff_initial: float = field(default=0.5, metadata=setting(parse_duration, dump=_seconds))
+    """First retry delay after a transient error, in seconds (a duration); doubles per attempt, full
+    jitter. Default 0.5."""
+    backoff_max: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
+    """Cap of the retry delay, in seconds (a duration); at least ``backoff_initial``. Default 30."""
+
+
+@dataclass(frozen=True)
+class DotenvConfig:
+    """The ``dotenv`` source: values from a ``.env`` file, watched for edits (YAML section ``dotenv``)."""
+
+    file: Path = field(default=Path(".env"), metadata=setting(_path, dump=str))
+    """The ``.env`` file (``dev``, or the fallback in development). Env ``SECRETS_AGENT_DOTENV_FILE``, flag
+    ``--dotenv`` (dev). Default ``.env`` in the working directory."""
+    debounce: float = field(default=0.1, metadata=setting(_delay, dump=_seconds))
+    """Edits within this many seconds (a duration, 0 allowed) are taken as one change. Default 0.1."""
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """How the app is told to reload after each new snapshot (YAML section ``notify``). Any combination:
+    a signal (when ``pid_file`` or ``process`` is set), an HTTP POST (``url``), a command (``command``)."""
+
+    debounce: float = field(default=1.0, metadata=setting(_delay, dump=_seconds))
+    """Snapshots swapped within this many seconds (a duration, 0 allowed) give one notification.
+    Default 1."""
+    signal: str = field(default="SIGHUP", metadata=setting(parse_signal))
+    """Signal sent to the app's process: a name such as ``SIGHUP``, ``HUP`` or ``usr1``, stored as
+    ``SIGHUP``. Default ``SIGHUP``."""
+    pid_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """File holding the app's process id; re-read at every notification. Default: none."""
+    process: str | None = field(default=None, metadata=setting(_optional_regex))
+    """Regular expression searched in each process' command line (``/proc/*/cmdline``); the matching
+    processes are signalled. Needs ``shareProcessNamespace: true`` in a pod. Default: none."""
+    url: str | None = field(default=None, metadata=setting(_optional_url))
+    """``http://`` or ``https://`` URL that gets an empty POST after each swap. Default: none."""
+    url_timeout: float = field(default=5.0, metadata=setting(parse_duration, dump=_seconds))
+    """Deadline of each POST, in seconds (a duration). Default 5."""
+    url_retries: int = field(default=3, metadata=setting(_at_least(0)))
+    """Extra attempts of a failed POST within one notification (>= 0). Default 3."""
+    command: tuple[str, ...] = field(default=(), metadata=setting(_command_line, dump=_list))
+    """Command run after each swap: a YAML list of arguments, or one string split like a shell would
+    (``shlex``; no variables, no pipes). Default: none."""
+    command_timeout: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
+    """The command is killed after this many seconds (a duration). Default 30."""
+    max_attempts: int = field(default=5, metadata=setting(_at_least(1)))
+    """Attempts of one notification (signal, POST round or command) before it is given up and logged
+    (>= 1). Files are never rolled back. Default 5."""
+
+    @property
+    def signals_process(self) -> bool:
+        """Whether a signal notifier is configured (``pid_file`` or ``process`` is set)."""
+        return self.pid_file is not None or self.process is not None
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """``secrets-agent exec``: how the child is looked after (YAML section ``exec``)."""
+
+    watch: bool = field(default=False, metadata=setting(_boolean))
+    """False (default): put the secrets into the environment and exec the command (the agent is gone).
+    True (``--watch``): stay as a small supervisor that forwards signals, reaps zombies and, on rotation,
+    restarts the child or sends it ``reload_signal``."""
+    reload_signal: str | None = field(default=None, metadata=setting(_optional_signal))
+    """With ``watch``: signal sent to the child on rotation instead of restarting it (names as for
+    ``notify.signal``). Default: none (restart the child with the new environment)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Build it with ``load_config()``; never mutate it."""
 
@@ -361,8 +568,54 @@ class Config:
     """Random spread of each poll interval, as a fraction 0..1 of it (0.1 = +/-10%). Default 0.1."""
     max_staleness: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
     """Seconds without a successful refresh after which the agent reports not ready. Default 3600 (1h)."""
+    source: SourceChoice = field(default="auto", metadata=setting(_choice("auto", "gcp", "dotenv")))
+    """Where values come from: ``gcp`` (Secret Manager), ``dotenv`` (a ``.env`` file) or ``auto`` (default):
+    ``dotenv`` for ``dev``, ``gcp`` for ``init``, ``run`` and ``exec``."""
+    env: Environment = field(default="production", metadata=setting(_choice("production", "development")))
+    """``production`` (default) or ``development``. In development, ``init``/``run`` fall back to
+    ``dotenv.file`` (loudly) when no Google credentials exist. Env ``SECRETS_AGENT_ENV``."""
+    fallback_dotenv: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Allows ``init``/``run`` to read this ``.env`` file, loudly, when no Google credentials exist, in any
+    ``env``. Flag ``--fallback-dotenv``. Default: none (no fallback)."""
+    require_tmpfs: bool = field(default=False, metadata=setting(_boolean))
+    """Refuse to write when ``output_dir`` is not on tmpfs/ramfs (per ``/proc/mounts``) instead of only
+    warning. Default false."""
+    log_format: LogFormat = field(default="json", metadata=setting(_choice("json", "text")))
+    """``json`` (default): one JSON object per line for Cloud Logging; ``text``: compact, for terminals."""
+    timeout: float = field(default=60.0, metadata=setting(parse_duration, dump=_seconds))
+    """Overall deadline of the bootstrap (``init``, the first fetch of ``run``/``exec``), in seconds (a
+    duration). Default 60."""
+    shutdown_grace: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
+    """After SIGTERM, seconds (a duration) the agent's tasks get to finish before they are cancelled.
+    Default 10."""
+    concurrency: int = field(default=32, metadata=setting(_at_least(1)))
+    """Most Secret Manager fetches in flight at once (>= 1). Default 32."""
+    gcp: GcpConfig = field(default_factory=GcpConfig, metadata=section())
+    """The Secret Manager source."""
+    dotenv: DotenvConfig = field(default_factory=DotenvConfig, metadata=section())
+    """The ``.env`` source."""
+    notify: NotifyConfig = field(default_factory=NotifyConfig, metadata=section())
+    """Reload notifiers."""
+    exec: ExecConfig = field(default_factory=ExecConfig, metadata=section())
+    """The ``exec`` command."""
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
-    """The secrets to deliver. Default: none."""
+    """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
+    Default: none."""
+
+    def source_for(self, command: Command) -> SourceName:
+        """The source ``command`` uses: ``source``, or for ``auto`` dotenv in ``dev`` and gcp otherwise.
+        (The no-credentials fallback of ``fallback_file`` is decided at run time, not here.)"""
+        if self.source != "auto":
+            return self.source
+        return "dotenv" if command == "dev" else "gcp"
+
+    @property
+    def fallback_file(self) -> Path | None:
+        """The ``.env`` file ``init``/``run`` may use when no Google credentials exist: ``fallback_dotenv``,
+        else ``dotenv.file`` in development, else None (production never falls back silently)."""
+        if self.fallback_dotenv is not None:
+            return self.fallback_dotenv
+        return self.dotenv.file if self.env == "development" else None
 
     def to_dict(self) -> dict[str, object]:
         """The normalised configuration as plain data: canonical refs, octal modes, durations in seconds."""
@@ -396,6 +649,9 @@ class _Reader:
 
     env: Mapping[str, str]
     flags: Mapping[str, object]
+    flag_names: Mapping[str, str] = field(default_factory=dict)
+    """Setting path -> the flag that sets it, when it is not ``--`` + the path (``gcp.endpoint`` ->
+    ``--endpoint``); used to name the flag in problems."""
     problems: list[Problem] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)
     """Paths of settings that had an invalid value in some layer."""
@@ -457,7 +713,7 @@ class _Reader:
         if layered and path in self.flags:
             self.flags_used.add(path)
             if self.flags[path] is not None:
-                candidates.append(("--" + path.replace(".", "-").replace("_", "-"), self.flags[path]))
+                candidates.append((self.flag_name(path), self.flags[path]))
         # The fallback (an ambient variable such as GOOGLE_CLOUD_PROJECT) is only consulted, and so only
         # validated, when nothing of ours sets the value.
         if layered and not candidates and meta.fallback_env and self.env.get(meta.fallback_env):
@@ -474,6 +730,10 @@ class _Reader:
             else:
                 outcome = "ok"
         return outcome, result
+
+    def flag_name(self, path: str) -> str:
+        """The command-line flag of a setting path, as the user typed it."""
+        return self.flag_names.get(path) or "--" + path.replace(".", "-").replace("_", "-")
 
     def _unknown_key(self, key: object, known: set[str], path: str) -> None:
         hint = ""
@@ -516,20 +776,43 @@ def _section_class(owner: type[Any], f: dataclasses.Field[Any]) -> type[Any]:
 _PLACEHOLDER_PROJECT = "placeholder-project"
 
 
+SECRET_FLAG = "--secret"  # noqa: S105 - a flag name, not a password
+"""The compact command-line form of a secret: ``--secret NAME=REF`` (flag key ``"secrets"``)."""
+
+
+def _secret_entries(reader: _Reader, from_file: object, from_flags: object) -> list[tuple[str, object]]:
+    """(path, raw item) of every secret: the file's ``secrets[i]`` then the flags' ``--secret[i]``."""
+    entries: list[tuple[str, object]] = []
+    if isinstance(from_file, list):
+        entries += [(f"secrets[{index}]", item) for index, item in enumerate(from_file)]
+    elif from_file is not None:
+        reader.problems.append(Problem("secrets", f"expected a list of secrets, got {describe(from_file)}"))
+    if from_flags is None:
+        return entries
+    if isinstance(from_flags, str) or not isinstance(from_flags, Sequence):
+        raise TypeError("load_config: flags['secrets'] must be a list of 'NAME=REF' strings")  # a CLI bug
+    for index, text in enumerate(from_flags):
+        path = f"{SECRET_FLAG}[{index}]"
+        name, equals, ref = text.partition("=") if isinstance(text, str) else ("", "", "")
+        if not equals:
+            reader.problems.append(
+                Problem(
+                    path, f"expected NAME=REF such as db-password=projects/P/secrets/S, got {describe(text)}"
+                )
+            )
+            continue
+        entries.append((path, {"name": name, "ref": ref}))
+    return entries
+
+
 def _read_secrets(
-    reader: _Reader, raw: object, project: str | None, project_ok: bool
+    reader: _Reader, from_file: object, from_flags: object, project: str | None, project_ok: bool
 ) -> tuple[SecretSpec, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        reader.problems.append(Problem("secrets", f"expected a list of secrets, got {describe(raw)}"))
-        return ()
     specs: list[SecretSpec] = []
-    # (index, {"name"|"env"|"file": value}) for every item, valid or not, so that a duplicate is reported
+    # (path, {"name"|"env"|"file": value}) for every item, valid or not, so that a duplicate is reported
     # even next to other problems: users fix everything in one round.
     claims: list[_Claim] = []
-    for index, item in enumerate(raw):
-        path = f"secrets[{index}]"
+    for path, item in _secret_entries(reader, from_file, from_flags):
         if not isinstance(item, Mapping):
             reader.problems.append(
                 Problem(path, f"expected a mapping with name and ref, got {describe(item)}")
@@ -542,7 +825,7 @@ def _read_secrets(
                 values["ref"] = parse_ref(values["ref"], project if project_ok else _PLACEHOLDER_PROJECT)
             except InvalidReference as error:
                 reader.problems.append(Problem(f"{path}.ref", error.problems[0].message))
-        claim = _Claim(index, {key: values[key] for key in ("name", "env", "file") if key in values})
+        claim = _Claim(path, {key: values[key] for key in ("name", "env", "file") if key in values})
         if "name" in values:
             if "file" not in item:
                 claim.values["file"] = values["name"]
@@ -570,48 +853,78 @@ def _read_secrets(
 
 @dataclass
 class _Claim:
-    """The name, env and file one secrets[] item takes, including defaults derived from its name."""
+    """The name, env and file one secret takes, including defaults derived from its name."""
 
-    index: int
+    path: str
+    """Where the secret was configured: ``secrets[2]`` or ``--secret[0]``."""
     values: dict[str, str]
     derived: set[str] = field(default_factory=set)
 
 
 def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
-    duplicate_names: set[int] = set()
+    duplicate_names: set[str] = set()
     for key in ("name", "env", "file"):
-        owners: dict[str, int] = {}
+        owners: dict[str, str] = {}
         for claim in claims:
             value = claim.values.get(key)
             if value is None:
                 continue
-            first = owners.setdefault(value, claim.index)
+            first = owners.setdefault(value, claim.path)
             # A duplicate name already explains the duplicate env and file derived from it.
-            if first != claim.index and not (key in claim.derived and claim.index in duplicate_names):
+            if first != claim.path and not (key in claim.derived and claim.path in duplicate_names):
                 if key == "name":
-                    duplicate_names.add(claim.index)
+                    duplicate_names.add(claim.path)
                 source = " (derived from name)" if key in claim.derived else ""
                 reader.problems.append(
                     Problem(
-                        f"secrets[{claim.index}].{key}",
-                        f"duplicate {key} {value!r}{source}: also used by secrets[{first}]",
+                        f"{claim.path}.{key}",
+                        f"duplicate {key} {value!r}{source}: also used by {first}",
                     )
                 )
     # "db" and "db/password" cannot both exist: one path would have to be a file and a directory.
-    files: dict[str, int] = {}
+    files: dict[str, str] = {}
     for claim in claims:
         if "file" in claim.values:
-            files.setdefault(claim.values["file"], claim.index)
+            files.setdefault(claim.values["file"], claim.path)
     for claim in claims:
         for parent in PurePosixPath(claim.values.get("file", ".")).parents:
             if (other := files.get(str(parent))) is not None:
                 reader.problems.append(
                     Problem(
-                        f"secrets[{claim.index}].file",
-                        f"file {claim.values['file']!r} would be inside file {str(parent)!r} "
-                        f"of secrets[{other}]",
+                        f"{claim.path}.file",
+                        f"file {claim.values['file']!r} would be inside file {str(parent)!r} of {other}",
                     )
                 )
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules that involve more than one setting
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
+    """Problems no single setting shows. Each rule runs only when the settings it reads are valid."""
+    gcp, notify, exec_ = values.get("gcp"), values.get("notify"), values.get("exec")
+    if isinstance(gcp, GcpConfig) and gcp.backoff_initial > gcp.backoff_max:
+        reader.problems.append(
+            Problem(
+                "gcp.backoff_initial",
+                f"{_seconds(gcp.backoff_initial)}s is more than "
+                f"gcp.backoff_max ({_seconds(gcp.backoff_max)}s)",
+            )
+        )
+    if isinstance(notify, NotifyConfig) and notify.pid_file is not None and notify.process is not None:
+        # Two ways to find the app would mean guessing which one the user meant when they disagree.
+        reader.problems.append(
+            Problem("notify.process", "set either notify.pid_file or notify.process, not both")
+        )
+    if isinstance(exec_, ExecConfig) and exec_.reload_signal is not None and not exec_.watch:
+        reader.problems.append(
+            Problem(
+                "exec.reload_signal",
+                "only used with exec.watch (--watch): without it the agent execs the command and is gone",
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -679,20 +992,32 @@ def read_yaml_file(file: Path) -> Mapping[Any, object]:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
+def load_config(
+    file: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, object],
+    *,
+    flag_names: Mapping[str, str] | None = None,
+) -> Config:
     """Build the Config: flags > environment (``SECRETS_AGENT_*``) > YAML ``file`` > defaults.
 
     ``file`` None means ``$SECRETS_AGENT_CONFIG``, or no file at all. ``flags`` maps setting paths
-    (``"poll_interval"``) to raw values; None values are ignored (flag not given). Raises ConfigError
-    with every problem found.
+    (``"poll_interval"``, ``"gcp.endpoint"``) to raw values; None values are ignored (flag not given).
+    ``flags["secrets"]`` is a list of ``NAME=REF`` strings (``--secret``), appended to the file's secrets.
+    ``flag_names`` maps a path to its flag when that is not ``--`` + the path (``"gcp.endpoint"`` ->
+    ``"--endpoint"``), so problems name what the user typed. Raises ConfigError with every problem found.
     """
     if file is None and env.get(CONFIG_FILE_ENV):
         file = Path(env[CONFIG_FILE_ENV])
     raw = read_yaml_file(file) if file is not None else {}
-    reader = _Reader(env=env, flags=flags)
+    reader = _Reader(env=env, flags=flags, flag_names=flag_names or {})
     values = reader.section(Config, raw, "", layered=True)
     project_ok = "project" not in reader.invalid
-    values["secrets"] = _read_secrets(reader, values.get("secrets"), values.get("project"), project_ok)
+    reader.flags_used.add("secrets")
+    values["secrets"] = _read_secrets(
+        reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok
+    )
+    _check_across(reader, values)
     reader.check_leftovers()
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.config import load_config
+from agent.cli import Invocation, main, parse
+from agent.config import Config, load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent.yaml"
 
@@ -216,3 +217,247 @@ def test_the_installed_secrets_agent_command_has_help() -> None:
     assert done.returncode == 0, done.stderr
     assert "emulator" in done.stdout
     assert "check-config" in done.stdout
+
+
+# --- the agent's commands: what each one builds ------------------------------------------------------------
+
+AGENT_COMMANDS = ["init", "run", "dev", "exec"]
+
+
+def parsed(argv: list[str], env: dict[str, str] | None = None) -> Invocation:
+    """Parse like main() does, with `-- true` appended for exec (which needs a command)."""
+    if argv[0] == "exec" and "--" not in argv:
+        argv = [*argv, "--", "true"]
+    return parse(argv, env or {})
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS)
+def test_each_command_builds_the_config_from_file_env_and_flags(tmp_path: Path, command: str) -> None:
+    file = tmp_path / "agent.yaml"
+    file.write_text("project: file-proj\npoll_interval: 1m\nsecrets: [{name: db, ref: db}]\n")
+    env = {"SECRETS_AGENT_POLL_INTERVAL": "2m", "SECRETS_AGENT_LOG_FORMAT": "text"}
+    invocation = parsed([command, "-c", str(file), "--project", "flag-proj", "--secret", "api=api-key"], env)
+    assert invocation.command == command
+    expected = load_config(file, env, {"project": "flag-proj", "secrets": ["api=api-key"]})
+    assert invocation.config == expected
+    assert invocation.config.poll_interval == 120
+    assert invocation.config.log_format == "text"
+    assert [(s.name, str(s.ref)) for s in invocation.config.secrets] == [
+        ("db", "projects/flag-proj/secrets/db/versions/latest"),
+        ("api", "projects/flag-proj/secrets/api-key/versions/latest"),
+    ]
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS)
+def test_the_config_file_defaults_to_secrets_agent_config(tmp_path: Path, command: str) -> None:
+    file = tmp_path / "agent.yaml"
+    file.write_text("log_level: debug\n")
+    assert parsed([command], {"SECRETS_AGENT_CONFIG": str(file)}).config == Config(log_level="debug")
+    assert parsed([command]).config == Config()
+
+
+# flag as typed, its value, the setting path, the parsed value
+COMMON_FLAG_CASES = [
+    (["--project", "my-proj"], "project", "my-proj"),
+    (["--output-dir", "/run/secrets"], "output_dir", Path("/run/secrets")),
+    (["--env-file", "/run/app.env"], "env_file", Path("/run/app.env")),
+    (["--poll-interval", "30s"], "poll_interval", 30.0),
+    (["--poll-jitter", "0.5"], "poll_jitter", 0.5),
+    (["--max-staleness", "2h"], "max_staleness", 7200.0),
+    (["--log-level", "debug"], "log_level", "debug"),
+    (["--log-format", "text"], "log_format", "text"),
+    (["--source", "dotenv"], "source", "dotenv"),
+    (["--timeout", "5s"], "timeout", 5.0),
+    (["--concurrency", "4"], "concurrency", 4),
+    (["--require-tmpfs"], "require_tmpfs", True),
+    (["--fallback-dotenv", "local.env"], "fallback_dotenv", Path("local.env")),
+    (["--endpoint", "127.0.0.1:8780"], "gcp.endpoint", "127.0.0.1:8780"),
+    (["--strategy", "metadata"], "gcp.strategy", "metadata"),
+    (["--signal", "usr1"], "notify.signal", "SIGUSR1"),
+    (["--pid-file", "/run/app.pid"], "notify.pid_file", Path("/run/app.pid")),
+    (["--process", "^gunicorn: master"], "notify.process", "^gunicorn: master"),
+    (["--notify-url", "http://127.0.0.1:8080/-/reload"], "notify.url", "http://127.0.0.1:8080/-/reload"),
+    (["--notify-command", "nginx -s 'reload'"], "notify.command", ("nginx", "-s", "reload")),
+]
+
+
+def value_at(config: object, path: str) -> object:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+@pytest.mark.parametrize("command", [*AGENT_COMMANDS, "check-config"])
+@pytest.mark.parametrize(("flags", "path", "expected"), COMMON_FLAG_CASES)
+def test_every_common_flag_sets_its_setting(
+    command: str, flags: list[str], path: str, expected: object
+) -> None:
+    config = parsed([command, *flags]).config
+    assert value_at(config, path) == expected
+    assert value_at(config, path) != value_at(Config(), path)  # the case really changes something
+
+
+def test_switches_can_also_turn_a_setting_off() -> None:
+    env = {"SECRETS_AGENT_REQUIRE_TMPFS": "true", "SECRETS_AGENT_EXEC_WATCH": "true"}
+    assert parsed(["run"], env).config.require_tmpfs is True  # type: ignore[union-attr]
+    assert parsed(["run", "--no-require-tmpfs"], env).config.require_tmpfs is False  # type: ignore[union-attr]
+    assert parsed(["exec", "--no-watch"], env).config.exec.watch is False  # type: ignore[union-attr]
+
+
+def test_dev_takes_a_dotenv_file() -> None:
+    invocation = parsed(["dev", "--dotenv", "local.env", "--secret", "db=projects/my-proj/secrets/db"])
+    assert invocation.config is not None
+    assert invocation.config.dotenv.file == Path("local.env")
+    assert invocation.config.source_for("dev") == "dotenv"
+    assert invocation.argv == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "config_watch", "reload_signal", "program"),
+    [
+        (["exec", "--", "app", "--port", "8080"], False, None, ("app", "--port", "8080")),
+        (["exec", "app", "--port", "8080"], False, None, ("app", "--port", "8080")),
+        (["exec", "--watch", "--", "app"], True, None, ("app",)),
+        (
+            ["exec", "--watch", "--reload-signal", "hup", "--", "app", "--", "x"],
+            True,
+            "SIGHUP",
+            ("app", "--", "x"),
+        ),
+        (["exec", "--project", "my-proj", "--", "--odd-name"], False, None, ("--odd-name",)),
+    ],
+)
+def test_exec_builds_the_config_and_the_command_line(
+    argv: list[str], config_watch: bool, reload_signal: str | None, program: tuple[str, ...]
+) -> None:
+    invocation = parse(argv, {})
+    assert invocation.config is not None
+    assert invocation.config.exec.watch is config_watch
+    assert invocation.config.exec.reload_signal == reload_signal
+    assert invocation.argv == program
+
+
+@pytest.mark.parametrize("argv", [["exec"], ["exec", "--"], ["exec", "--watch"], ["exec", "--watch", "--"]])
+def test_exec_without_a_command_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: secrets-agent exec [OPTIONS] -- CMD [ARGS...]" in err
+    assert "a command to run is required" in err
+
+
+def test_exec_without_a_command_as_a_real_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "exec", "--watch"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "a command to run is required" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("owner", "flags"),
+    [("dev", ["--dotenv", "x.env"]), ("exec", ["--watch"]), ("exec", ["--no-watch"])],
+)
+@pytest.mark.parametrize("other", ["init", "run", "check-config"])
+def test_command_specific_flags_belong_to_their_command(
+    owner: str, flags: list[str], other: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parsed([owner, *flags]).config is not None
+    with pytest.raises(SystemExit) as exited:
+        parse([other, *flags], {})
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {flags[0]}" in capsys.readouterr().err
+
+
+def test_config_problems_from_flags_name_the_flag_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--secret", "db", "--endpoint", "nowhere", "--signal", "SIGNOPE", "--concurrency", "0"]
+    flags += ["--notify-url", "ftp://x", "--secret", "a=projects/p-123456/secrets/a", "--secret", "a=b"]
+    assert main(["run", *flags]) == 2
+    lines = [line.removeprefix("secrets-agent: ") for line in capsys.readouterr().err.splitlines()]
+    assert lines == [
+        "--concurrency: expected an integer of at least 1, got 0",
+        "--endpoint: expected HOST:PORT (e.g. 127.0.0.1:8085 or [::1]:8085), got 'nowhere'",
+        "--signal: unknown signal 'SIGNOPE' (expected a name such as SIGHUP, SIGUSR1, SIGTERM)",
+        "--notify-url: expected an http:// or https:// URL with a host, got 'ftp://x'",
+        "--secret[0]: expected NAME=REF such as db-password=projects/P/secrets/S, got 'db'",
+        "--secret[2].ref: secret reference 'b': short reference needs a default project: set 'project' "
+        "(or SECRETS_AGENT_PROJECT / GOOGLE_CLOUD_PROJECT), or write the full name projects/P/secrets/S",
+        "--secret[2].name: duplicate name 'a': also used by --secret[1]",
+    ]
+
+
+def test_reload_signal_without_watch_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["exec", "--reload-signal", "HUP", "--", "app"]) == 2
+    assert capsys.readouterr().err == (
+        "secrets-agent: exec.reload_signal: only used with exec.watch (--watch): without it the agent execs "
+        "the command and is gone\n"
+    )
+
+
+# The one entry point each command calls, and the arguments it gets.
+ENTRY_POINTS = {"init": "run_init", "run": "run_agent", "dev": "run_dev", "exec": "run_exec"}
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS)
+def test_main_calls_the_commands_one_entry_point_and_returns_its_exit_code(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.app
+
+    calls: list[tuple[object, ...]] = []
+
+    def record(*args: object) -> int:
+        calls.append(args)
+        return 7
+
+    monkeypatch.setattr(agent.app, ENTRY_POINTS[command], record)
+    argv = [command, "--project", "my-proj", "--secret", "db=db"]
+    if command == "exec":
+        argv += ["--", "app", "--flag"]
+    assert main(argv) == 7
+    expected_config = load_config(None, {}, {"project": "my-proj", "secrets": ["db=db"]})
+    assert calls == ([(expected_config, ["app", "--flag"])] if command == "exec" else [(expected_config,)])
+
+
+# command, flags its --help must list
+HELP_FLAGS = {
+    "init": ["-c FILE, --config FILE", "--timeout", "--concurrency", "--require-tmpfs", "--fallback-dotenv"],
+    "run": ["--poll-interval", "--strategy", "--signal", "--pid-file", "--process", "--notify-url"],
+    "dev": ["--dotenv FILE", "--notify-command", "--log-format"],
+    "exec": ["--watch", "--reload-signal SIGNAL", "-- CMD [ARGS...]", "--endpoint HOST:PORT"],
+}
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS)
+def test_help_of_each_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for flag in [*HELP_FLAGS[command], "--secret NAME=REF", "--project", "SECRETS_AGENT_"]:
+        assert flag in out
+    if command != "dev":
+        assert "--dotenv FILE" not in out
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in [*AGENT_COMMANDS, "check-config", "emulator"]:
+        assert re.search(rf"^\s+{command}\s+\S", out, re.MULTILINE), command
+
+
+def test_emulator_options_are_parsed_without_an_agent_config() -> None:
+    invocation = parse(["emulator", "--grpc-port", "0", "--fault", "*:latency_ms=5"], {})
+    assert invocation.command == "emulator"
+    assert invocation.config is None
+    assert invocation.args.grpc_port == 0
+    assert invocation.args.fault == ["*:latency_ms=5"]

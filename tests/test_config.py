@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,62 @@ def test_nothing_configured_gives_the_documented_defaults() -> None:
     assert config.secrets == ()
 
 
+# Every setting path and its documented default (the README and examples/agent.yaml promise these).
+DEFAULTS: dict[str, object] = {
+    "source": "auto",
+    "env": "production",
+    "fallback_dotenv": None,
+    "require_tmpfs": False,
+    "log_format": "json",
+    "timeout": 60.0,
+    "shutdown_grace": 10.0,
+    "concurrency": 32,
+    "gcp.endpoint": None,
+    "gcp.call_timeout": 10.0,
+    "gcp.strategy": "access",
+    "gcp.backoff_initial": 0.5,
+    "gcp.backoff_max": 30.0,
+    "dotenv.file": Path(".env"),
+    "dotenv.debounce": 0.1,
+    "notify.debounce": 1.0,
+    "notify.signal": "SIGHUP",
+    "notify.pid_file": None,
+    "notify.process": None,
+    "notify.url": None,
+    "notify.url_timeout": 5.0,
+    "notify.url_retries": 3,
+    "notify.command": (),
+    "notify.command_timeout": 30.0,
+    "notify.max_attempts": 5,
+    "exec.watch": False,
+    "exec.reload_signal": None,
+}
+
+
+def value_at(config: object, path: str) -> object:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def nested(path: str, value: object) -> dict[str, object]:
+    """``"gcp.endpoint", v`` -> ``{"gcp": {"endpoint": v}}``, as it is written in the file."""
+    *parents, last = path.split(".")
+    data: dict[str, object] = {last: value}
+    for parent in reversed(parents):
+        data = {parent: data}
+    return data
+
+
+def env_var(path: str) -> str:
+    return "SECRETS_AGENT_" + path.upper().replace(".", "_")
+
+
+@pytest.mark.parametrize(("path", "default"), DEFAULTS.items())
+def test_new_settings_have_their_documented_defaults(path: str, default: object) -> None:
+    assert value_at(load_config(None, {}, {}), path) == default
+
+
 # setting, file value, env value, flag value, and the expected parsed value of each
 PRECEDENCE = [
     ("project", "file-proj", "env-proj", "flag-proj", ("file-proj", "env-proj", "flag-proj")),
@@ -62,6 +119,44 @@ PRECEDENCE = [
     ("poll_interval", "10s", "2m", "1500ms", (10.0, 120.0, 1.5)),
     ("poll_jitter", 0.2, "0.3", "0.4", (0.2, 0.3, 0.4)),
     ("max_staleness", "2h", "30m", "45", (7200.0, 1800.0, 45.0)),
+    ("source", "gcp", "dotenv", "AUTO", ("gcp", "dotenv", "auto")),
+    ("env", "development", "production", "Development", ("development", "production", "development")),
+    ("fallback_dotenv", "f.env", "e.env", "g.env", (Path("f.env"), Path("e.env"), Path("g.env"))),
+    ("require_tmpfs", True, "false", "true", (True, False, True)),
+    ("log_format", "text", "json", "text", ("text", "json", "text")),
+    ("timeout", "2m", "90", "1500ms", (120.0, 90.0, 1.5)),
+    ("shutdown_grace", 3, "5s", "1m", (3.0, 5.0, 60.0)),
+    ("concurrency", 8, "16", "1", (8, 16, 1)),
+    ("gcp.endpoint", "f:1", "[::1]:2", "127.0.0.1:8780", ("f:1", "[::1]:2", "127.0.0.1:8780")),
+    ("gcp.call_timeout", "3s", "4", "500ms", (3.0, 4.0, 0.5)),
+    ("gcp.strategy", "metadata", "access", "metadata", ("metadata", "access", "metadata")),
+    ("gcp.backoff_initial", "1s", "2s", "100ms", (1.0, 2.0, 0.1)),
+    ("gcp.backoff_max", "1m", "2m", "10s", (60.0, 120.0, 10.0)),
+    ("dotenv.file", "a.env", "b.env", "c.env", (Path("a.env"), Path("b.env"), Path("c.env"))),
+    ("dotenv.debounce", 0, "50ms", "0.2", (0.0, 0.05, 0.2)),
+    ("notify.debounce", "2s", "0", "250ms", (2.0, 0.0, 0.25)),
+    ("notify.signal", "usr1", "HUP", "SIGUSR2", ("SIGUSR1", "SIGHUP", "SIGUSR2")),
+    ("notify.pid_file", "/f.pid", "/e.pid", "/g.pid", (Path("/f.pid"), Path("/e.pid"), Path("/g.pid"))),
+    ("notify.process", "^nginx", "gunicorn: master", "app$", ("^nginx", "gunicorn: master", "app$")),
+    (
+        "notify.url",
+        "http://f/reload",
+        "https://e:8443/x",
+        "http://127.0.0.1:9/-/reload",
+        ("http://f/reload", "https://e:8443/x", "http://127.0.0.1:9/-/reload"),
+    ),
+    ("notify.url_timeout", "1s", "2s", "3s", (1.0, 2.0, 3.0)),
+    ("notify.url_retries", 0, "1", "2", (0, 1, 2)),
+    (
+        "notify.command",
+        ["kill", "-HUP", "1"],
+        "nginx -s reload",
+        "sh -c 'echo \"a b\"'",
+        (("kill", "-HUP", "1"), ("nginx", "-s", "reload"), ("sh", "-c", 'echo "a b"')),
+    ),
+    ("notify.command_timeout", "10s", "20s", "1m", (10.0, 20.0, 60.0)),
+    ("notify.max_attempts", 1, "2", "10", (1, 2, 10)),
+    ("exec.watch", True, "no", "yes", (True, False, True)),
 ]
 
 
@@ -69,17 +164,57 @@ PRECEDENCE = [
 def test_flag_beats_env_beats_file_beats_default(
     tmp_path: Path, setting: str, in_file: object, in_env: str, in_flag: str, expected: tuple[object, ...]
 ) -> None:
-    file = write(tmp_path, yaml.safe_dump({setting: in_file}))
-    env = {f"SECRETS_AGENT_{setting.upper()}": in_env}
+    file = write(tmp_path, yaml.safe_dump(nested(setting, in_file)))
+    env = {env_var(setting): in_env}
     flags = {setting: in_flag}
-    default = getattr(Config(), setting)
-    assert getattr(load_config(None, {}, {}), setting) == default
-    assert getattr(load_config(file, {}, {}), setting) == expected[0]
-    assert getattr(load_config(file, env, {}), setting) == expected[1]
-    assert getattr(load_config(file, env, flags), setting) == expected[2]
-    assert getattr(load_config(None, {}, flags), setting) == expected[2]
+    default = value_at(Config(), setting)
+    assert value_at(load_config(None, {}, {}), setting) == default
+    assert value_at(load_config(file, {}, {}), setting) == expected[0]
+    assert value_at(load_config(file, env, {}), setting) == expected[1]
+    assert value_at(load_config(file, env, flags), setting) == expected[2]
+    assert value_at(load_config(None, {}, flags), setting) == expected[2]
     # A flag that was not given (None) does not override anything.
-    assert getattr(load_config(file, env, {setting: None}), setting) == expected[1]
+    assert value_at(load_config(file, env, {setting: None}), setting) == expected[1]
+
+
+def test_the_exec_reload_signal_is_layered_like_the_others(tmp_path: Path) -> None:
+    # Separate from the table: it needs exec.watch as well.
+    file = write(tmp_path, "exec: {watch: true, reload_signal: hup}\n")
+    assert load_config(file, {}, {}).exec.reload_signal == "SIGHUP"
+    env = {"SECRETS_AGENT_EXEC_RELOAD_SIGNAL": "TERM"}
+    assert load_config(file, env, {}).exec.reload_signal == "SIGTERM"
+    assert load_config(file, env, {"exec.reload_signal": "sigusr1"}).exec.reload_signal == "SIGUSR1"
+
+
+def test_secret_manager_emulator_host_is_the_endpoint_fallback_below_the_file(tmp_path: Path) -> None:
+    ambient = {"SECRET_MANAGER_EMULATOR_HOST": "localhost:8780"}
+    assert load_config(None, ambient, {}).gcp.endpoint == "localhost:8780"
+    assert load(tmp_path, "gcp: {endpoint: 'file:1'}\n", ambient).gcp.endpoint == "file:1"
+    ours = {**ambient, "SECRETS_AGENT_GCP_ENDPOINT": "ours:2"}
+    assert load_config(None, ours, {}).gcp.endpoint == "ours:2"
+    # Only validated when it is used: a bad ambient value does not break a config that sets its own.
+    assert load(
+        tmp_path, "gcp: {endpoint: 'file:1'}\n", {"SECRET_MANAGER_EMULATOR_HOST": "junk"}
+    ).gcp.endpoint
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {"SECRET_MANAGER_EMULATOR_HOST": "junk"}, {})
+    assert [p.path for p in caught.value.problems] == ["env SECRET_MANAGER_EMULATOR_HOST"]
+
+
+def test_the_source_follows_the_command_unless_configured() -> None:
+    auto = load_config(None, {}, {})
+    assert [auto.source_for(c) for c in ("init", "run", "exec", "dev")] == ["gcp", "gcp", "gcp", "dotenv"]
+    pinned = load_config(None, {"SECRETS_AGENT_SOURCE": "gcp"}, {})
+    assert pinned.source_for("dev") == "gcp"
+    assert load_config(None, {}, {"source": "dotenv"}).source_for("run") == "dotenv"
+
+
+def test_production_never_falls_back_to_dotenv_unless_told_to() -> None:
+    assert load_config(None, {}, {}).fallback_file is None
+    development = load_config(None, {"SECRETS_AGENT_ENV": "development"}, {"dotenv.file": "dev.env"})
+    assert development.fallback_file == Path("dev.env")
+    explicit = load_config(None, {}, {"fallback_dotenv": "/run/fallback.env"})
+    assert explicit.fallback_file == Path("/run/fallback.env")
 
 
 def test_google_cloud_project_is_the_fallback_below_the_file(tmp_path: Path) -> None:
@@ -121,6 +256,199 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
     assert load(tmp_path, "# nothing yet\n") == Config()
 
 
+# path, bad YAML value, a fragment of the message
+BAD_VALUES = [
+    ("source", "vault", "expected one of auto, gcp, dotenv, got 'vault'"),
+    ("env", "staging", "expected one of production, development, got 'staging'"),
+    ("log_format", "xml", "expected one of json, text, got 'xml'"),
+    ("require_tmpfs", "sometimes", "expected true or false, got 'sometimes'"),
+    ("timeout", "0s", "expected a positive, finite duration"),
+    ("shutdown_grace", "soon", "expected a duration"),
+    ("concurrency", 0, "expected an integer of at least 1, got 0"),
+    ("concurrency", "many", "expected an integer, got 'many'"),
+    ("fallback_dotenv", "", "must not be empty"),
+    ("gcp.strategy", "push", "expected one of access, metadata, got 'push'"),
+    ("gcp.endpoint", "localhost", "expected HOST:PORT"),
+    ("gcp.endpoint", "host:99999", "expected HOST:PORT"),
+    ("gcp.endpoint", "http://host:80", "expected HOST:PORT"),
+    ("gcp.call_timeout", -1, "expected a positive, finite duration"),
+    ("gcp.backoff_max", "forever", "expected a duration"),
+    ("dotenv.debounce", "-1s", "expected a duration"),
+    ("notify.debounce", "later", "expected a duration"),
+    ("notify.signal", "SIGFOO", "unknown signal 'SIGFOO' (expected a name such as SIGHUP, SIGUSR1, SIGTERM)"),
+    ("notify.signal", "1", "unknown signal '1'"),
+    ("notify.signal", 15, "expected a string, got 15"),
+    (
+        "notify.process",
+        "nginx(",
+        "'nginx(' is not a valid regular expression: missing ), unterminated subpattern",
+    ),
+    (
+        "notify.url",
+        "ftp://host/reload",
+        "expected an http:// or https:// URL with a host, got 'ftp://host/reload'",
+    ),
+    ("notify.url", "http://", "expected an http:// or https:// URL with a host"),
+    ("notify.url", "localhost:8080/reload", "expected an http:// or https:// URL with a host"),
+    ("notify.url", "http://host:notaport/", "expected an http:// or https:// URL with a host"),
+    ("notify.url", "http://host/a b", "expected an http:// or https:// URL with a host"),
+    ("notify.url_timeout", "0", "expected a positive, finite duration"),
+    ("notify.url_retries", -1, "expected an integer of at least 0, got -1"),
+    ("notify.command", "sh -c 'unclosed", "No closing quotation"),
+    ("notify.command", ["kill", 1], "expected a list of strings"),
+    ("notify.command", {"run": "x"}, "expected a list of arguments or a command string, got a mapping"),
+    ("notify.command_timeout", "1d", "expected a duration"),
+    ("notify.max_attempts", 0, "expected an integer of at least 1, got 0"),
+    ("exec.watch", "maybe", "expected true or false, got 'maybe'"),
+    ("exec.reload_signal", "RELOAD", "unknown signal 'RELOAD'"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_VALUES)
+def test_bad_values_of_new_settings_name_their_path(
+    tmp_path: Path, path: str, value: object, message: str
+) -> None:
+    problems = problems_of(tmp_path, yaml.safe_dump(nested(path, value)))
+    assert list(problems) == [path]
+    assert message in problems[path]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"), [b for b in BAD_VALUES if isinstance(b[1], str) and b[1]]
+)
+def test_bad_values_from_the_environment_name_the_variable(path: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {env_var(path): value}, {})
+    assert [(p.path, message in p.message) for p in caught.value.problems] == [(f"env {env_var(path)}", True)]
+
+
+def test_a_bad_flag_is_named_as_the_cli_spells_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            None,
+            {},
+            {"gcp.endpoint": "nowhere", "notify.signal": "SIGNOPE", "concurrency": "0"},
+            flag_names={"gcp.endpoint": "--endpoint", "notify.signal": "--signal"},
+        )
+    assert [p.path for p in caught.value.problems] == ["--concurrency", "--endpoint", "--signal"]
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("HUP", "SIGHUP"),
+        ("hup", "SIGHUP"),
+        ("SIGHUP", "SIGHUP"),
+        ("sigterm", "SIGTERM"),
+        (" usr2 ", "SIGUSR2"),
+    ],
+)
+def test_signals_are_stored_by_their_canonical_name(tmp_path: Path, written: str, canonical: str) -> None:
+    config = load(tmp_path, yaml.safe_dump({"notify": {"signal": written}}))
+    assert config.notify.signal == canonical
+
+
+def test_a_signal_notifier_is_active_only_with_a_pid_file_or_a_process(tmp_path: Path) -> None:
+    assert not load_config(None, {}, {}).notify.signals_process
+    assert load_config(None, {}, {"notify.pid_file": "/run/app.pid"}).notify.signals_process
+    assert load_config(None, {}, {"notify.process": "^app"}).notify.signals_process
+
+
+def test_sections_reject_unknown_keys_and_non_mappings(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """
+        gcp: {endpont: "h:1"}
+        notify: yes
+        exec: [watch]
+        dotenv: {file: .env, debounce: 1s, wacth: true}
+        """,
+        {"SECRETS_AGENT_NOTIFY_SIGNALL": "HUP"},
+    )
+    assert problems == {
+        "gcp.endpont": "unknown key (did you mean 'endpoint'?)",
+        "notify": "expected a mapping, got true",
+        "exec": "expected a mapping, got a list",
+        "dotenv.wacth": "unknown key",
+        "env SECRETS_AGENT_NOTIFY_SIGNALL": "unknown setting",
+    }
+
+
+def test_cross_setting_rules_are_reported_together_with_the_rest(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """
+        concurrency: 0
+        gcp: {backoff_initial: 1m, backoff_max: 10s}
+        notify: {pid_file: /run/app.pid, process: "^app", signal: NOPE}
+        exec: {reload_signal: HUP}
+        """,
+    )
+    assert problems == {
+        "concurrency": "expected an integer of at least 1, got 0",
+        "gcp.backoff_initial": "60s is more than gcp.backoff_max (10s)",
+        "notify.signal": "unknown signal 'NOPE' (expected a name such as SIGHUP, SIGUSR1, SIGTERM)",
+        "exec.reload_signal": "only used with exec.watch (--watch): without it the agent execs the command "
+        "and is gone",
+    }
+    # notify.signal was invalid, so the notify section was not built and the pid_file/process rule (which
+    # needs the whole section) did not run; once the signal is fixed, it does.
+    fixed = problems_of(tmp_path, "notify: {pid_file: /run/app.pid, process: '^app'}\n")
+    assert fixed == {"notify.process": "set either notify.pid_file or notify.process, not both"}
+
+
+# --- the compact form: --secret NAME=REF -------------------------------------------------------------------
+
+
+def test_secret_flags_are_added_after_the_files_secrets(tmp_path: Path) -> None:
+    file = write(tmp_path, "project: my-proj\nsecrets: [{name: db, ref: db-password, mode: '0400'}]\n")
+    config = load_config(file, {}, {"secrets": ["api=api-key@3", "tls=sm://other-proj/tls#current"]})
+    assert config.secrets == (
+        SecretSpec(name="db", ref=parse_ref("db-password", "my-proj"), mode=0o400),
+        SecretSpec(name="api", ref=parse_ref("api-key@3", "my-proj"), env="API", file="api"),
+        SecretSpec(name="tls", ref=parse_ref("sm://other-proj/tls#current")),
+    )
+    # The flag's project counts for them as for the file's.
+    flagged = load_config(None, {}, {"project": "flag-proj", "secrets": ["db=db"]})
+    assert flagged.secrets[0].ref.project == "flag-proj"
+
+
+def test_secret_flags_can_stand_alone_and_an_absent_flag_adds_nothing(tmp_path: Path) -> None:
+    assert load_config(None, {}, {"secrets": None}).secrets == ()
+    assert load_config(None, {}, {"secrets": []}).secrets == ()
+    (spec,) = load_config(None, {}, {"secrets": ["a=projects/p-123456/secrets/a"]}).secrets
+    assert (spec.name, spec.env, spec.file) == ("a", "A", "a")
+
+
+def test_secret_flags_are_checked_like_file_secrets_and_duplicates_name_both(tmp_path: Path) -> None:
+    file = write(tmp_path, "project: my-proj\nsecrets: [{name: db, ref: db}, {name: api, ref: api}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            file,
+            {},
+            {
+                "secrets": [
+                    "db=other",
+                    "no-equals-sign",
+                    "cache=bad!",
+                    "=nameless",
+                    "key=k",
+                    "API=x",
+                    "key=k2",
+                ]
+            },
+        )
+    assert {p.path: p.message for p in caught.value.problems} == {
+        "--secret[1]": "expected NAME=REF such as db-password=projects/P/secrets/S, got 'no-equals-sign'",
+        "--secret[2].ref": "secret reference 'bad!': secret id may only contain letters, digits, '-' and '_'",
+        "--secret[3].name": "must not be empty",
+        "--secret[0].name": "duplicate name 'db': also used by secrets[0]",
+        "--secret[6].name": "duplicate name 'key': also used by --secret[4]",
+        "--secret[5].env": "duplicate env 'API' (derived from name): also used by secrets[1]",
+    }
+
+
+# --- secrets ------------------------------------------------------------------------------------------------
 # --- secrets ------------------------------------------------------------------------------------------------
 
 
@@ -494,6 +822,56 @@ def test_to_dict_is_normalised_and_loads_back_to_the_same_config(tmp_path: Path)
             "required": True,
         },
     ]
+    assert load(tmp_path, yaml.safe_dump(data)) == config
+
+
+def test_the_example_file_sets_every_setting_so_it_documents_them_all() -> None:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+
+    def paths(cls: type, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default_factory, type):  # a section
+                out += paths(f.default_factory, f"{prefix}{f.name}.")
+            else:
+                out.append(prefix + f.name)
+        return out
+
+    missing = []
+    for path in paths(Config):
+        data = raw
+        for part in path.split("."):
+            if not isinstance(data, dict) or part not in data:
+                missing.append(path)
+                break
+            data = data[part]
+    assert missing == []
+    for path in paths(Config):
+        assert path.rpartition(".")[2] + ":" in EXAMPLE.read_text()
+
+
+def test_new_sections_round_trip_through_the_normalised_form(tmp_path: Path) -> None:
+    config = load_config(
+        EXAMPLE,
+        {},
+        {"notify.command": "nginx -s 'reload now'", "exec.watch": "true", "exec.reload_signal": "hup"},
+    )
+    data = config.to_dict()
+    notify = data["notify"]
+    assert isinstance(notify, dict)
+    assert (notify["command"], notify["signal"], notify["debounce"]) == (
+        ["nginx", "-s", "reload now"],
+        "SIGHUP",
+        1,
+    )
+    assert data["exec"] == {"watch": True, "reload_signal": "SIGHUP"}
+    assert data["gcp"] == {
+        "endpoint": None,
+        "call_timeout": 10,
+        "strategy": "access",
+        "backoff_initial": 0.5,
+        "backoff_max": 30,
+    }
     assert load(tmp_path, yaml.safe_dump(data)) == config
 
 
