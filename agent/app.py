@@ -1,15 +1,40 @@
-"""Composition root: one entry point per command, each taking a finished Config.
+"""Composition root: builds the components from a finished Config; one entry point per command.
 
-For now it only holds ``check_config``; the agent's commands (init, run, dev, exec) arrive with later issues.
+Every entry point returns the process exit code: 0 success, 1 failure (the log says which secret and why);
+configuration problems never get here (``load_config`` raised them, exit 2).
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, TextIO
 
 import yaml
 
-from agent.config import Config
+from agent.backoff import Backoff
+from agent.config import Config, SecretSpec
+from agent.errors import AgentError
+from agent.logs import configure_logging, register_secret_values
+from agent.model import Snapshot
+from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
+from agent.sinks import Sink
+from agent.sinks.snapshot import SnapshotSink
+from agent.sinks.tmpfs import check_memory_backed
+from agent.sources import ChangeFeed, Source
+from agent.sources.errors import NO_CREDENTIALS
+from agent.store import SnapshotStore
+from agent.supervisor import Part, signal_handlers, supervise
+from agent.sync import BootstrapReport, Syncer, SyncSettings
+
+log = logging.getLogger("agent")
+
+Mode = Literal["init", "run", "dev", "exec"]
 
 
 def check_config(config: Config, out: TextIO) -> int:
@@ -17,3 +42,242 @@ def check_config(config: Config, out: TextIO) -> int:
     in ``load_config``: reaching this point means the configuration is valid. Returns the exit code."""
     yaml.safe_dump(config.to_dict(), out, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return 0
+
+
+# -- building blocks ---------------------------------------------------------------------------------
+
+
+def select_source(config: Config, mode: Mode) -> Source:
+    """dotenv for ``dev`` (or ``source: dotenv``); otherwise Secret Manager, never silently anything else.
+
+    The one exception is explicit: ``--fallback-dotenv FILE`` or ``SECRETS_AGENT_ENV=development`` with
+    ``source: auto`` uses the .env file when no Google credentials exist, and says so loudly.
+    """
+    from agent.sources.credentials import google_credentials_available
+    from agent.sources.dotenv import DotenvSource
+    from agent.sources.gcp import GcpSource
+
+    def dotenv(path: Path) -> Source:
+        return DotenvSource(path=path, debounce=config.dotenv.debounce)
+
+    if config.source_for(mode) == "dotenv":
+        log.info("source: .env file %s", config.dotenv.file)
+        return dotenv(config.dotenv.file)
+    if config.gcp.endpoint:
+        log.info("source: Secret Manager at %s (plaintext, emulator)", config.gcp.endpoint)
+        return GcpSource(endpoint=config.gcp.endpoint, call_timeout=config.gcp.call_timeout)
+    if google_credentials_available():
+        return GcpSource(endpoint=None, call_timeout=config.gcp.call_timeout)
+    fallback = config.fallback_file
+    if config.source == "auto" and fallback is not None:
+        log.warning(
+            "NO GOOGLE CREDENTIALS FOUND: serving secrets from the .env file %s instead of Secret Manager "
+            "(allowed by %s). Never run like this in production.",
+            fallback,
+            "--fallback-dotenv" if config.fallback_dotenv else "SECRETS_AGENT_ENV=development",
+        )
+        return dotenv(fallback)
+    raise AgentError(f"{NO_CREDENTIALS}; or use `secrets-agent dev` / --fallback-dotenv FILE for a .env file")
+
+
+def build_sink(config: Config) -> SnapshotSink:
+    check_memory_backed(config.output_dir, require=config.require_tmpfs)
+    return SnapshotSink(config.output_dir, config.secrets, config.env_file)
+
+
+def build_notifiers(config: Config) -> list[Notifier]:
+    n = config.notify
+    notifiers: list[Notifier] = []
+    if n.pid_file is not None or n.process is not None:
+        notifiers.append(SignalNotifier(signal.Signals[n.signal], n.pid_file, n.process))
+    if n.url is not None:
+        notifiers.append(HttpNotifier(n.url, n.url_timeout, n.url_retries))
+    if n.command:
+        notifiers.append(CommandNotifier(n.command, n.command_timeout))
+    return notifiers
+
+
+def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
+    return SyncSettings(
+        concurrency=config.concurrency,
+        poll_interval=config.poll_interval,
+        poll_jitter=config.poll_jitter,
+        polling=polling,
+        strategy=config.gcp.strategy,
+        backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+    )
+
+
+def _remember_values(snapshot: Snapshot) -> None:
+    """Let the log redaction filter know the values we hold, as a safety net behind 'never log values'."""
+    register_secret_values(item.data for item in snapshot)
+
+
+def report_failures(report: BootstrapReport, specs: Sequence[SecretSpec]) -> int:
+    """Log one line per failed secret (reference, status, hint); return how many required ones failed."""
+    required = report.required_failures(specs)
+    by_name = {spec.name: spec for spec in specs}
+    for name, error in sorted(report.failures.items()):
+        spec = by_name[name]
+        hint = f" (hint: {error.hint})" if error.hint else ""
+        line = f"{name} <- {spec.ref}: {error.code}: {error.message}{hint}"
+        if name in required:
+            log.error("required secret failed: %s", line)
+        else:
+            log.warning("optional secret skipped: %s", line)
+    return len(required)
+
+
+class NullSink:
+    """For ``exec``: values go into the child's environment, not onto disk."""
+
+    def write(self, snapshot: Snapshot) -> bool:
+        return False
+
+    def adopt(self) -> Snapshot:
+        return Snapshot()
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def run_init(config: Config) -> int:
+    """Fetch everything once, write, exit: 0, or 1 with one line per required secret that failed."""
+    configure_logging(config.log_level, config.log_format)
+    return asyncio.run(_init(config))
+
+
+async def _init(config: Config) -> int:
+    source = select_source(config, "init")
+    try:
+        sink = build_sink(config)
+        store = SnapshotStore(config.secrets)
+        await store.publish(sink.adopt())
+        syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
+        started = time.monotonic()
+        report = await syncer.bootstrap(deadline=started + config.timeout)
+        _remember_values(report.snapshot)
+    finally:
+        await source.close()
+    failed = report_failures(report, config.secrets)
+    if failed:
+        log.error(
+            "init failed: %d of %d required secret(s) could not be fetched", failed, len(config.secrets)
+        )
+        return 1
+    log.info(
+        "init done: %d secret(s) in %s in %.2fs",
+        len(report.snapshot),
+        config.output_dir,
+        time.monotonic() - started,
+    )
+    return 0
+
+
+def run_agent(config: Config) -> int:
+    """``run``: bootstrap, then keep secrets fresh and tell the app, until SIGTERM."""
+    configure_logging(config.log_level, config.log_format)
+    return asyncio.run(_serve(config, "run"))
+
+
+def run_dev(config: Config) -> int:
+    """``dev``: the same outputs from a watched .env file."""
+    configure_logging(config.log_level, config.log_format)
+    return asyncio.run(_serve(config, "dev"))
+
+
+async def _serve(config: Config, mode: Mode) -> int:
+    source = select_source(config, mode)
+    try:
+        sink = build_sink(config)
+        store = SnapshotStore(config.secrets)
+        adopted = sink.adopt()
+        await store.publish(adopted)
+        notifiers = build_notifiers(config)
+        coordinator = ReloadCoordinator(
+            notifiers,
+            debounce=config.notify.debounce,
+            backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+            max_attempts=config.notify.max_attempts,
+        )
+
+        def changed(snapshot: Snapshot) -> None:
+            _remember_values(snapshot)
+            coordinator.request(snapshot.versions())
+
+        feed = source if isinstance(source, ChangeFeed) else None
+        syncer = Syncer(
+            config.secrets,
+            source,
+            sink,
+            store,
+            sync_settings(config, polling=feed is None),
+            on_change=[changed],
+        )
+
+        async def keep_fresh() -> None:
+            report = await syncer.bootstrap(
+                deadline=time.monotonic() + config.timeout, notify=len(adopted) > 0
+            )
+            _remember_values(report.snapshot)
+            report_failures(report, config.secrets)
+            log.info(
+                "%s: serving %d of %d secret(s) from %s",
+                mode,
+                len(report.snapshot),
+                len(config.secrets),
+                config.output_dir,
+            )
+            await syncer.poll()
+
+        parts: dict[str, Part] = {"sync": keep_fresh()}
+        if notifiers:
+            parts["reload"] = coordinator.run()
+        if feed is not None:
+            parts["watch"] = syncer.follow(feed)
+        stop = asyncio.Event()
+        with signal_handlers(stop, on_hup=syncer.refresh_now):
+            await supervise(parts, stop, config.shutdown_grace)
+    finally:
+        await source.close()
+    log.info("%s: stopped", mode)
+    return 0
+
+
+def run_exec(config: Config, argv: list[str]) -> int:
+    """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
+    configure_logging(config.log_level, config.log_format)
+    return asyncio.run(_exec(config, argv))
+
+
+async def _exec(config: Config, argv: list[str]) -> int:
+    from agent.execmode import WatchedChild, child_environment, exec_replace
+
+    source = select_source(config, "exec")
+    store = SnapshotStore(config.secrets)
+    sink: Sink = NullSink()
+    try:
+        if not config.exec.watch:
+            syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
+            report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+            if report_failures(report, config.secrets):
+                return 1
+            env = child_environment(os.environ, report.snapshot, config.secrets)
+            await source.close()
+            exec_replace(argv, env)  # does not return
+            return 127
+        return await _exec_watch(config, argv, source, store, sink, WatchedChild, child_environment)
+    finally:
+        await source.close()
+
+
+async def _exec_watch(
+    config: Config,
+    argv: list[str],
+    source: Source,
+    store: SnapshotStore,
+    sink: Sink,
+    watched_child: type,
+    child_environment: object,
+) -> int:
+    raise NotImplementedError

@@ -1,0 +1,248 @@
+"""The loop: bootstrap every secret, then keep them fresh (poll with jitter, or follow a change feed).
+
+No I/O details live here: a Source fetches, a Sink writes, the SnapshotStore remembers, callbacks tell the
+app. The rules that matter are here:
+
+* a snapshot is committed whole: written by the sink first, then published, then the app is told once;
+* last-known-good wins: a failed fetch keeps the old value (never removed from disk), is recorded, retried;
+* only ``latest`` and aliases are polled: a pinned version number cannot change, so it costs no calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.backoff import Backoff
+from agent.config import SecretSpec
+from agent.errors import PermanentSourceError, SinkError, SourceError
+from agent.model import Fetched, Snapshot
+from agent.retry import retry_transient
+from agent.sinks import Sink
+from agent.sources import ChangeFeed, Source
+from agent.store import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["access", "metadata"]
+
+
+def is_polled(spec: SecretSpec) -> bool:
+    """``latest`` and aliases can move; a version number never does."""
+    return not spec.ref.version.isdigit()
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    concurrency: int = 32
+    """Fetches in flight at once."""
+    poll_interval: float = 300.0
+    """Seconds between checks of the polled secrets."""
+    poll_jitter: float = 0.1
+    """Each interval is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
+    polling: bool = True
+    """False when a change feed (the watched .env file) makes polling pointless: only refresh_now checks."""
+    strategy: Strategy = "access"
+    """``access``: read ``latest`` each time; ``metadata``: read its version number, access only on change."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """Retry schedule for transient failures (bootstrap) and for rounds that failed (polling)."""
+
+
+@dataclass
+class BootstrapReport:
+    """What a bootstrap fetched and what failed (by local name)."""
+
+    snapshot: Snapshot
+    failures: dict[str, SourceError]
+
+    def required_failures(self, specs: Sequence[SecretSpec]) -> dict[str, SourceError]:
+        required = {spec.name for spec in specs if spec.required}
+        return {name: error for name, error in self.failures.items() if name in required}
+
+
+OnChange = Callable[[Snapshot], None]
+
+
+class Syncer:
+    def __init__(
+        self,
+        specs: Sequence[SecretSpec],
+        source: Source,
+        sink: Sink,
+        store: SnapshotStore,
+        settings: SyncSettings,
+        *,
+        on_change: Sequence[OnChange] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.source = source
+        self.sink = sink
+        self.store = store
+        self.settings = settings
+        self.on_change = list(on_change)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._commit_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._write_failed = False
+
+    # -- bootstrap --------------------------------------------------------------------------------
+
+    async def bootstrap(self, deadline: float | None, *, notify: bool = False) -> BootstrapReport:
+        """Fetch every secret concurrently (retrying transient failures until ``deadline``, a
+        ``time.monotonic()`` value) and commit what was fetched on top of what is already on disk.
+
+        ``notify``: tell the app when this changed the files (a sidecar starting next to a running app).
+        Raises SinkError when the snapshot cannot be written.
+        """
+        results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in self.specs.values()))
+        fetched = [r for r in results if isinstance(r, Fetched)]
+        failures = {
+            spec.name: r
+            for spec, r in zip(self.specs.values(), results, strict=True)
+            if isinstance(r, SourceError)
+        }
+        for name, error in failures.items():
+            self.store.record_failure(name, error)
+        async with self._commit_lock:
+            snapshot = await self._commit(fetched, notify=notify)
+        return BootstrapReport(snapshot, failures)
+
+    async def _fetch(self, spec: SecretSpec, deadline: float | None) -> Fetched | SourceError:
+        def retrying(error: SourceError, attempt: int, delay: float) -> None:
+            log.warning(
+                "fetching %s failed (%s), retry %d in %.1fs", spec.name, error.code, attempt + 1, delay
+            )
+
+        async def once() -> Fetched:
+            async with self._limit:
+                return await self.source.fetch(spec)
+
+        try:
+            return await retry_transient(
+                once, backoff=self.settings.backoff, deadline=deadline, attempts=None, on_retry=retrying
+            )
+        except SourceError as error:
+            return error
+
+    # -- keeping fresh ----------------------------------------------------------------------------
+
+    def refresh_now(self) -> None:
+        """Ask the poll loop to check every polled secret at once (SIGHUP, ``POST /v1/refresh``)."""
+        self._wake.set()
+
+    async def check(self, names: Collection[str] | None = None) -> bool:
+        """One round: check ``names`` (default: every polled secret), commit what changed.
+
+        Returns True when the round fully succeeded (every check and the write, if any).
+        """
+        specs = [
+            spec
+            for name, spec in self.specs.items()
+            if (name in names if names is not None else is_polled(spec) or self._missing(name))
+        ]
+        results = await asyncio.gather(*(self._check_one(spec) for spec in specs))
+        changed = [r for r in results if isinstance(r, Fetched)]
+        ok = all(r is not False for r in results)
+        if changed or self._write_failed:
+            async with self._commit_lock:
+                try:
+                    await self._commit(changed, notify=True)
+                except SinkError as error:
+                    # The old snapshot is intact on disk and in the store; the next round writes again.
+                    self._write_failed = True
+                    log.error("writing the new snapshot failed, keeping the previous one: %s", error)
+                    return False
+        return ok
+
+    def _missing(self, name: str) -> bool:
+        return self.store.snapshot.get(name) is None
+
+    async def _check_one(self, spec: SecretSpec) -> Fetched | bool:
+        """A changed value, True (unchanged) or False (failed; last-known-good kept)."""
+        current = self.store.snapshot.get(spec.name)
+        try:
+            async with self._limit:
+                if self.settings.strategy == "metadata" and current is not None:
+                    version = await self.source.current_version(spec)
+                    if version == current.version:
+                        self.store.record_success(spec.name)
+                        return True
+                fetched = await self.source.fetch(spec)
+        except SourceError as error:
+            self._record_failure(spec, error)
+            return False
+        self.store.record_success(spec.name)
+        return True if fetched.same_value(current) else fetched
+
+    def _record_failure(self, spec: SecretSpec, error: SourceError) -> None:
+        self.store.record_failure(spec.name, error)
+        kind = "permanent" if isinstance(error, PermanentSourceError) else "transient"
+        has_value = self.store.snapshot.get(spec.name) is not None
+        log.warning(
+            "checking %s failed (%s, %s): %s%s",
+            spec.name,
+            kind,
+            error.code,
+            error.message,
+            "; keeping the last known good value" if has_value else "",
+        )
+
+    async def _commit(self, fetched: Sequence[Fetched], *, notify: bool) -> Snapshot:
+        """Write ``fetched`` on top of the current snapshot, publish it, and tell the app if it changed."""
+        previous = self.store.snapshot
+        snapshot = previous.with_updates(fetched)
+        wrote = await asyncio.to_thread(self.sink.write, snapshot)
+        self._write_failed = False
+        await self.store.publish(snapshot)
+        for item in fetched:
+            self.store.record_success(item.name)
+        moved = {f.name: f.version for f in fetched if not f.same_value(previous.get(f.name))}
+        if moved:
+            log.info("snapshot updated: %s", ", ".join(f"{n}@{v}" for n, v in sorted(moved.items())))
+        if notify and (wrote or moved):
+            for callback in self.on_change:
+                callback(snapshot)
+        return snapshot
+
+    async def poll(self) -> None:
+        """Check polled secrets every interval (with jitter) until cancelled; failed rounds retry sooner."""
+        polled = self.settings.polling and any(is_polled(spec) for spec in self.specs.values())
+        if not polled:
+            log.info("nothing to poll: only a refresh request or a missing secret triggers a check")
+        failures = 0
+        while True:
+            delay: float | None = None
+            if failures:
+                delay = min(self.settings.poll_interval, self.settings.backoff.delay(failures - 1, self._rng))
+            elif polled or self._incomplete():
+                delay = self._interval()
+            await self._wait_for_wake(delay)
+            ok = await self.check()
+            failures = 0 if ok else failures + 1
+
+    def _incomplete(self) -> bool:
+        return any(self._missing(name) for name in self.specs)
+
+    def _interval(self) -> float:
+        jitter = self.settings.poll_jitter
+        return self.settings.poll_interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
+
+    async def _wait_for_wake(self, within: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), within)
+        self._wake.clear()
+
+    async def follow(self, feed: ChangeFeed) -> None:
+        """Check the secrets a change feed names (None: all of them) as soon as it says so."""
+        async for names in feed.changes():
+            started = time.monotonic()
+            await self.check(names if names is not None else list(self.specs))
+            log.debug("change handled in %.0f ms", (time.monotonic() - started) * 1000)
