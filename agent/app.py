@@ -23,7 +23,6 @@ from agent.errors import AgentError
 from agent.logs import configure_logging, register_secret_values
 from agent.model import Snapshot
 from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
-from agent.sinks import Sink
 from agent.sinks.snapshot import SnapshotSink
 from agent.sinks.tmpfs import check_memory_backed
 from agent.sources import ChangeFeed, Source
@@ -251,33 +250,47 @@ def run_exec(config: Config, argv: list[str]) -> int:
 
 
 async def _exec(config: Config, argv: list[str]) -> int:
-    from agent.execmode import WatchedChild, child_environment, exec_replace
+    from agent.execmode import child_environment, exec_replace
 
     source = select_source(config, "exec")
     store = SnapshotStore(config.secrets)
-    sink: Sink = NullSink()
     try:
-        if not config.exec.watch:
-            syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
-            report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
-            if report_failures(report, config.secrets):
-                return 1
-            env = child_environment(os.environ, report.snapshot, config.secrets)
-            await source.close()
-            exec_replace(argv, env)  # does not return
-            return 127
-        return await _exec_watch(config, argv, source, store, sink, WatchedChild, child_environment)
+        syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config))
+        report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+        if report_failures(report, config.secrets):
+            return 1
+        env = child_environment(os.environ, report.snapshot, config.secrets)
+        if config.exec.watch:
+            return await _exec_watch(config, argv, syncer, env)
     finally:
         await source.close()
+    exec_replace(argv, env)  # the agent becomes the app: nothing of it is left behind
 
 
-async def _exec_watch(
-    config: Config,
-    argv: list[str],
-    source: Source,
-    store: SnapshotStore,
-    sink: Sink,
-    watched_child: type,
-    child_environment: object,
-) -> int:
-    raise NotImplementedError
+async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict[str, str]) -> int:
+    """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
+    from agent.execmode import WatchedChild, child_environment
+
+    reload_signal = signal.Signals[config.exec.reload_signal] if config.exec.reload_signal else None
+    async with WatchedChild(argv, lambda: env, reload_signal, config.shutdown_grace) as child:
+        rotations: set[asyncio.Task[None]] = set()
+
+        def changed(snapshot: Snapshot) -> None:
+            _remember_values(snapshot)
+            try:
+                new_env = child_environment(os.environ, snapshot, config.secrets)
+            except AgentError as error:  # e.g. a value that is not UTF-8: keep the running app as it is
+                log.error("not restarting the app for this rotation: %s", error)
+                return
+            task = asyncio.create_task(child.rotated(new_env))
+            rotations.add(task)
+            task.add_done_callback(rotations.discard)
+
+        syncer.on_change.append(changed)
+        # The child owns SIGTERM/SIGHUP here (they are forwarded to the app), so polling is the only part.
+        poller = asyncio.create_task(syncer.poll(), name="sync")
+        try:
+            return await child.wait()
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, *rotations, return_exceptions=True)
