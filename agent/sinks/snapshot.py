@@ -1,0 +1,254 @@
+"""SnapshotSink: a Snapshot becomes the secret files, a manifest and the env file, in one atomic swap.
+
+What lands in the timestamped directory of ``output_dir`` (see ``agent.sinks.atomic``):
+
+* each secret at its ``file`` path, with its mode and owner;
+* ``..manifest.json`` (hidden, mode 0400): per secret its reference, version, CRC32C and file; no values.
+  It lets a restarted agent adopt what is on disk (``adopt()``) instead of starting empty;
+* the env file, when ``env_file`` lies inside ``output_dir`` (a relative path is taken relative to
+  ``output_dir``): then it is swapped together with the files.
+
+An ``env_file`` outside ``output_dir`` cannot share the swap; it is written right after it, atomically on
+its own (temporary file, fsync, rename). If that second step fails, the files are already new and the
+SinkError says so; the next write retries it (the files are then unchanged and not rewritten).
+
+A value the env file cannot carry (not UTF-8, NUL, CR, see ``agent.sinks.envfile``) does not fail the
+snapshot: its file is written, the env file leaves the variable out, and a warning names the secret and
+the reason (once, and again whenever the set of left-out secrets changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from agent.config import SecretSpec
+from agent.errors import ConfigError, Problem, SinkError
+from agent.model import Fetched, Snapshot, crc32c
+from agent.sinks.atomic import AtomicDirWriter, FileEntry, errno_name, validate_path
+from agent.sinks.envfile import render_env_file, value_problem
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "..manifest.json"
+MANIFEST_FORMAT = 1
+_ENV_TMP_INFIX = ".tmp-"
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SnapshotSink:
+    """The ``Sink`` that writes secret files and the env file under ``output_dir`` (synchronous)."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        specs: Sequence[SecretSpec],
+        env_file: Path | None,
+        *,
+        env_file_mode: int = 0o440,
+    ) -> None:
+        """Raises ConfigError when ``env_file`` collides with a secret's file or uses a reserved name."""
+        self.output_dir = Path(output_dir)
+        self.specs = tuple(specs)
+        self.env_file_mode = env_file_mode
+        self.writer = AtomicDirWriter(self.output_dir)
+        self.env_inside: str | None = None
+        """The env file's path inside the snapshot, when it shares the swap."""
+        self.env_outside: Path | None = None
+        """The env file's path when it lies outside ``output_dir`` (a second atomic step)."""
+        if env_file is not None:
+            self._place_env_file(Path(env_file))
+        self._cleaned = False
+        self._warned: frozenset[tuple[str, str]] = frozenset()
+
+    def _place_env_file(self, env_file: Path) -> None:
+        root = Path(os.path.abspath(self.output_dir))
+        absolute = Path(os.path.abspath(root / env_file))
+        if not absolute.is_relative_to(root):
+            self.env_outside = absolute
+            return
+        relative = absolute.relative_to(root).as_posix()
+        if any(part.startswith("..") for part in PurePosixPath(relative).parts):
+            raise ConfigError(Problem("env_file", f"{relative!r}: names starting with '..' are reserved"))
+        try:
+            pure = validate_path(relative)
+        except SinkError as error:
+            raise ConfigError(Problem("env_file", str(error))) from None
+        for spec in self.specs:
+            spec_path = PurePosixPath(spec.file)
+            if pure == spec_path or pure in spec_path.parents or spec_path in pure.parents:
+                raise ConfigError(
+                    Problem("env_file", f"{relative!r} collides with the file of secret {spec.name!r}")
+                )
+        self.env_inside = relative
+
+    # -- the Sink protocol ------------------------------------------------------------------------
+
+    def write(self, snapshot: Snapshot) -> bool:
+        """Write ``snapshot`` (secrets not in it are simply absent); True when anything on disk changed.
+
+        Raises SinkError (no values in it); the previous snapshot is then intact.
+        """
+        self._cleanup_once()
+        files: dict[str, FileEntry] = {}
+        manifest: dict[str, dict[str, object]] = {}
+        env_entries: list[tuple[str, str, bytes]] = []
+        left_out: set[tuple[str, str]] = set()
+        for spec in self.specs:
+            item = snapshot.get(spec.name)
+            if item is None:
+                continue
+            files[spec.file] = FileEntry(item.data, spec.mode, spec.uid, spec.gid)
+            manifest[spec.name] = {
+                "ref": str(spec.ref),
+                "version": item.version,
+                "crc32c": item.crc32c,
+                "file": spec.file,
+            }
+            problem = value_problem(item.data)
+            if problem is None:
+                env_entries.append((spec.name, spec.env, item.data))
+            else:
+                left_out.add((spec.name, problem))
+        files[MANIFEST] = FileEntry(_render_manifest(manifest), 0o400)
+        env_bytes = render_env_file(env_entries) if self.env_inside or self.env_outside else None
+        if self.env_inside is not None and env_bytes is not None:
+            files[self.env_inside] = FileEntry(env_bytes, self.env_file_mode)
+        changed = self.writer.write(files)
+        if self.env_outside is not None and env_bytes is not None:
+            changed = self._write_outside(self.env_outside, env_bytes, files_changed=changed) or changed
+        self._warn_left_out(frozenset(left_out) if env_bytes is not None else frozenset())
+        return changed
+
+    def _warn_left_out(self, left_out: frozenset[tuple[str, str]]) -> None:
+        if left_out == self._warned:
+            return
+        for name, reason in sorted(left_out):
+            log.warning("secret %r is left out of the env file (its file is written): %s", name, reason)
+        self._warned = left_out
+
+    # -- adoption after a restart -----------------------------------------------------------------
+
+    def adopt(self) -> Snapshot:
+        """What a previous agent left on disk, as a Snapshot, so a restart keeps serving last-known-good.
+
+        First removes the leftovers of an interrupted write (``cleanup()``). Adopts a secret only when it
+        is still configured with the same reference and its file matches the manifest's CRC32C. Never
+        raises for unreadable leftovers: it logs why and adopts less.
+        """
+        try:
+            self._cleanup_once()
+            files = self.writer.current()
+        except SinkError as error:  # the first write() reports it properly
+            log.warning("cannot adopt the existing snapshot: %s", error)
+            return Snapshot()
+        recorded = _parse_manifest(files.get(MANIFEST))
+        # When the previous agent swapped it in: an honest lower bound of when these values were fetched.
+        fetched_at = self.writer.snapshot_time() or time.time()
+        adopted: list[Fetched] = []
+        for spec in self.specs:
+            entry = recorded.get(spec.name)
+            if entry is None or entry.get("ref") != str(spec.ref):
+                continue
+            data = files.get(str(entry.get("file")))
+            if data is None or crc32c(data) != entry.get("crc32c"):
+                log.warning("not adopting %s: its file does not match the manifest", spec.name)
+                continue
+            adopted.append(Fetched(spec.name, str(entry["version"]), data, crc32c(data), fetched_at))
+        if adopted:
+            log.info("adopted %d secret(s) already in %s", len(adopted), self.output_dir)
+        return Snapshot({f.name: f for f in adopted})
+
+    def versions_on_disk(self) -> dict[str, tuple[str, int]]:
+        """Local name -> (version, crc32c) per the current manifest; {} when there is none. No values."""
+        try:
+            files = self.writer.current()
+        except SinkError:
+            return {}
+        return {
+            name: (str(entry["version"]), checksum)
+            for name, entry in _parse_manifest(files.get(MANIFEST)).items()
+            if isinstance(checksum := entry["crc32c"], int)
+        }
+
+    def _cleanup_once(self) -> None:
+        if self._cleaned:
+            return
+        self.writer.cleanup()
+        if self.env_outside is not None:
+            _remove_env_temporaries(self.env_outside)
+        self._cleaned = True
+
+    # -- an env file outside output_dir -----------------------------------------------------------
+
+    def _write_outside(self, path: Path, data: bytes, *, files_changed: bool) -> bool:
+        try:
+            if path.read_bytes() == data and (path.stat().st_mode & 0o7777) == self.env_file_mode:
+                return False
+        except OSError:
+            pass  # missing or unreadable: (re)write it
+        temporary = path.with_name(f".{path.name}{_ENV_TMP_INFIX}{secrets.token_hex(6)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, _CREATE_NEW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, self.env_file_mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temporary, path)
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            files = "the secret files were swapped but " if files_changed else ""
+            raise SinkError(f"{files}the env file {path} was not written: {errno_name(error)}") from None
+        return True
+
+
+def _render_manifest(manifest: dict[str, dict[str, object]]) -> bytes:
+    document = {"format": MANIFEST_FORMAT, "secrets": manifest}
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _parse_manifest(data: bytes | None) -> dict[str, dict[str, object]]:
+    if data is None:
+        return {}
+    try:
+        document = json.loads(data)
+        entries = document["secrets"] if document.get("format") == MANIFEST_FORMAT else {}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        log.warning("ignoring an unreadable %s", MANIFEST)
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {
+        str(name): entry
+        for name, entry in entries.items()
+        if isinstance(entry, dict) and {"version", "crc32c", "file"} <= entry.keys()
+    }
+
+
+def _remove_env_temporaries(path: Path) -> None:
+    """Temporary env files a crash left next to ``path``."""
+    try:
+        leftovers = list(path.parent.glob(f".{glob.escape(path.name)}{_ENV_TMP_INFIX}*"))
+    except OSError:
+        return
+    for leftover in leftovers:
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
