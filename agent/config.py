@@ -561,7 +561,9 @@ class Config:
     output_dir: Path = field(default=Path("/secrets"), metadata=setting(_path, dump=str))
     """Directory (ideally tmpfs) the secret files are written into. Default ``/secrets``."""
     env_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
-    """Where to also write all secrets as a ``KEY=value`` env file. Default: none."""
+    """Where to also write all secrets as a dotenv/POSIX-shell env file. A relative path (or one under
+    ``output_dir``) lives inside ``output_dir`` and is swapped with the files; any other path is written
+    atomically on its own right after the swap. Default: none."""
     poll_interval: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
     """Seconds between polls (``30s``, ``5m``, ``1h``, ``1500ms`` or a number). Default 300."""
     poll_jitter: float = field(default=0.1, metadata=setting(_fraction))
