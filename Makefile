@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -qq -e '.[pubsub,test,dev]'
 	touch $(STAMP)
 
-## run: the emulator with the example data (the agent itself arrives with the next issues)
+## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets
 run: $(STAMP)
-	$(BIN)/secrets-agent emulator --seed examples/emulator-seed.yaml
+	bash examples/demo.sh
 
 ## test: lint + type-check + every test
 test: lint typecheck pytest
