@@ -19,7 +19,7 @@ import yaml
 
 from agent.backoff import Backoff
 from agent.config import Config, SecretSpec
-from agent.errors import AgentError
+from agent.errors import AgentError, SinkError
 from agent.logs import configure_logging, register_secret_values
 from agent.model import Snapshot
 from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
@@ -215,9 +215,15 @@ async def _serve(config: Config, mode: Mode) -> int:
         )
 
         async def keep_fresh() -> None:
-            report = await syncer.bootstrap(
-                deadline=time.monotonic() + config.timeout, notify=len(adopted) > 0
-            )
+            try:
+                report = await syncer.bootstrap(
+                    deadline=time.monotonic() + config.timeout, notify=len(adopted) > 0
+                )
+            except SinkError as error:
+                # Unlike init, the sidecar stays: the poll loop fetches and writes again with backoff.
+                log.error("writing the first snapshot failed, will retry: %s", error)
+                await syncer.poll()
+                return
             _remember_values(report.snapshot)
             report_failures(report, config.secrets)
             log.info(

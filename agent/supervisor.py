@@ -13,16 +13,19 @@ import signal
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
+from agent.errors import AgentError
+
 log = logging.getLogger(__name__)
 
 Part = Coroutine[Any, Any, None]
 
 
-class PartFailed(Exception):
+class PartFailed(AgentError):
     """A supervised part ended with an exception; the original is the ``__cause__``."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{name} failed")
+    def __init__(self, name: str, cause: BaseException) -> None:
+        # Our exceptions never carry values, so naming the cause is safe and saves a trip to the logs.
+        super().__init__(f"{name} failed: {type(cause).__name__}: {cause}")
         self.name = name
 
 
@@ -70,6 +73,7 @@ async def supervise(parts: Mapping[str, Part], stop: asyncio.Event, grace: float
         error = task.exception()
         name = tasks[task]
         if error is not None:
-            raise PartFailed(name) from error
+            raise PartFailed(name, error) from error
         if not stop.is_set():
-            raise PartFailed(name) from RuntimeError(f"{name} returned; it should run until cancelled")
+            returned = RuntimeError("returned; it should run until cancelled")
+            raise PartFailed(name, returned) from returned
