@@ -251,8 +251,16 @@ async def _serve(config: Config, mode: Mode) -> int:
 
 def run_exec(config: Config, argv: list[str]) -> int:
     """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
+    from agent.execmode import ExecError
+
     configure_logging(config.log_level, config.log_format)
-    return asyncio.run(_exec(config, argv))
+    try:
+        return asyncio.run(_exec(config, argv))
+    except ExecError as error:
+        # The shell's convention (127 not found, 126 not executable), so scripts and kubelet events can
+        # tell "the app failed" from "the app never started"; a generic 1 would hide that.
+        log.error("%s", error)
+        return error.exit_status
 
 
 async def _exec(config: Config, argv: list[str]) -> int:
@@ -263,7 +271,8 @@ async def _exec(config: Config, argv: list[str]) -> int:
     try:
         syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config))
         report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
-        if report_failures(report, config.secrets):
+        if failed := report_failures(report, config.secrets):
+            log.error("exec: not starting %s: %d required secret(s) could not be fetched", argv[0], failed)
             return 1
         env = child_environment(os.environ, report.snapshot, config.secrets)
         if config.exec.watch:
