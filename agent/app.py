@@ -119,7 +119,12 @@ def report_failures(report: BootstrapReport, specs: Sequence[SecretSpec]) -> int
     for name, error in sorted(report.failures.items()):
         spec = by_name[name]
         hint = f" (hint: {error.hint})" if error.hint else ""
-        line = f"{name} <- {spec.ref}: {error.code}: {error.message}{hint}"
+        detail = error.message
+        repeated = f"{error.ref}: {error.code}: "
+        if error.ref == str(spec.ref) and detail.startswith(repeated):
+            # Secret Manager errors start with "<ref>: <STATUS>: "; the line already says both once.
+            detail = detail[len(repeated) :]
+        line = f"{name} <- {spec.ref}: {error.code}: {detail}{hint}"
         if name in required:
             log.error("required secret failed: %s", line)
         else:
@@ -161,7 +166,9 @@ async def _init(config: Config) -> int:
     failed = report_failures(report, config.secrets)
     if failed:
         log.error(
-            "init failed: %d of %d required secret(s) could not be fetched", failed, len(config.secrets)
+            "init failed: %d of %d required secret(s) could not be fetched",
+            failed,
+            sum(spec.required for spec in config.secrets),
         )
         return 1
     log.info(

@@ -26,6 +26,7 @@ from agent.model import Fetched, Snapshot
 from agent.retry import retry_transient
 from agent.sinks import Sink
 from agent.sources import ChangeFeed, Source
+from agent.sources.errors import source_error
 from agent.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,23 @@ class Syncer:
             )
 
         async def once() -> Fetched:
-            async with self._limit:
-                return await self.source.fetch(spec)
+            if deadline is None:
+                async with self._limit:
+                    return await self.source.fetch(spec)
+            # The deadline bounds each attempt too (waiting for a slot included): a backend that accepts
+            # calls and never answers would otherwise hold init for the per-call timeout, past --timeout.
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
+                    async with self._limit:
+                        return await self.source.fetch(spec)
+            except TimeoutError:
+                raise source_error(
+                    str(spec.ref),
+                    "DEADLINE_EXCEEDED",
+                    "no answer before the bootstrap deadline",
+                    hint="the backend is slow or unreachable; raise the timeout setting if this persists",
+                ) from None
 
         try:
             return await retry_transient(
