@@ -141,6 +141,20 @@ COMMON_FLAGS: tuple[ConfigFlag, ...] = (
     ),
     ConfigFlag("--notify-url", "notify.url", "POST to this URL on change", metavar="URL"),
     ConfigFlag(
+        "--listen", "server.listen", "local endpoint address (default 127.0.0.1:8730)", metavar="HOST:PORT"
+    ),
+    ConfigFlag(
+        "--allow-remote", "server.allow_remote", "allow --listen on a non-loopback address", switch=True
+    ),
+    ConfigFlag("--token-file", "server.token_file", "read the endpoint token from FILE", metavar="FILE"),
+    ConfigFlag("--audit", "server.audit", "log every secret read by the endpoint (default on)", switch=True),
+    ConfigFlag(
+        "--probes-listen",
+        "probes.listen",
+        "address of /healthz, /readyz, /metrics (default 0.0.0.0:8731)",
+        metavar="HOST:PORT",
+    ),
+    ConfigFlag(
         "--notify-command", "notify.command", "run this command on change (split like a shell)", metavar="CMD"
     ),
 )

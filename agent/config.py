@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import re
 import shlex
 import signal
@@ -344,6 +345,50 @@ def _optional_endpoint(value: object) -> str | None:
     return text
 
 
+def _listen_address(value: object) -> str:
+    """``HOST:PORT`` to listen on; port 0 picks a free one (tests)."""
+    text = _string(value).strip()
+    match = _ENDPOINT.fullmatch(text)
+    if match is None or not 0 <= int(match["port"]) < 65536:
+        raise ValueError(f"expected HOST:PORT to listen on (e.g. 127.0.0.1:8730), got {describe(value)}")
+    return text
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:8730"`` -> ``("127.0.0.1", 8730)``; ``"[::1]:8730"`` -> ``("::1", 8730)``."""
+    match = _ENDPOINT.fullmatch(address)
+    if match is None:
+        raise ValueError(f"not HOST:PORT: {address!r}")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: addresses other machines and pods cannot reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _optional_token(value: object) -> str | None:
+    if value is None:
+        return None
+    token = _string(value)
+    if len(token) < 16:
+        # The token is the only thing between a compromised neighbour process and every secret.
+        raise ValueError("a token must be at least 16 characters long")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ValueError("a token must not contain spaces or control characters")
+    return token
+
+
+def _dump_token(value: str | None) -> str | None:
+    # check-config prints the configuration: never the token itself.
+    return None if value is None else "<set>"
+
+
 def _command_line(value: object) -> tuple[str, ...]:
     """A YAML list of arguments, or one string split like a POSIX shell would (no expansion)."""
     if isinstance(value, str):
@@ -487,6 +532,42 @@ class GcpConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """The local HTTP endpoint apps fetch secrets from (YAML section ``server``); ``run`` and ``dev``."""
+
+    enabled: bool = field(default=True, metadata=setting(_boolean))
+    """Serve the endpoint. Default true."""
+    listen: str = field(default="127.0.0.1:8730", metadata=setting(_listen_address))
+    """``HOST:PORT``. Default ``127.0.0.1:8730``: loopback, reachable only from containers in the same pod.
+    Any non-loopback address also needs ``allow_remote``."""
+    allow_remote: bool = field(default=False, metadata=setting(_boolean))
+    """Allow ``listen`` on an address other machines could reach (logged as a warning). Default false."""
+    token: str | None = field(default=None, metadata=setting(_optional_token, dump=_dump_token))
+    """The token every ``/v1`` request must carry in ``X-Secrets-Agent-Token`` (16+ characters). Prefer
+    env ``SECRETS_AGENT_SERVER_TOKEN`` (from a Kubernetes Secret) or ``token_file``. Default: none, and
+    then a random token is generated at start and written to ``<output_dir>/.token`` (mode 0440)."""
+    token_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Read the token from this file instead (trailing newline ignored). Default: none."""
+    audit: bool = field(default=True, metadata=setting(_boolean))
+    """Log every secret read (name, version, client, result; never the value). Default true."""
+    max_connections: int = field(default=128, metadata=setting(_at_least(1)))
+    """Connections served at once; more wait in the kernel's backlog. Default 128."""
+    max_wait: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
+    """Longest long-poll (``?wait=``) accepted, in seconds (a duration). Default 300 (5m)."""
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """The second listener: ``/healthz``, ``/readyz`` and ``/metrics`` (YAML section ``probes``)."""
+
+    enabled: bool = field(default=True, metadata=setting(_boolean))
+    """Serve probes and metrics. Default true."""
+    listen: str = field(default="0.0.0.0:8731", metadata=setting(_listen_address))
+    """``HOST:PORT``. Default ``0.0.0.0:8731``: the kubelet and Prometheus must reach it; it serves no
+    secret data and needs no token."""
+
+
+@dataclass(frozen=True)
 class DotenvConfig:
     """The ``dotenv`` source: values from a ``.env`` file, watched for edits (YAML section ``dotenv``)."""
 
@@ -600,6 +681,10 @@ class Config:
     """Reload notifiers."""
     exec: ExecConfig = field(default_factory=ExecConfig, metadata=section())
     """The ``exec`` command."""
+    server: ServerConfig = field(default_factory=ServerConfig, metadata=section())
+    """The local fetch endpoint (``run``, ``dev``)."""
+    probes: ProbesConfig = field(default_factory=ProbesConfig, metadata=section())
+    """Health, readiness and metrics listener (``run``, ``dev``)."""
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
     """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
     Default: none."""
@@ -907,6 +992,28 @@ def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
 def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
     """Problems no single setting shows. Each rule runs only when the settings it reads are valid."""
     gcp, notify, exec_ = values.get("gcp"), values.get("notify"), values.get("exec")
+    server, probes = values.get("server"), values.get("probes")
+    if isinstance(server, ServerConfig):
+        host, _ = split_listen(server.listen)
+        if not is_loopback(host) and not server.allow_remote:
+            reader.problems.append(
+                Problem(
+                    "server.listen",
+                    f"{host} is not a loopback address: anyone who can reach it could try the token; "
+                    "set server.allow_remote (--allow-remote) to listen there anyway",
+                )
+            )
+        if server.token is not None and server.token_file is not None:
+            reader.problems.append(
+                Problem("server.token_file", "set either server.token or server.token_file")
+            )
+        # Port 0 means "any free port" (tests): two listeners never collide then.
+        if isinstance(probes, ProbesConfig) and server.enabled and probes.enabled:
+            address = split_listen(server.listen)
+            if address == split_listen(probes.listen) and address[1] != 0:
+                reader.problems.append(
+                    Problem("probes.listen", f"{probes.listen} is also server.listen: use two ports")
+                )
     if isinstance(gcp, GcpConfig) and gcp.backoff_initial > gcp.backoff_max:
         reader.problems.append(
             Problem(

@@ -886,3 +886,43 @@ def test_the_example_file_is_valid_and_shows_every_reference_form() -> None:
     assert any(r.startswith("projects/") and "/versions/" in r for r in raw_refs)
     assert any(r.startswith("projects/") and "/versions/" not in r for r in raw_refs)
     assert any(s.ref.location is not None for s in config.secrets)
+
+
+# -- the local endpoint and the probes listener --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment"),
+    [
+        ("server: {listen: '0.0.0.0:8730'}", "server.listen", "not a loopback address"),
+        ("server: {listen: '10.1.2.3:8730'}", "server.listen", "server.allow_remote"),
+        ("server: {listen: 'nowhere'}", "server.listen", "expected HOST:PORT"),
+        ("server: {token: short}", "server.token", "at least 16 characters"),
+        ("server: {token: 'has spaces in it, sixteen+'}", "server.token", "spaces"),
+        (
+            "server: {token: 0123456789abcdef0123, token_file: /t}",
+            "server.token_file",
+            "either server.token or server.token_file",
+        ),
+        ("server: {max_connections: 0}", "server.max_connections", "at least 1"),
+        ("probes: {listen: '127.0.0.1:8730'}", "probes.listen", "use two ports"),
+    ],
+)
+def test_endpoint_settings_are_checked(tmp_path: Path, text: str, path: str, fragment: str) -> None:
+    problems = problems_of(tmp_path, text)
+    assert path in problems, problems
+    assert fragment in problems[path]
+
+
+def test_listening_remotely_is_allowed_only_when_asked(tmp_path: Path) -> None:
+    config = load(tmp_path, "server: {listen: '0.0.0.0:8730', allow_remote: true}")
+    assert config.server.listen == "0.0.0.0:8730"
+    assert load(tmp_path, "server: {listen: '[::1]:9000'}").server.listen == "[::1]:9000"
+
+
+def test_the_token_comes_from_the_environment_and_is_never_printed(tmp_path: Path) -> None:
+    token = "canary-token-0123456789"
+    config = load(tmp_path, "", env={"SECRETS_AGENT_SERVER_TOKEN": token})
+    assert config.server.token == token
+    assert token not in repr(config.to_dict())
+    assert config.to_dict()["server"] == {**config.to_dict()["server"], "token": "<set>"}  # type: ignore[dict-item]
