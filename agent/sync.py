@@ -22,6 +22,7 @@ from typing import Literal
 from agent.backoff import Backoff
 from agent.config import SecretSpec
 from agent.errors import PermanentSourceError, SinkError, SourceError
+from agent.metrics import FetchResult, Heartbeat, Metrics
 from agent.model import Fetched, Snapshot
 from agent.retry import retry_transient
 from agent.sinks import Sink
@@ -81,13 +82,19 @@ class Syncer:
         *,
         on_change: Sequence[OnChange] = (),
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
+        """``metrics``: counts fetches, backend errors, versions and rotations; ``heartbeat``: beaten by
+        each iteration of ``poll()`` (liveness)."""
         self.specs = {spec.name: spec for spec in specs}
         self.source = source
         self.sink = sink
         self.store = store
         self.settings = settings
         self.on_change = list(on_change)
+        self.metrics = metrics
+        self.heartbeat = heartbeat
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._commit_lock = asyncio.Lock()
@@ -125,21 +132,25 @@ class Syncer:
         async def once() -> Fetched:
             if deadline is None:
                 async with self._limit:
-                    return await self.source.fetch(spec)
+                    return await self._timed_fetch(spec)
             # The deadline bounds each attempt too (waiting for a slot included): a backend that accepts
             # calls and never answers would otherwise hold init for the per-call timeout, past --timeout.
             loop = asyncio.get_running_loop()
+            attempt_started = time.monotonic()
             try:
                 async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
                     async with self._limit:
-                        return await self.source.fetch(spec)
+                        return await self._timed_fetch(spec)
             except TimeoutError:
-                raise source_error(
+                error = source_error(
                     str(spec.ref),
                     "DEADLINE_EXCEEDED",
                     "no answer before the bootstrap deadline",
                     hint="the backend is slow or unreachable; raise the timeout setting if this persists",
-                ) from None
+                )
+                # The cancelled call recorded nothing; this attempt still counts as a failed fetch.
+                self._observe(spec.name, "error", attempt_started, error)
+                raise error from None
 
         try:
             return await retry_transient(
@@ -147,6 +158,27 @@ class Syncer:
             )
         except SourceError as error:
             return error
+
+    async def _timed_fetch(self, spec: SecretSpec) -> Fetched:
+        """``source.fetch`` (the caller holds a slot), counted and timed in the metrics."""
+        started = time.monotonic()
+        try:
+            fetched = await self.source.fetch(spec)
+        except SourceError as error:
+            self._observe(spec.name, "error", started, error)
+            raise
+        unchanged = fetched.same_value(self.store.snapshot.get(spec.name))
+        self._observe(spec.name, "unchanged" if unchanged else "ok", started)
+        return fetched
+
+    def _observe(
+        self, name: str, result: FetchResult, started: float, error: SourceError | None = None
+    ) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.fetch(name, result, time.monotonic() - started)
+        if error is not None:
+            self.metrics.backend_error(error.code)
 
     # -- keeping fresh ----------------------------------------------------------------------------
 
@@ -184,19 +216,28 @@ class Syncer:
     async def _check_one(self, spec: SecretSpec) -> Fetched | bool:
         """A changed value, True (unchanged) or False (failed; last-known-good kept)."""
         current = self.store.snapshot.get(spec.name)
-        try:
-            async with self._limit:
-                if self.settings.strategy == "metadata" and current is not None:
-                    version = await self.source.current_version(spec)
-                    if version == current.version:
-                        self.store.record_success(spec.name)
-                        return True
-                fetched = await self.source.fetch(spec)
-        except SourceError as error:
-            self._record_failure(spec, error)
-            return False
+        async with self._limit:
+            started = time.monotonic()
+            try:
+                changed = await self._ask_backend(spec, current)
+            except SourceError as error:
+                self._observe(spec.name, "error", started, error)
+                self._record_failure(spec, error)
+                return False
+            self._observe(spec.name, "unchanged" if changed is None else "ok", started)
         self.store.record_success(spec.name)
-        return True if fetched.same_value(current) else fetched
+        return True if changed is None else changed
+
+    async def _ask_backend(self, spec: SecretSpec, current: Fetched | None) -> Fetched | None:
+        """The new value of ``spec``, or None when the backend confirms ``current``."""
+        if (
+            self.settings.strategy == "metadata"
+            and current is not None
+            and await self.source.current_version(spec) == current.version
+        ):
+            return None
+        fetched = await self.source.fetch(spec)
+        return None if fetched.same_value(current) else fetched
 
     def _record_failure(self, spec: SecretSpec, error: SourceError) -> None:
         self.store.record_failure(spec.name, error)
@@ -221,6 +262,12 @@ class Syncer:
         for item in fetched:
             self.store.record_success(item.name)
         moved = {f.name: f.version for f in fetched if not f.same_value(previous.get(f.name))}
+        if self.metrics is not None:
+            for item in snapshot:
+                self.metrics.served_version(item.name, item.version)
+            for name in moved:
+                if previous.get(name) is not None:  # a first fetch is not a rotation
+                    self.metrics.rotation(name)
         if moved:
             log.info("snapshot updated: %s", ", ".join(f"{n}@{v}" for n, v in sorted(moved.items())))
         if notify and (wrote or moved):
@@ -240,7 +287,11 @@ class Syncer:
                 delay = min(self.settings.poll_interval, self.settings.backoff.delay(failures - 1, self._rng))
             elif polled or self._incomplete():
                 delay = self._interval()
+            if self.heartbeat is not None:
+                self.heartbeat.beat(delay)  # None: idle until woken, which is alive
             await self._wait_for_wake(delay)
+            if self.heartbeat is not None:
+                self.heartbeat.beat()  # the round that starts now must end within the heartbeat's budget
             ok = await self.check()
             failures = 0 if ok else failures + 1
 
