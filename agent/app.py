@@ -18,11 +18,14 @@ from typing import Literal, TextIO
 import yaml
 
 from agent.backoff import Backoff
-from agent.config import Config, SecretSpec
+from agent.config import Config, SecretSpec, is_loopback, split_listen
 from agent.errors import AgentError, SinkError
 from agent.logs import configure_logging, register_secret_values
+from agent.metrics import Liveness, Metrics
 from agent.model import Snapshot
 from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
+from agent.probes import build_probes_app, serve_probes
+from agent.server import build_endpoint_app, serve_endpoint
 from agent.sinks.snapshot import SnapshotSink
 from agent.sinks.tmpfs import check_memory_backed
 from agent.sources import ChangeFeed, Source
@@ -30,6 +33,7 @@ from agent.sources.errors import NO_CREDENTIALS
 from agent.store import SnapshotStore
 from agent.supervisor import Part, signal_handlers, supervise
 from agent.sync import BootstrapReport, Syncer, SyncSettings
+from agent.token import resolve_token
 
 log = logging.getLogger("agent")
 
@@ -199,12 +203,15 @@ async def _serve(config: Config, mode: Mode) -> int:
         store = SnapshotStore(config.secrets)
         adopted = sink.adopt()
         await store.publish(adopted)
+        metrics = Metrics(store=store, max_staleness=config.max_staleness)
+        liveness = Liveness()
         notifiers = build_notifiers(config)
         coordinator = ReloadCoordinator(
             notifiers,
             debounce=config.notify.debounce,
             backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
             max_attempts=config.notify.max_attempts,
+            on_result=metrics.reload,
         )
 
         def changed(snapshot: Snapshot) -> None:
@@ -219,6 +226,8 @@ async def _serve(config: Config, mode: Mode) -> int:
             store,
             sync_settings(config, polling=feed is None),
             on_change=[changed],
+            metrics=metrics,
+            heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
         )
 
         async def keep_fresh() -> None:
@@ -247,6 +256,16 @@ async def _serve(config: Config, mode: Mode) -> int:
             parts["reload"] = coordinator.run()
         if feed is not None:
             parts["watch"] = syncer.follow(feed)
+        if config.server.enabled:
+            parts["endpoint"] = _endpoint(config, store, syncer, metrics)
+        if config.probes.enabled:
+            host, port = split_listen(config.probes.listen)
+            probes = build_probes_app(
+                registry=metrics.registry,
+                ready=lambda: store.not_ready_reasons(config.max_staleness),
+                alive=liveness.problems,
+            )
+            parts["probes"] = serve_probes(probes, host, port)
         stop = asyncio.Event()
         with signal_handlers(stop, on_hup=syncer.refresh_now):
             await supervise(parts, stop, config.shutdown_grace)
@@ -254,6 +273,33 @@ async def _serve(config: Config, mode: Mode) -> int:
         await source.close()
     log.info("%s: stopped", mode)
     return 0
+
+
+def poll_round_budget(config: Config) -> float:
+    """How long one check round may take before /healthz calls the sync loop stuck: every batch of
+    ``concurrency`` calls may run into its timeout, plus time to write the snapshot."""
+    batches = max(1, -(-len(config.secrets) // config.concurrency))
+    return batches * (config.gcp.call_timeout + 1.0) + 30.0
+
+
+def _endpoint(config: Config, store: SnapshotStore, syncer: Syncer, metrics: Metrics) -> Part:
+    """The local fetch endpoint, with its token resolved (and written for the app) before it listens."""
+    host, port = split_listen(config.server.listen)
+    if not is_loopback(host):
+        log.warning(
+            "the local endpoint listens on %s, which is not loopback (server.allow_remote): anything that "
+            "can reach it may try the token",
+            config.server.listen,
+        )
+    app = build_endpoint_app(
+        store=store,
+        token=resolve_token(config.server, config.output_dir),
+        refresh=syncer.refresh_now,
+        audit=config.server.audit,
+        max_wait=config.server.max_wait,
+        metrics=metrics,
+    )
+    return serve_endpoint(app, host, port, max_connections=config.server.max_connections)
 
 
 def run_exec(config: Config, argv: list[str]) -> int:

@@ -342,6 +342,10 @@ def agent_environment(emulator_host: str) -> dict[str, str]:
     }
     env["SECRET_MANAGER_EMULATOR_HOST"] = emulator_host
     env["PYTHONUNBUFFERED"] = "1"
+    # Free ports: agents of parallel test runs must not collide on the default 8730/8731. Tests that talk
+    # to the endpoint or probes read the bound ports from the agent's log.
+    env["SECRETS_AGENT_SERVER_LISTEN"] = "127.0.0.1:0"
+    env["SECRETS_AGENT_PROBES_LISTEN"] = "127.0.0.1:0"
     return env
 
 
