@@ -1,0 +1,283 @@
+"""The local endpoint under test: a real aiohttp server on 127.0.0.1 (port 0) over a real SnapshotStore.
+
+* ``running_endpoint(...)`` starts ``serve_endpoint`` as a task and yields an ``Endpoint`` (URL helpers,
+  the store, the refresh calls, the recorded metrics); leaving it cancels the task (a clean stop).
+* ``ObservedStore`` is the real store that also counts long-poll waiters, so a test can publish exactly
+  when a request is known to be waiting, instead of sleeping.
+* ``raw_request`` sends exact bytes, for requests an HTTP client would normalise or refuse to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.config import SecretSpec
+from agent.logs import FIELDS_KEY
+from agent.metrics import Metrics
+from agent.model import Fetched, Snapshot, crc32c
+from agent.refs import parse_ref
+from agent.server import build_endpoint_app, serve_endpoint
+from agent.store import SnapshotStore
+from agent.token import TOKEN_HEADER
+
+TOKEN = "endpoint-test-token-5d0c1e77"
+CANARY = b"canary-endpoint-3b9f-if-you-read-this-it-leaked"
+"""The value of ``db``: it may appear in a 200 body of ``db`` and nowhere else."""
+BINARY = bytes(range(256))
+"""The value of ``tls``: not UTF-8, so ``format=json`` must base64 it."""
+FETCHED_AT = 1_714_564_800.25  # 2024-05-01T12:00:00.250Z
+
+
+def spec(name: str) -> SecretSpec:
+    return SecretSpec(name=name, ref=parse_ref(f"projects/test-project/secrets/{name}/versions/latest"))
+
+
+def fetched(name: str, data: bytes, version: str, at: float = FETCHED_AT) -> Fetched:
+    return Fetched(name=name, version=version, data=data, crc32c=crc32c(data), fetched_at=at)
+
+
+SPECS = [spec("db"), spec("tls"), spec("pending")]
+"""``pending`` is assigned but never fetched (503)."""
+INITIAL = Snapshot({"db": fetched("db", CANARY, "3"), "tls": fetched("tls", BINARY, "7")})
+
+
+class ObservedStore(SnapshotStore):
+    """The real SnapshotStore; also counts calls of ``wait_for_generation`` (long-polls, event streams)."""
+
+    def __init__(self, specs: Sequence[SecretSpec]) -> None:
+        super().__init__(specs)
+        self.wait_calls = 0
+        self._wait_seen = asyncio.Condition()
+
+    async def wait_for_generation(self, after: int, within: float) -> int:
+        async with self._wait_seen:
+            self.wait_calls += 1
+            self._wait_seen.notify_all()
+        return await super().wait_for_generation(after, within)
+
+    async def waiters_reach(self, count: int, within: float = 10.0) -> None:
+        """Return once ``wait_for_generation`` has been called ``count`` times in all."""
+        async with self._wait_seen:
+            await asyncio.wait_for(self._wait_seen.wait_for(lambda: self.wait_calls >= count), within)
+
+
+class RecordingMetrics(Metrics):
+    """The project's Metrics, also recording every ``request`` call for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(CollectorRegistry())
+        self.calls: list[tuple[str, int]] = []
+
+    def request(self, route: str, code: int) -> None:
+        super().request(route, code)
+        self.calls.append((route, code))
+
+    def exposed_text(self) -> str:
+        """Every metric name, label and value the registry exposes, as one string."""
+        parts = []
+        for family in self.registry.collect():
+            for sample in family.samples:
+                parts.append(f"{sample.name}{sample.labels}{sample.value}")
+        return "\n".join(parts)
+
+
+@dataclass
+class Endpoint:
+    store: ObservedStore
+    port: int
+    metrics: RecordingMetrics
+    task: asyncio.Task[None] | None = None
+    """The ``serve_endpoint`` task; cancelling it stops the endpoint."""
+    refreshes: list[int] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @staticmethod
+    def auth(**extra: str) -> dict[str, str]:
+        return {TOKEN_HEADER: TOKEN, **extra}
+
+
+@contextlib.asynccontextmanager
+async def running_endpoint(
+    *,
+    max_wait: float = 60.0,
+    audit: bool = True,
+    max_connections: int = 64,
+    idle_timeout: float = 15.0,
+    ping_interval: float = 15.0,
+    refresh: Callable[[], None] | None = None,
+    initial: Snapshot = INITIAL,
+) -> AsyncIterator[Endpoint]:
+    store = ObservedStore(SPECS)
+    await store.publish(initial)
+    metrics = RecordingMetrics()
+    endpoint = Endpoint(store=store, port=0, metrics=metrics)
+    app = build_endpoint_app(
+        store=store,
+        token=TOKEN,
+        refresh=refresh or (lambda: endpoint.refreshes.append(1)),
+        audit=audit,
+        max_wait=max_wait,
+        metrics=metrics,
+        ping_interval=ping_interval,
+    )
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_endpoint(
+            app,
+            "127.0.0.1",
+            0,
+            max_connections=max_connections,
+            started=bound.set_result,
+            idle_timeout=idle_timeout,
+        )
+    )
+    await asyncio.wait((bound, task), return_when=asyncio.FIRST_COMPLETED)
+    if not bound.done():
+        await task  # it ended before listening: raise its error
+        raise AssertionError("serve_endpoint returned without listening")
+    endpoint.port = bound.result()
+    endpoint.task = task
+    try:
+        yield endpoint
+    finally:
+        await stop(task)
+
+
+async def stop(task: asyncio.Task[None] | None, within: float = 10.0) -> None:
+    """Cancel a server task and wait (bounded) for it to finish cleaning up."""
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, within)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[Endpoint]:
+    async with running_endpoint() as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_request(port: int, data: bytes, within: float = 10.0) -> RawResponse:
+    """Send ``data`` as is on a new connection; read the response until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), within)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return parse_response(raw)
+
+
+def parse_response(raw: bytes) -> RawResponse:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return RawResponse(status, headers, body)
+
+
+def get(target: str, *headers: str) -> bytes:
+    """A raw ``GET target`` with the token, ``Connection: close`` and ``headers`` (``"Name: value"``)."""
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", f"{TOKEN_HEADER}: {TOKEN}", "Connection: close"]
+    return ("\r\n".join([*lines, *headers]) + "\r\n\r\n").encode("latin-1")
+
+
+def logged_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Every captured log line with its structured fields and exception text."""
+    parts = []
+    for record in caplog.records:
+        parts.append(record.getMessage())
+        parts.append(repr(getattr(record, FIELDS_KEY, None)))
+        if record.exc_text:
+            parts.append(record.exc_text)
+    return "\n".join(parts)
+
+
+# -- an endpoint in a thread of its own, for synchronous clients (schemathesis, requests) ---------------
+
+
+@contextlib.contextmanager
+def threaded_endpoint(*, max_wait: float = 0.05) -> Iterator[int]:
+    """``running_endpoint`` on its own event loop in a thread; yields the port."""
+    ready = threading.Event()
+    port: list[int] = []
+    failure: list[BaseException] = []
+    loop = asyncio.new_event_loop()
+    finished = threading.Event()
+    stop_requested: asyncio.Event | None = None
+
+    async def main() -> None:
+        nonlocal stop_requested
+        stop_requested = asyncio.Event()
+        async with running_endpoint(max_wait=max_wait) as running:
+            port.append(running.port)
+            ready.set()
+            await stop_requested.wait()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as error:
+            failure.append(error)
+        finally:
+            ready.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            finished.set()
+
+    thread = threading.Thread(target=run, name="endpoint", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if failure or not port:
+        raise AssertionError(f"the endpoint did not start: {failure!r}")
+    try:
+        yield port[0]
+    finally:
+        assert stop_requested is not None
+        loop.call_soon_threadsafe(stop_requested.set)
+        finished.wait(30)
+        thread.join(30)
+        if failure:
+            raise failure[0]
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog at DEBUG for every logger, so nothing the endpoint logs escapes the canary checks."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
