@@ -18,7 +18,7 @@ from typing import Literal, TextIO
 import yaml
 
 from agent.backoff import Backoff
-from agent.config import Config, SecretSpec, is_loopback, split_listen
+from agent.config import Config, SecretSpec, split_listen
 from agent.errors import AgentError, SinkError
 from agent.logs import configure_logging, register_secret_values
 from agent.metrics import Liveness, Metrics
@@ -284,13 +284,7 @@ def poll_round_budget(config: Config) -> float:
 
 def _endpoint(config: Config, store: SnapshotStore, syncer: Syncer, metrics: Metrics) -> Part:
     """The local fetch endpoint, with its token resolved (and written for the app) before it listens."""
-    host, port = split_listen(config.server.listen)
-    if not is_loopback(host):
-        log.warning(
-            "the local endpoint listens on %s, which is not loopback (server.allow_remote): anything that "
-            "can reach it may try the token",
-            config.server.listen,
-        )
+    host, port = split_listen(config.server.listen)  # serve_endpoint warns about non-loopback addresses
     app = build_endpoint_app(
         store=store,
         token=resolve_token(config.server, config.output_dir),

@@ -32,6 +32,8 @@ from agent.errors import ConfigError, InvalidReference, Problem
 from agent.refs import SecretRef, parse_ref, project_problem
 
 ENV_PREFIX = "SECRETS_AGENT_"
+TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
+"""Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
 
@@ -214,6 +216,8 @@ def _relative_file(value: object) -> str:
         if part.startswith(".."):
             # kubelet-style atomic snapshots keep `..data` and `..<timestamp>` directories next to the files.
             raise ValueError(f"file {text!r}: names starting with '..' are reserved for the atomic writer")
+    if str(path) == TOKEN_FILE_NAME:
+        raise ValueError(f"file {text!r} is reserved for the local endpoint's token")
     if "\\" in text or "\0" in text:
         raise ValueError(f"file {text!r} must not contain backslashes or NUL")
     return str(path)
@@ -551,7 +555,9 @@ class ServerConfig:
     audit: bool = field(default=True, metadata=setting(_boolean))
     """Log every secret read (name, version, client, result; never the value). Default true."""
     max_connections: int = field(default=128, metadata=setting(_at_least(1)))
-    """Connections served at once; more wait in the kernel's backlog. Default 128."""
+    """Most connections open at once. At the cap a new connection evicts the one idle the longest; only when
+    every connection has a request in flight (long-polls, event streams) is the newcomer answered 503 with
+    Retry-After. Default 128."""
     max_wait: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
     """Longest long-poll (``?wait=``) accepted, in seconds (a duration). Default 300 (5m)."""
 

@@ -14,15 +14,13 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from agent.config import ServerConfig
+from agent.config import TOKEN_FILE_NAME, ServerConfig
 from agent.errors import AgentError
 
 log = logging.getLogger("agent.token")
 
 TOKEN_HEADER = "X-Secrets-Agent-Token"  # noqa: S105 - a header name
 """The request header every ``/v1`` request carries the token in."""
-TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
-"""The generated token's file name inside ``output_dir``."""
 TOKEN_FILE_MODE = 0o440
 """Readable by the agent's user and group (containers sharing the volume), writable by nobody."""
 MIN_TOKEN_LENGTH = 16

@@ -906,6 +906,11 @@ def test_the_example_file_is_valid_and_shows_every_reference_form() -> None:
         ),
         ("server: {max_connections: 0}", "server.max_connections", "at least 1"),
         ("probes: {listen: '127.0.0.1:8730'}", "probes.listen", "use two ports"),
+        (
+            "secrets: [{name: t, ref: projects/my-project/secrets/t, file: .token}]",
+            "secrets[0].file",
+            "reserved",
+        ),
     ],
 )
 def test_endpoint_settings_are_checked(tmp_path: Path, text: str, path: str, fragment: str) -> None:
