@@ -35,7 +35,7 @@ class SnapshotStore:
         self._clock = clock
         self._snapshot = Snapshot()
         self._generation = 0
-        self._changed = asyncio.Condition()
+        self._next_change: asyncio.Future[None] | None = None
         self.health: dict[str, SecretHealth] = {name: SecretHealth() for name in self.specs}
 
     @property
@@ -50,17 +50,34 @@ class SnapshotStore:
 
     async def publish(self, snapshot: Snapshot) -> None:
         """Adopt ``snapshot`` (already written by the sinks) and wake everyone waiting for a change."""
-        async with self._changed:
-            self._snapshot = snapshot
-            self._generation += 1
-            self._changed.notify_all()
+        self._snapshot = snapshot
+        self._generation += 1
+        change, self._next_change = self._next_change, None
+        if change is not None and not change.done():
+            change.set_result(None)
 
-    async def wait_for_generation(self, after: int, within: float) -> int:
-        """Wait until the generation exceeds ``after`` or ``within`` seconds pass; return the generation."""
-        async with self._changed:
+    def next_change(self) -> asyncio.Future[None]:
+        """A future that completes at the next ``publish``. It is shared by every waiter (waking 1,000
+        long-polls is then 1,000 callbacks; an asyncio.Condition hands its lock from one waiter to the next,
+        an event-loop iteration each): wait on it with ``asyncio.wait`` or ``asyncio.shield``, never cancel
+        it."""
+        loop = asyncio.get_running_loop()
+        if self._next_change is None or self._next_change.get_loop() is not loop:
+            self._next_change = loop.create_future()
+        return self._next_change
+
+    async def wait_for_generation(
+        self, after: int, within: float, *, unless: asyncio.Future[None] | None = None
+    ) -> int:
+        """Wait until the generation exceeds ``after``, ``within`` seconds pass, or ``unless`` (say, the
+        endpoint shutting down) completes; return the generation."""
+        if self._generation <= after and (unless is None or not unless.done()):
+            awaited = [self.next_change()] if unless is None else [self.next_change(), unless]
+            # asyncio.wait never cancels what it waits on: the shared future survives a timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._generation > after), within)
-            return self._generation
+                async with asyncio.timeout(within):
+                    await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
+        return self._generation
 
     def record_success(self, name: str) -> None:
         health = self.health[name]

@@ -60,11 +60,13 @@ class ObservedStore(SnapshotStore):
         self.wait_calls = 0
         self._wait_seen = asyncio.Condition()
 
-    async def wait_for_generation(self, after: int, within: float) -> int:
+    async def wait_for_generation(
+        self, after: int, within: float, *, unless: asyncio.Future[None] | None = None
+    ) -> int:
         async with self._wait_seen:
             self.wait_calls += 1
             self._wait_seen.notify_all()
-        return await super().wait_for_generation(after, within)
+        return await super().wait_for_generation(after, within, unless=unless)
 
     async def waiters_reach(self, count: int, within: float = 10.0) -> None:
         """Return once ``wait_for_generation`` has been called ``count`` times in all."""

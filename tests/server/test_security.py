@@ -354,8 +354,7 @@ def audit_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 async def test_every_secret_read_is_audited_without_the_value(
     endpoint: Endpoint, http: aiohttp.ClientSession, logs: pytest.LogCaptureFixture
 ) -> None:
-    etag = (await raw_request(endpoint.port, get("/v1/secrets/db"))).headers["etag"]
-    logs.clear()
+    etag = f'"3-{crc32c(CANARY):08x}"'
     reads = [
         ("/v1/secrets/db", endpoint.auth()),
         ("/v1/secrets/db", endpoint.auth(**{"If-None-Match": etag})),
@@ -381,6 +380,26 @@ async def test_every_secret_read_is_audited_without_the_value(
     ]
     assert {r["client"] for r in records} == {"127.0.0.1"}
     assert CANARY.decode() not in logged_text(logs)
+
+
+async def test_repeated_reads_are_counted_into_one_line(
+    http: aiohttp.ClientSession, logs: pytest.LogCaptureFixture
+) -> None:
+    async with running_endpoint() as endpoint:
+        for _ in range(5):
+            async with http.get(endpoint.url("/v1/secrets/db"), headers=endpoint.auth()) as response:
+                assert response.status == 200
+        # The first read is logged at once; the repeats wait for the end of the window.
+        assert [(r["secret"], r["reads"]) for r in audit_records(logs)] == [("db", 1)]
+        async with http.get(endpoint.url("/v1/secrets/tls"), headers=endpoint.auth()) as response:
+            assert response.status == 200  # a different secret: logged at once
+    # Stopping the endpoint ends the window: the 4 repeats become one line.
+    records = audit_records(logs)
+    assert [(r["secret"], r["result"], r["version"], r["reads"]) for r in records] == [
+        ("db", "ok", "3", 1),
+        ("tls", "ok", "7", 1),
+        ("db", "ok", "3", 4),
+    ]
 
 
 async def test_audit_can_be_switched_off(http: aiohttp.ClientSession, logs: pytest.LogCaptureFixture) -> None:
