@@ -18,7 +18,7 @@ from typing import Literal, TextIO
 import yaml
 
 from agent.backoff import Backoff
-from agent.config import Config, SecretSpec, split_listen
+from agent.config import Config, EventsConfig, SecretSpec, split_listen
 from agent.errors import AgentError, SinkError
 from agent.logs import configure_logging, register_secret_values
 from agent.metrics import Liveness, Metrics
@@ -219,6 +219,7 @@ async def _serve(config: Config, mode: Mode) -> int:
             coordinator.request(snapshot.versions())
 
         feed = source if isinstance(source, ChangeFeed) else None
+        events = _events_config(config, source, mode)
         syncer = Syncer(
             config.secrets,
             source,
@@ -230,6 +231,8 @@ async def _serve(config: Config, mode: Mode) -> int:
             heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
         )
 
+        bootstrapped = asyncio.Event()
+
         async def keep_fresh() -> None:
             try:
                 report = await syncer.bootstrap(
@@ -238,8 +241,10 @@ async def _serve(config: Config, mode: Mode) -> int:
             except SinkError as error:
                 # Unlike init, the sidecar stays: the poll loop fetches and writes again with backoff.
                 log.error("writing the first snapshot failed, will retry: %s", error)
+                bootstrapped.set()
                 await syncer.poll()
                 return
+            bootstrapped.set()
             _remember_values(report.snapshot)
             report_failures(report, config.secrets)
             log.info(
@@ -256,6 +261,8 @@ async def _serve(config: Config, mode: Mode) -> int:
             parts["reload"] = coordinator.run()
         if feed is not None:
             parts["watch"] = syncer.follow(feed)
+        if events is not None:
+            parts["events"] = _follow_events(config, events, source, store, syncer, metrics, bootstrapped)
         if config.server.enabled:
             parts["endpoint"] = _endpoint(config, store, syncer, metrics)
         if config.probes.enabled:
@@ -273,6 +280,61 @@ async def _serve(config: Config, mode: Mode) -> int:
         await source.close()
     log.info("%s: stopped", mode)
     return 0
+
+
+def _events_config(config: Config, source: Source, mode: Mode) -> EventsConfig | None:
+    """The events section when it applies (``run`` with Secret Manager), after checking pubsub is there."""
+    if not config.events.enabled:
+        return None
+    if mode != "run" or source.name != "gcp":
+        log.warning(
+            "events are configured but ignored: they come from Secret Manager, and %s uses %s",
+            mode,
+            source.name,
+        )
+        return None
+    from agent.events import require_pubsub
+
+    require_pubsub()  # a clear error now rather than a failed part after the bootstrap
+    return config.events
+
+
+async def _follow_events(
+    config: Config,
+    events: EventsConfig,
+    source: Source,
+    store: SnapshotStore,
+    syncer: Syncer,
+    metrics: Metrics,
+    bootstrapped: asyncio.Event,
+) -> None:
+    """Follow Secret Manager's Pub/Sub events once the bootstrap has told us the service's names for our
+    secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not."""
+    from agent.events import EventFeed
+
+    await bootstrapped.wait()
+
+    def served(name: str) -> str | None:
+        current = store.snapshot.get(name)
+        return current.version if current is not None else None
+
+    def health(flowing: bool) -> None:
+        metrics.events_health(flowing)
+        syncer.set_poll_interval(events.poll_interval if flowing else config.poll_interval)
+
+    feed = EventFeed(
+        events,
+        config.secrets,
+        served,
+        resolved=getattr(source, "resolved_secret_names", None),
+        on_health=health,
+        on_event=metrics.event,
+        backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+    )
+    try:
+        await syncer.follow(feed, max_delay=events.max_delay)
+    finally:
+        await feed.close()
 
 
 def poll_round_budget(config: Config) -> float:

@@ -157,6 +157,18 @@ COMMON_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag(
         "--notify-command", "notify.command", "run this command on change (split like a shell)", metavar="CMD"
     ),
+    ConfigFlag(
+        "--events-topic",
+        "events.topic",
+        "follow Secret Manager's Pub/Sub events: subscribe (own subscription) to this topic",
+        metavar="projects/P/topics/T",
+    ),
+    ConfigFlag(
+        "--events-subscription",
+        "events.subscription",
+        "follow Secret Manager's Pub/Sub events from this existing subscription",
+        metavar="projects/P/subscriptions/S",
+    ),
 )
 DEV_FLAGS = (ConfigFlag("--dotenv", "dotenv.file", "the .env file to serve (default .env)", metavar="FILE"),)
 EXEC_FLAGS = (

@@ -412,6 +412,46 @@ def _list(value: tuple[str, ...]) -> list[str]:
     return list(value)
 
 
+# Pub/Sub resource ids: 3-255 characters, a letter first, then letters, digits and - _ . ~ + %; no "goog".
+_PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
+_PUBSUB_NAME = re.compile(r"projects/(?P<project>[^/]*)/(?P<kind>topics|subscriptions)/(?P<id>[^/]*)")
+
+
+def _pubsub_name(kind: Literal["topics", "subscriptions"]) -> Callable[[object], object]:
+    """A converter for an optional ``projects/P/topics/T`` or ``projects/P/subscriptions/S`` name."""
+
+    def parse(value: object) -> str | None:
+        if value is None:
+            return None
+        text = _string(value).strip()
+        example = f"projects/my-project/{kind}/secret-events"
+        match = _PUBSUB_NAME.fullmatch(text)
+        if match is None or match["kind"] != kind:
+            raise ValueError(f"expected projects/PROJECT/{kind}/ID such as {example}, got {describe(value)}")
+        if (problem := project_problem(match["project"])) is not None:
+            raise ValueError(problem)
+        noun = kind[:-1]
+        if not _PUBSUB_ID.fullmatch(match["id"]) or match["id"].lower().startswith("goog"):
+            raise ValueError(
+                f"{noun} id {match['id']!r} is invalid: 3-255 letters, digits or - _ . ~ + %, starting with "
+                "a letter and not with 'goog'"
+            )
+        return text
+
+    return parse
+
+
+_DAY = 86400.0
+
+
+def _subscription_ttl(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds < _DAY:
+        # Pub/Sub refuses an expiration policy below one day (CreateSubscription fails INVALID_ARGUMENT).
+        raise ValueError(f"expected at least 1 day (Pub/Sub's minimum), got {describe(value)}")
+    return seconds
+
+
 # --------------------------------------------------------------------------------------------------
 # Declarative field metadata
 # --------------------------------------------------------------------------------------------------
@@ -635,6 +675,39 @@ class ExecConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Push instead of poll: Secret Manager's Pub/Sub notifications (YAML section ``events``; ``run`` with
+    the gcp source). Set ``topic`` or ``subscription`` to switch events on; with neither, the agent polls."""
+
+    topic: str | None = field(default=None, metadata=setting(_pubsub_name("topics")))
+    """``projects/P/topics/T``: the topic Secret Manager publishes to (``Secret.topics``). The agent creates
+    its own subscription on it at start (``secrets-agent-<hostname>-<random>``, filtered on
+    ``attributes.secretId`` to its secrets, expiring after ``subscription_ttl`` unused) and deletes it on a
+    graceful shutdown. Flag ``--events-topic``. Default: none."""
+    subscription: str | None = field(default=None, metadata=setting(_pubsub_name("subscriptions")))
+    """``projects/P/subscriptions/S``: an existing subscription to pull from instead (neither created nor
+    deleted). It must be this agent's own: Pub/Sub gives each message of a subscription to ONE of its
+    subscribers. Set ``topic`` or ``subscription``, not both. Flag ``--events-subscription``.
+    Default: none."""
+    max_delay: float = field(default=1.0, metadata=setting(_delay, dump=_seconds))
+    """On an event, wait a random delay in [0, max_delay] seconds (a duration, 0 allowed) before fetching,
+    so that the pods of a fleet that get the same event do not all call Secret Manager in the same
+    millisecond. Default 1."""
+    poll_interval: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
+    """While events flow, polling stays as a safety net at this interval (with ``poll_jitter``) instead
+    of the top-level ``poll_interval``, which is used again while Pub/Sub is unreachable. Default 3600."""
+    subscription_ttl: float = field(default=_DAY, metadata=setting(_subscription_ttl, dump=_seconds))
+    """Expiration policy of a created subscription: Pub/Sub deletes it after this long without a
+    subscriber, so an agent killed without cleanup leaves nothing behind for long (a duration, at least
+    1 day, Pub/Sub's minimum). Default 86400 (1 day)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether events are configured (a topic or a subscription)."""
+        return self.topic is not None or self.subscription is not None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Build it with ``load_config()``; never mutate it."""
 
@@ -691,6 +764,8 @@ class Config:
     """The local fetch endpoint (``run``, ``dev``)."""
     probes: ProbesConfig = field(default_factory=ProbesConfig, metadata=section())
     """Health, readiness and metrics listener (``run``, ``dev``)."""
+    events: EventsConfig = field(default_factory=EventsConfig, metadata=section())
+    """Secret Manager's Pub/Sub events (``run``)."""
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
     """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
     Default: none."""
@@ -1027,6 +1102,11 @@ def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
                 f"{_seconds(gcp.backoff_initial)}s is more than "
                 f"gcp.backoff_max ({_seconds(gcp.backoff_max)}s)",
             )
+        )
+    events = values.get("events")
+    if isinstance(events, EventsConfig) and events.topic is not None and events.subscription is not None:
+        reader.problems.append(
+            Problem("events.subscription", "set either events.topic or events.subscription, not both")
         )
     if isinstance(notify, NotifyConfig) and notify.pid_file is not None and notify.process is not None:
         # Two ways to find the app would mean guessing which one the user meant when they disagree.

@@ -105,6 +105,18 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        self.events = Counter(
+            f"{PREFIX}_events",
+            "Secret Manager Pub/Sub events received, by event type and what they led to "
+            "(fetch, ignored, warned).",
+            ["type", "action"],
+            registry=r,
+        )
+        self.events_connected = Gauge(
+            f"{PREFIX}_events_connected",
+            "1 while the Pub/Sub event subscription delivers (polling at events.poll_interval), else 0.",
+            registry=r,
+        )
         build = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say which agent and Python run.",
@@ -149,6 +161,15 @@ class Metrics:
 
         Fits ``ReloadCoordinator(on_result=metrics.reload)``."""
         self.reloads.labels(notifier=notifier, result="ok" if ok else "error").inc()
+
+    def event(self, event_type: str, action: str) -> None:
+        """One Pub/Sub event: ``event_type`` (one of the documented types, else ``OTHER``: publishers choose
+        attributes, so the label set stays bounded) and ``action`` (``fetch``, ``ignored``, ``warned``)."""
+        self.events.labels(type=event_type, action=action).inc()
+
+    def events_health(self, connected: bool) -> None:
+        """Whether the event subscription currently delivers."""
+        self.events_connected.set(1 if connected else 0)
 
     def request(self, route: str, code: int) -> None:
         """One local endpoint request: ``route`` is the route TEMPLATE (``/v1/secrets/{name}``), never a

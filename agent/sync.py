@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -99,6 +99,9 @@ class Syncer:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._commit_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._refresh_requested = False
+        self._replan_requested = False
+        self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
 
     # -- bootstrap --------------------------------------------------------------------------------
@@ -184,6 +187,29 @@ class Syncer:
 
     def refresh_now(self) -> None:
         """Ask the poll loop to check every polled secret at once (SIGHUP, ``POST /v1/refresh``)."""
+        self._refresh_requested = True
+        self._wake.set()
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between polls now: ``settings.poll_interval`` unless ``set_poll_interval`` changed it."""
+        override = self._poll_interval_override
+        return override if override is not None else self.settings.poll_interval
+
+    def set_poll_interval(self, seconds: float) -> None:
+        """Poll every ``seconds`` from now on (events up: a long safety interval; down: the normal one).
+
+        The wait in progress is re-planned without checking anything now: the next check comes one new
+        (jittered) interval from now; for a shorter interval, sooner if it was planned sooner. So a Pub/Sub
+        outage seen by a whole fleet at once does not become a burst of Secret Manager calls (the jitter
+        spreads them), and events coming back cancel the short wait (they catch up by themselves).
+        """
+        if seconds <= 0:
+            raise ValueError(f"poll interval must be positive, got {seconds}")
+        if seconds == self.poll_interval:
+            return
+        self._poll_interval_override = seconds
+        self._replan_requested = True
         self._wake.set()
 
     async def check(self, names: Collection[str] | None = None) -> bool:
@@ -282,34 +308,102 @@ class Syncer:
             log.info("nothing to poll: only a refresh request or a missing secret triggers a check")
         failures = 0
         while True:
-            delay: float | None = None
-            if failures:
-                delay = min(self.settings.poll_interval, self.settings.backoff.delay(failures - 1, self._rng))
-            elif polled or self._incomplete():
-                delay = self._interval()
-            if self.heartbeat is not None:
-                self.heartbeat.beat(delay)  # None: idle until woken, which is alive
-            await self._wait_for_wake(delay)
+            delay = self._next_delay(failures, polled)
+            due = None if delay is None else time.monotonic() + delay
+            planned_with = self.poll_interval
+            while True:
+                remaining = None if due is None else max(0.0, due - time.monotonic())
+                if self.heartbeat is not None:
+                    self.heartbeat.beat(remaining)  # None: idle until woken, which is alive
+                await self._wait_for_wake(remaining)
+                if not self._take_replan():
+                    break
+                due = self._replanned(due, failures, polled, longer=self.poll_interval > planned_with)
+                planned_with = self.poll_interval
             if self.heartbeat is not None:
                 self.heartbeat.beat()  # the round that starts now must end within the heartbeat's budget
             ok = await self.check()
             failures = 0 if ok else failures + 1
+
+    def _next_delay(self, failures: int, polled: bool) -> float | None:
+        """Seconds from the end of the last round to the next one; None: only when woken."""
+        if failures:
+            return min(self.poll_interval, self.settings.backoff.delay(failures - 1, self._rng))
+        if polled or self._incomplete():
+            return self._interval()
+        return None
+
+    def _replanned(self, due: float | None, failures: int, polled: bool, *, longer: bool) -> float | None:
+        """When the next round is due after the interval changed: one new (jittered) interval from now;
+        for a shorter interval, no later than already planned."""
+        fresh = self._next_delay(failures, polled)
+        if fresh is None:
+            return due
+        fresh_due = time.monotonic() + fresh
+        return fresh_due if longer or due is None else min(due, fresh_due)
+
+    def _take_replan(self) -> bool:
+        """True when the wake-up only asked to re-plan the wait (new interval), not for a check."""
+        replan = self._replan_requested and not self._refresh_requested
+        self._replan_requested = self._refresh_requested = False
+        return replan
 
     def _incomplete(self) -> bool:
         return any(self._missing(name) for name in self.specs)
 
     def _interval(self) -> float:
         jitter = self.settings.poll_jitter
-        return self.settings.poll_interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
+        return self.poll_interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
 
     async def _wait_for_wake(self, within: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), within)
         self._wake.clear()
 
-    async def follow(self, feed: ChangeFeed) -> None:
-        """Check the secrets a change feed names (None: all of them) as soon as it says so."""
-        async for names in feed.changes():
-            started = time.monotonic()
-            await self.check(names if names is not None else list(self.specs))
-            log.debug("change handled in %.0f ms", (time.monotonic() - started) * 1000)
+    async def follow(self, feed: ChangeFeed, *, max_delay: float = 0.0) -> None:
+        """Check the secrets a change feed names (None: all of them) as soon as it says so.
+
+        ``max_delay``: wait a random delay in [0, max_delay] seconds first (a fleet that gets one Pub/Sub
+        event at once spreads its calls). A batch whose check fails transiently (UNAVAILABLE,
+        RESOURCE_EXHAUSTED, a failed write) is retried here with the backoff schedule until it succeeds;
+        only then is the next batch asked for. That is the acknowledgement handshake: a feed knows a batch
+        was handled when ``changes()`` is resumed (the events feed acknowledges its messages then).
+        """
+        changes = feed.changes()
+        try:
+            async for names in changes:
+                if max_delay > 0:
+                    await asyncio.sleep(self._rng.uniform(0.0, max_delay))
+                started = time.monotonic()
+                await self._handle_change(sorted(names) if names is not None else list(self.specs))
+                log.debug("change handled in %.0f ms", (time.monotonic() - started) * 1000)
+        finally:
+            # Close it now (not whenever the garbage collector runs): a feed releases what it holds there.
+            if isinstance(changes, AsyncGenerator):
+                await changes.aclose()
+
+    async def _handle_change(self, names: list[str]) -> bool:
+        """``check(names)``, retried with backoff while it fails for a transient reason. A permanent failure
+        (NOT_FOUND, PERMISSION_DENIED, a disabled version) is not retried: it is logged and recorded, the
+        last known good value stays, and the poll loop or the next event tries again."""
+        attempt = 0
+        while not await self.check(names):
+            retry = [name for name in names if self._failed_transiently(name)]
+            if not retry and not self._write_failed:
+                return False
+            delay = self.settings.backoff.delay(attempt, self._rng)
+            attempt += 1
+            log.info(
+                "change not handled yet (%s), retry %d in %.1fs",
+                ", ".join(retry) if retry else "the snapshot write failed",
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            names = retry or names
+        return True
+
+    def _failed_transiently(self, name: str) -> bool:
+        health = self.store.health.get(name)
+        error = health.last_error if health is not None else None
+        return error is not None and not isinstance(error, PermanentSourceError)

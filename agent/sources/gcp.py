@@ -62,6 +62,10 @@ class GcpSource:
         # slow metadata-server probe for every secret.
         self._credentials_failure: BaseException | None = None
         self._lock = asyncio.Lock()
+        self.resolved_secret_names: dict[str, str] = {}
+        """Canonical secret name (``projects/my-project/secrets/S``) -> the name the service returned for it
+        (``projects/123456/secrets/S``: Secret Manager answers with the project NUMBER). Pub/Sub events name
+        secrets the service's way, so the events feed matches both."""
 
     async def fetch(self, spec: SecretSpec) -> Fetched:
         """AccessSecretVersion of ``spec.ref``, checksum verified; the version number is the resolved one."""
@@ -86,6 +90,7 @@ class GcpSource:
                 ref=ref,
                 hint="checksum mismatch; keeping the last known good value",
             )
+        self.resolved_secret_names[spec.ref.secret_name] = response.name.rsplit("/versions/", 1)[0]
         return Fetched(name=spec.name, version=version_of(response.name), data=data, crc32c=checksum)
 
     async def current_version(self, spec: SecretSpec) -> str:
