@@ -629,9 +629,9 @@ class NotifyConfig:
     """How the app is told to reload after each new snapshot (YAML section ``notify``). Any combination:
     a signal (when ``pid_file`` or ``process`` is set), an HTTP POST (``url``), a command (``command``)."""
 
-    debounce: float = field(default=1.0, metadata=setting(_delay, dump=_seconds))
+    debounce: float = field(default=0.2, metadata=setting(_delay, dump=_seconds))
     """Snapshots swapped within this many seconds (a duration, 0 allowed) give one notification.
-    Default 1."""
+    Default 0.2: long enough to coalesce a burst, short enough for sub-second rotation with events."""
     signal: str = field(default="SIGHUP", metadata=setting(parse_signal))
     """Signal sent to the app's process: a name such as ``SIGHUP``, ``HUP`` or ``usr1``, stored as
     ``SIGHUP``. Default ``SIGHUP``."""
@@ -689,10 +689,10 @@ class EventsConfig:
     deleted). It must be this agent's own: Pub/Sub gives each message of a subscription to ONE of its
     subscribers. Set ``topic`` or ``subscription``, not both. Flag ``--events-subscription``.
     Default: none."""
-    max_delay: float = field(default=1.0, metadata=setting(_delay, dump=_seconds))
+    max_delay: float = field(default=0.5, metadata=setting(_delay, dump=_seconds))
     """On an event, wait a random delay in [0, max_delay] seconds (a duration, 0 allowed) before fetching,
     so that the pods of a fleet that get the same event do not all call Secret Manager in the same
-    millisecond. Default 1."""
+    millisecond. Default 0.5 (with notify.debounce 0.2, a rotation reaches the app in under a second)."""
     poll_interval: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
     """While events flow, polling stays as a safety net at this interval (with ``poll_jitter``) instead
     of the top-level ``poll_interval``, which is used again while Pub/Sub is unreachable. Default 3600."""

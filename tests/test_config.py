@@ -71,7 +71,7 @@ DEFAULTS: dict[str, object] = {
     "gcp.backoff_max": 30.0,
     "dotenv.file": Path(".env"),
     "dotenv.debounce": 0.1,
-    "notify.debounce": 1.0,
+    "notify.debounce": 0.2,
     "notify.signal": "SIGHUP",
     "notify.pid_file": None,
     "notify.process": None,
@@ -862,7 +862,7 @@ def test_new_sections_round_trip_through_the_normalised_form(tmp_path: Path) -> 
     assert (notify["command"], notify["signal"], notify["debounce"]) == (
         ["nginx", "-s", "reload now"],
         "SIGHUP",
-        1,
+        0.2,
     )
     assert data["exec"] == {"watch": True, "reload_signal": "SIGHUP"}
     assert data["gcp"] == {
