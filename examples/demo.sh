@@ -25,6 +25,8 @@ cat <<MSG
   Rotate:  curl -s -X POST $REST/v1/projects/demo-project/secrets/db-password:addVersion \\
              -d "{\"payload\": {\"data\": \"\$(printf new-password | base64)\"}}"
            (the agent picks it up within 5 s and swaps every file at once)
+  Endpoint: curl -H "X-Secrets-Agent-Token: \$(cat demo-secrets/.token)" http://127.0.0.1:8730/v1/secrets/api-key
+  Probes:   curl http://127.0.0.1:8731/readyz   and   http://127.0.0.1:8731/metrics
   Emulator API: $REST/v1/projects/demo-project/secrets   admin: $REST/emulator/v1/counters
 
 MSG
