@@ -60,12 +60,19 @@ def emulator_process(seed: Path, faults: Sequence[str] = ()) -> Iterator[Emulato
         try:
             yield _wait_listening(process, log)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, grace=10)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM a benchmark's child process if it still runs; SIGKILL it after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_listening(process: subprocess.Popen[bytes], log: IO[bytes]) -> EmulatorProcess:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.emulator_process import stop_process
 from bench.run_footprint import cpu_seconds
 
 CONNECTIONS = 32
@@ -404,13 +405,7 @@ def child(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace=10)
         assert process.stdout is not None
         process.stdout.close()
 

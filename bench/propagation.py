@@ -37,7 +37,6 @@ import json
 import os
 import random
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import Config
-from bench.emulator_process import EmulatorProcess, emulator_process
+from bench.emulator_process import EmulatorProcess, emulator_process, stop_process
 from tests.apps import app_argv
 
 PROJECT = "bench-project"
@@ -248,13 +247,7 @@ def child(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace=15)
 
 
 def agent_config(

@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.emulator_process import EmulatorProcess, emulator_process, write_seed
+from bench.emulator_process import EmulatorProcess, emulator_process, stop_process, write_seed
 
 PROJECT = "bench-project"
 SECRETS = 100
@@ -134,12 +134,7 @@ def started(title: str, argv: Sequence[str], log: Path) -> Iterator[Measured]:
     try:
         yield Measured(title, process, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=15)
 
 
 def waiting_python(imports: Sequence[str]) -> list[str]:
