@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -e '.[pubsub,test,dev]'
+	$(BIN)/python -m pip install -qq -e '.[pubsub,postgres,test,dev]'
 	touch $(STAMP)
 
 ## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
+from agent.rotation import cli as rotation_cli
+from agent.webhook import cli as webhook_cli
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -246,9 +248,10 @@ class Invocation:
     """What the command line asked for, before anything runs: ``main()`` runs it, tests inspect it."""
 
     command: str
-    """The subcommand: init, run, dev, exec, check-config or emulator."""
+    """The subcommand: init, run, dev, exec, check-config, emulator, rotate, rotation or webhook."""
     config: Config | None
-    """The validated configuration (None for ``emulator``, which has its own options)."""
+    """The validated configuration (None for emulator, rotate, rotation and webhook: they have their own
+    options)."""
     argv: tuple[str, ...] = ()
     """``exec``: the command line of the program to run."""
     args: argparse.Namespace = field(default_factory=argparse.Namespace, repr=False, compare=False)
@@ -260,7 +263,7 @@ class Invocation:
 
 
 def _needs_config(invocation: Invocation) -> Config:
-    assert invocation.config is not None  # every command except emulator loads one
+    assert invocation.config is not None  # the Config commands always load one
     return invocation.config
 
 
@@ -301,7 +304,12 @@ _HANDLERS: dict[str, Callable[[Invocation], int]] = {
     "exec": _run_exec,
     "check-config": _run_check_config,
     "emulator": lambda invocation: _run_emulator(invocation.args),
+    # Commands with their own parsers and options (not a Config): the parser stores its entry point.
+    "rotate": lambda invocation: int(invocation.args.run(invocation.args)),
+    "rotation": lambda invocation: int(invocation.args.run(invocation.args)),
+    "webhook": lambda invocation: int(invocation.args.run(invocation.args)),
 }
+_SELF_PARSED = frozenset({"emulator", "rotate", "rotation", "webhook"})
 
 _CONFIG_FILE_HELP = "YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set)"
 
@@ -376,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent_commands(sub)
     _add_check_config(sub)
     _add_emulator(sub)
+    rotation_cli.add_parsers(sub)
+    webhook_cli.add_parsers(sub)
     return parser
 
 
@@ -385,7 +395,7 @@ def parse(argv: Sequence[str] | None, env: Mapping[str, str]) -> Invocation:
     parser = build_parser()
     args = parser.parse_args(argv)
     command: str = args.command
-    if command == "emulator":
+    if command in _SELF_PARSED:
         return Invocation(command, None, args=args)
     program: tuple[str, ...] = ()
     if command == "exec":
