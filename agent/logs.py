@@ -43,7 +43,7 @@ MIN_REDACTED_LENGTH = 4
 """Text forms shorter than this are not redacted (see the module docstring)."""
 FIELDS_KEY = "fields"
 """The ``extra`` key whose mapping becomes structured fields of a log line."""
-NOISY_LOGGERS = ("grpc", "urllib3", "asyncio", "google.auth", "watchfiles")
+NOISY_LOGGERS = ("grpc", "urllib3", "asyncio", "google", "watchfiles")
 """Libraries that are held at WARNING whatever the level, because their INFO/DEBUG chatter drowns ours."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -295,3 +295,7 @@ def configure_logging(level: str, fmt: Literal["json", "text"], stream: TextIO |
     root.setLevel(numeric)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, numeric))
+    # google-api-core switches propagation of the "google" logger off when a client is first built, unless
+    # that logger already looks configured (a level set, as above). Switch it back on in case a client was
+    # built before us, so the libraries' warnings become our JSON lines instead of raw text.
+    logging.getLogger("google").propagate = True

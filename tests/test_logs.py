@@ -29,7 +29,7 @@ def restore_logging() -> Iterator[None]:
     """Each test configures the root logger; put it back so other tests (and caplog) are unaffected."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    noisy = {name: logging.getLogger(name).level for name in ("grpc", "urllib3", "asyncio")}
+    noisy = {name: logging.getLogger(name).level for name in ("grpc", "urllib3", "asyncio", "google")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -117,6 +117,22 @@ def test_the_level_filters_and_noisy_libraries_stay_at_warning() -> None:
     logging.getLogger("asyncio").debug("chatter")
     logging.getLogger("grpc").warning("a real grpc problem")
     assert [e["message"] for e in json_lines(stream)] == ["shown", "a real grpc problem"]
+
+
+def test_google_library_warnings_become_our_json_lines_even_after_a_client_is_built() -> None:
+    from google.api_core import client_logging
+    from google.cloud import secretmanager_v1
+
+    from tests.conftest import grpc_client
+
+    stream = configured("json", level="info")
+    # Building an official client runs google-api-core's logging set-up, which would cut "google" off.
+    grpc_client("127.0.0.1:9").transport.close()
+    client_logging.setup_logging()
+    assert secretmanager_v1  # the client module is loaded, as in the agent
+    logging.getLogger("google.api_core.retry").warning("deadline exceeded, retrying")
+    logging.getLogger("google.cloud.secretmanager").info("library chatter")
+    assert [e["message"] for e in json_lines(stream)] == ["deadline exceeded, retrying"]
 
 
 def test_configuring_again_replaces_the_handler_instead_of_adding_one() -> None:
