@@ -1,6 +1,7 @@
 """The one configuration model, built in one place: ``load_config()``.
 
-Precedence, highest first: flags > environment (``SECRETS_AGENT_*``) > YAML file > defaults.
+Precedence, highest first: flags > environment (``SECRETS_AGENT_*``) > YAML file > defaults. Where no file
+can be mounted (an injected container), the file's text may come from ``SECRETS_AGENT_CONFIG_YAML`` instead.
 
 The model is declarative: every field of a config dataclass carries a ``Setting`` in its metadata that says
 how to parse it (and how to print it back). One generic reader walks the dataclass fields, so adding a
@@ -36,6 +37,10 @@ TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
 """Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
+CONFIG_YAML_ENV = "SECRETS_AGENT_CONFIG_YAML"
+"""Environment variable holding the whole configuration file's text (YAML or JSON, same schema), for
+containers that get no file (the webhook injects it). It takes the file's place in the precedence, so it
+cannot be combined with a file."""
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -913,11 +918,15 @@ class _Reader:
     def check_leftovers(self) -> None:
         """Unknown ``SECRETS_AGENT_*`` variables are typos until proven otherwise."""
         for name in sorted(self.env):
-            if name.startswith(ENV_PREFIX) and name != CONFIG_FILE_ENV and name not in self.env_used:
+            if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS and name not in self.env_used:
                 self.problems.append(Problem(f"env {name}", "unknown setting"))
         for key in self.flags:
             if key not in self.flags_used:
                 raise TypeError(f"load_config: flag {key!r} is not a config setting")  # a bug in the CLI
+
+
+_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, CONFIG_YAML_ENV})
+"""``SECRETS_AGENT_*`` variables that hold the configuration's source, not a setting."""
 
 
 def _join(path: str, name: str) -> str:
@@ -1165,21 +1174,46 @@ def read_yaml_file(file: Path) -> Mapping[Any, object]:
         raise ConfigError(Problem(str(file), "not UTF-8 text")) from None
     except OSError as error:
         raise ConfigError(Problem(str(file), error.strerror or type(error).__name__)) from None
+    return read_yaml_text(text, str(file))
+
+
+def read_yaml_text(text: str, where: str) -> Mapping[Any, object]:
+    """The top-level mapping of configuration ``text``; failures are ConfigErrors located at ``where``
+    (a file name, or ``env SECRETS_AGENT_CONFIG_YAML``) and its line."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-        raise ConfigError(Problem(where, f"invalid YAML: {error.problem or error.context}")) from None
+        located = f"{where}:{mark.line + 1}" if mark is not None else where
+        raise ConfigError(Problem(located, f"invalid YAML: {error.problem or error.context}")) from None
     except yaml.YAMLError as error:
-        raise ConfigError(Problem(str(file), f"invalid YAML: {error}")) from None
+        raise ConfigError(Problem(where, f"invalid YAML: {error}")) from None
     if data is None:  # an empty file is a valid, all-defaults configuration
         return {}
     if not isinstance(data, Mapping):
         raise ConfigError(
-            Problem(f"{file}:1", f"expected a mapping of settings at the top level, got {describe(data)}")
+            Problem(f"{where}:1", f"expected a mapping of settings at the top level, got {describe(data)}")
         )
     return data
+
+
+def _read_layer(file: Path | None, env: Mapping[str, str]) -> Mapping[Any, object]:
+    """The file layer: ``file``, else ``$SECRETS_AGENT_CONFIG``, else the text of
+    ``$SECRETS_AGENT_CONFIG_YAML``, else nothing. A file and the inline text together are an error: which
+    one the user meant cannot be guessed, and merging them would hide half of one."""
+    if file is None and env.get(CONFIG_FILE_ENV):
+        file = Path(env[CONFIG_FILE_ENV])
+    inline = env.get(CONFIG_YAML_ENV)
+    if inline and file is not None:
+        raise ConfigError(
+            Problem(
+                f"env {CONFIG_YAML_ENV}",
+                f"set either a configuration file ({file}) or {CONFIG_YAML_ENV}, not both",
+            )
+        )
+    if inline:
+        return read_yaml_text(inline, f"env {CONFIG_YAML_ENV}")
+    return read_yaml_file(file) if file is not None else {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1196,15 +1230,14 @@ def load_config(
 ) -> Config:
     """Build the Config: flags > environment (``SECRETS_AGENT_*``) > YAML ``file`` > defaults.
 
-    ``file`` None means ``$SECRETS_AGENT_CONFIG``, or no file at all. ``flags`` maps setting paths
+    ``file`` None means ``$SECRETS_AGENT_CONFIG``, else the configuration text in
+    ``$SECRETS_AGENT_CONFIG_YAML``, or no file at all. ``flags`` maps setting paths
     (``"poll_interval"``, ``"gcp.endpoint"``) to raw values; None values are ignored (flag not given).
     ``flags["secrets"]`` is a list of ``NAME=REF`` strings (``--secret``), appended to the file's secrets.
     ``flag_names`` maps a path to its flag when that is not ``--`` + the path (``"gcp.endpoint"`` ->
     ``"--endpoint"``), so problems name what the user typed. Raises ConfigError with every problem found.
     """
-    if file is None and env.get(CONFIG_FILE_ENV):
-        file = Path(env[CONFIG_FILE_ENV])
-    raw = read_yaml_file(file) if file is not None else {}
+    raw = _read_layer(file, env)
     reader = _Reader(env=env, flags=flags, flag_names=flag_names or {})
     values = reader.section(Config, raw, "", layered=True)
     project_ok = "project" not in reader.invalid
