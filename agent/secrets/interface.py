@@ -28,6 +28,10 @@ class SecretNotFound(SecretsError):
     """The secret or version does not exist (NOT_FOUND)."""
 
 
+class VersionNotEnabled(SecretsError):
+    """The version exists but is DISABLED or DESTROYED, so its value cannot be read (FAILED_PRECONDITION)."""
+
+
 class ConcurrentModification(SecretsError):
     """An etag-guarded write lost a race (the etag no longer matches: ABORTED / FAILED_PRECONDITION)."""
 

@@ -1,0 +1,465 @@
+"""``SecretManager``: create, read and change secrets in Google Cloud Secret Manager (or the emulator).
+
+Built on the official ``SecretManagerServiceAsyncClient``. The client (and its gRPC channel) is created on
+the first call, inside the running event loop, so constructing a ``SecretManager`` starts nothing::
+
+    async with SecretManager("my-project") as sm:
+        await sm.create_secret("db-password", "s3cr3t", SecretType.DATABASE)
+        password = await sm.get_secret("db-password")
+
+* ``endpoint="host:port"``: plaintext gRPC without credentials (the emulator); ``None``: Google with
+  Application Default Credentials.
+* Each call has a timeout (``call_timeout``) and no hidden retry: a transient failure (UNAVAILABLE,
+  RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) is raised to the caller, who knows whether repeating is safe
+  (adding a version twice is not).
+* Every payload read has its CRC32C verified (DATA_LOSS on mismatch, the value discarded); every payload
+  written carries its ``data_crc32c`` so the service verifies it too.
+* Errors are ``SecretsError`` subclasses, one line: ``secret 'db': NOT_FOUND: Secret [...] not found.``
+* Every call is an audit event on ``agent.audit`` (``agent.secrets.audit``), never the value.
+
+Rotation policy: a new secret of a type we rotate gets ``rotation_period`` = the type's period and
+``next_rotation_time`` = now + that period, so Secret Manager publishes SECRET_ROTATE when it is due. Secret
+Manager only accepts a rotation policy on a secret that has notification topics, so **without ``topics``
+no policy is stored**: due dates then come from the type's period and the current version's age
+(``secrets-agent rotation status``, ``rotate --due-only``), which works the same with or without topics.
+TLS certificates (rotated by cert-manager) never get a policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import google.auth
+import grpc
+from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
+from google.cloud.secretmanager_v1 import types as pb
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+    SecretManagerServiceGrpcAsyncIOTransport,
+)
+from google.protobuf import field_mask_pb2
+
+from agent.model import crc32c
+from agent.secrets.audit import Operation, audited, default_caller
+from agent.secrets.common import as_bytes, as_text, secrets_error
+from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
+from agent.secrets.types import TYPE_LABEL, SecretType
+from agent.sources.errors import TRANSLATABLE, translate
+from agent.sources.gcp import CLOUD_PLATFORM_SCOPE, version_of
+
+T = TypeVar("T")
+
+BACKEND = "gcp"
+# The gRPC deadline should fire first; this outer bound catches a stall outside the call (a credentials
+# refresh hanging), so no call waits forever.
+_OUTER_TIMEOUT_GRACE = 1.0
+
+
+class SecretManager:
+    """The secrets API over Secret Manager. Use in one running event loop; close it (or ``async with``)."""
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        endpoint: str | None = None,
+        topics: Sequence[str] = (),
+        caller: str | None = None,
+        call_timeout: float = 10.0,
+        rotation_config: object | None = None,
+    ) -> None:
+        if not project:
+            raise ValueError("project must be a Google Cloud project id")
+        if call_timeout <= 0:
+            raise ValueError(f"call_timeout must be positive, got {call_timeout}")
+        self.project = project
+        """The project secrets live in (id or number)."""
+        self.endpoint = endpoint or None
+        """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google with ADC."""
+        self.topics = tuple(topics)
+        """Pub/Sub topics (``projects/P/topics/T``) new secrets notify; needed for a rotation policy."""
+        self.caller = caller or default_caller()
+        """Who is acting, for the audit log."""
+        self.call_timeout = call_timeout
+        """Seconds each call may take."""
+        self.rotation_config = rotation_config
+        """Passed to ``agent.rotation.engine.RotationOptions(config=...)`` by ``rotate_secret``."""
+        self._client: SecretManagerServiceAsyncClient | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def __aenter__(self) -> SecretManager:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- names -------------------------------------------------------------------------------------
+
+    def secret_name(self, secret_id: str) -> str:
+        """``projects/P/secrets/ID``."""
+        return f"projects/{self.project}/secrets/{secret_id}"
+
+    def version_name(self, secret_id: str, version: str) -> str:
+        """``projects/P/secrets/ID/versions/V`` (V a number, ``latest`` or an alias)."""
+        return f"{self.secret_name(secret_id)}/versions/{version}"
+
+    # -- secrets -----------------------------------------------------------------------------------
+
+    async def create_secret(
+        self,
+        secret_id: str,
+        secret_data: str | bytes,
+        secret_type: SecretType,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        """Create the secret and its first version; return that version.
+
+        The secret gets the label ``secret-type``, automatic replication, the configured topics and, for a
+        type we rotate and when topics are configured, a rotation policy from the type (see the module
+        docstring). If the first version cannot be added, the new secret is deleted again.
+        """
+        secret = pb.Secret(
+            labels={**(labels or {}), TYPE_LABEL: secret_type.value},
+            annotations=dict(annotations or {}),
+            replication=pb.Replication(automatic=pb.Replication.Automatic()),
+            topics=[pb.Topic(name=topic) for topic in self.topics],
+        )
+        period = secret_type.rotation_period
+        if period is not None and self.topics:
+            secret.rotation = pb.Rotation(
+                rotation_period=period, next_rotation_time=datetime.now(UTC) + period
+            )
+        with audited("create", secret_id, caller=self.caller, backend=BACKEND) as event:
+            client = await self._get_client()
+            parent = f"projects/{self.project}"
+            request = pb.CreateSecretRequest(parent=parent, secret_id=secret_id, secret=secret)
+            await self._call(secret_id, client.create_secret, request)
+            try:
+                version = await self._add(client, secret_id, as_bytes(secret_data))
+            except SecretsError:
+                await self._delete_quietly(client, secret_id)
+                raise
+            event.version = version.version
+            return version
+
+    async def get_secret_info(self, secret_id: str) -> SecretInfo:
+        """The secret's type, labels, annotations, rotation policy, topics and etag."""
+        with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            request = pb.GetSecretRequest(name=self.secret_name(secret_id))
+            return secret_info(await self._call(secret_id, client.get_secret, request))
+
+    async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
+        """Every secret of the project (only those of ``types``, by label), sorted by id.
+
+        The service filters by ``labels.secret-type``; the result is filtered again here, so a service
+        that ignores part of the filter cannot widen it.
+        """
+        wanted = None if types is None else {t.value for t in types}
+        if wanted is not None and not wanted:
+            return []
+        with audited("list", "*", caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            request = pb.ListSecretsRequest(parent=f"projects/{self.project}")
+            if wanted is not None:
+                request.filter = " OR ".join(f"labels.{TYPE_LABEL}={value}" for value in sorted(wanted))
+
+            async def every_secret() -> list[pb.Secret]:
+                pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
+                return [secret async for secret in pager]
+
+            found = await self._call_with("*", every_secret)
+        infos = [secret_info(secret) for secret in found]
+        if wanted is not None:
+            infos = [i for i in infos if i.labels.get(TYPE_LABEL) in wanted]
+        return sorted(infos, key=lambda info: info.secret_id)
+
+    async def update_annotations(
+        self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
+    ) -> SecretInfo:
+        """Set and remove annotations only if the secret's etag is still ``etag`` (else
+        ConcurrentModification); return the secret with its new etag."""
+        with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            name = self.secret_name(secret_id)
+            current = await self._call(secret_id, client.get_secret, pb.GetSecretRequest(name=name))
+            if current.etag != etag:
+                raise secrets_error(
+                    secret_id, "FAILED_PRECONDITION", "the etag no longer matches", etag_sent=True
+                )
+            annotations = dict(current.annotations)
+            annotations.update(set_)
+            for key in remove:
+                annotations.pop(key, None)
+            request = pb.UpdateSecretRequest(
+                secret=pb.Secret(name=name, annotations=annotations, etag=etag),
+                update_mask=field_mask_pb2.FieldMask(paths=["annotations"]),
+            )
+            updated = await self._call(secret_id, client.update_secret, request, etag_sent=True)
+            return secret_info(updated)
+
+    async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:
+        """Move the rotation policy's next_rotation_time to ``when`` (timezone-aware).
+
+        A secret without notification topics has no rotation policy in Secret Manager (the service refuses
+        one): the call changes nothing and returns the secret as it is.
+        """
+        if when.tzinfo is None:
+            raise ValueError("when must be timezone-aware")
+        with audited("schedule", secret_id, caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            name = self.secret_name(secret_id)
+            current = await self._call(secret_id, client.get_secret, pb.GetSecretRequest(name=name))
+            if not current.topics:
+                return secret_info(current)
+            request = pb.UpdateSecretRequest(
+                secret=pb.Secret(name=name, rotation=pb.Rotation(next_rotation_time=when)),
+                update_mask=field_mask_pb2.FieldMask(paths=["rotation.next_rotation_time"]),
+            )
+            return secret_info(await self._call(secret_id, client.update_secret, request))
+
+    async def delete_secret(self, secret_id: str, etag: str = "") -> None:
+        """Delete the secret and every version (only if its etag is still ``etag``, when given)."""
+        with audited("delete", secret_id, caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            request = pb.DeleteSecretRequest(name=self.secret_name(secret_id), etag=etag)
+            await self._call(secret_id, client.delete_secret, request, etag_sent=bool(etag))
+
+    # -- versions ----------------------------------------------------------------------------------
+
+    async def get_secret(self, secret_id: str, version: str = "latest") -> str:
+        """The value as UTF-8 text (SecretsError INVALID_ARGUMENT if it is not UTF-8)."""
+        data, number = await self._access(secret_id, version)
+        return as_text(data, secret_id, number)
+
+    async def get_secret_bytes(self, secret_id: str, version: str = "latest") -> bytes:
+        """The value as bytes, its CRC32C verified. DISABLED/DESTROYED -> VersionNotEnabled; no such
+        secret or version -> SecretNotFound; checksum mismatch -> SecretsError DATA_LOSS."""
+        data, _ = await self._access(secret_id, version)
+        return data
+
+    async def _access(self, secret_id: str, version: str) -> tuple[bytes, str]:
+        with audited("access", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
+            client = await self._get_client()
+            request = pb.AccessSecretVersionRequest(name=self.version_name(secret_id, version))
+            response = await self._call(secret_id, client.access_secret_version, request, reading_value=True)
+            number = version_of(response.name)
+            event.version = number
+            payload = response.payload
+            data = bytes(payload.data)
+            # proto3 `optional`: presence is tested with `in`; 0 is a valid checksum.
+            if "data_crc32c" not in payload or payload.data_crc32c != crc32c(data):
+                problem = "carries no data_crc32c" if "data_crc32c" not in payload else "data_crc32c mismatch"
+                raise secrets_error(
+                    secret_id, "DATA_LOSS", f"version {number}: payload {problem}; the value was discarded"
+                )
+            return data, number
+
+    async def resolve_version(self, secret_id: str, version: str = "latest") -> VersionInfo:
+        """GetSecretVersion: the version ``version`` names (``latest``, a number or an alias), whatever its
+        state, without reading the value."""
+        with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
+            client = await self._get_client()
+            request = pb.GetSecretVersionRequest(name=self.version_name(secret_id, version))
+            info = version_info(secret_id, await self._call(secret_id, client.get_secret_version, request))
+            event.version = info.version
+            return info
+
+    async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
+        """Add a version (ENABLED, the new ``latest``) with the payload's CRC32C for the service to check."""
+        with audited("add", secret_id, caller=self.caller, backend=BACKEND) as event:
+            info = await self._add(await self._get_client(), secret_id, as_bytes(secret_data))
+            event.version = info.version
+            return info
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version, newest first (DESTROYED ones included)."""
+        with audited("list-versions", secret_id, caller=self.caller, backend=BACKEND):
+            client = await self._get_client()
+            request = pb.ListSecretVersionsRequest(parent=self.secret_name(secret_id))
+
+            async def every_version() -> list[pb.SecretVersion]:
+                pager = await client.list_secret_versions(
+                    request=request, retry=None, timeout=self.call_timeout
+                )
+                return [version async for version in pager]
+
+            found = await self._call_with(secret_id, every_version)
+        infos = [version_info(secret_id, v) for v in found]
+        return sorted(infos, key=lambda info: int(info.version), reverse=True)
+
+    async def enable_version(self, secret_id: str, version: str) -> VersionInfo:
+        return await self._set_state("enable", secret_id, version)
+
+    async def disable_version(self, secret_id: str, version: str) -> VersionInfo:
+        return await self._set_state("disable", secret_id, version)
+
+    async def destroy_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Destroy the version's data for good (or schedule it, when the secret has a destroy TTL)."""
+        return await self._set_state("destroy", secret_id, version)
+
+    async def _set_state(self, operation: Operation, secret_id: str, version: str) -> VersionInfo:
+        with audited(operation, secret_id, caller=self.caller, backend=BACKEND, version=version):
+            client = await self._get_client()
+            name = self.version_name(secret_id, version)
+            call: Callable[..., Awaitable[pb.SecretVersion]]
+            request: Any
+            if operation == "enable":
+                call, request = client.enable_secret_version, pb.EnableSecretVersionRequest(name=name)
+            elif operation == "disable":
+                call, request = client.disable_secret_version, pb.DisableSecretVersionRequest(name=name)
+            else:
+                call, request = client.destroy_secret_version, pb.DestroySecretVersionRequest(name=name)
+            return version_info(secret_id, await self._call(secret_id, call, request))
+
+    async def rotate_secret(self, secret_id: str) -> str:
+        """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
+        # Imported here: rotation (providers, database drivers) is only loaded by those who rotate.
+        from agent.rotation.engine import (  # type: ignore[import-not-found,unused-ignore]
+            RotationOptions,
+            rotate_one,
+        )
+
+        result = await rotate_one(self, secret_id, RotationOptions(config=self.rotation_config))
+        if result.result != "rotated":
+            raise SecretsError(result.message, code="ABORTED", secret_id=secret_id)
+        return str(result.new_version)
+
+    async def close(self) -> None:
+        """Close the channel; the manager may be used again (a new client is built on the next call)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.transport.close()  # type: ignore[no-untyped-call]
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _add(self, client: SecretManagerServiceAsyncClient, secret_id: str, data: bytes) -> VersionInfo:
+        request = pb.AddSecretVersionRequest(
+            parent=self.secret_name(secret_id),
+            payload=pb.SecretPayload(data=data, data_crc32c=crc32c(data)),
+        )
+        return version_info(secret_id, await self._call(secret_id, client.add_secret_version, request))
+
+    async def _delete_quietly(self, client: SecretManagerServiceAsyncClient, secret_id: str) -> None:
+        request = pb.DeleteSecretRequest(name=self.secret_name(secret_id))
+        # The first error is the one to report; an empty secret left behind is harmless.
+        with contextlib.suppress(SecretsError):
+            await self._call(secret_id, client.delete_secret, request)
+
+    async def _call(
+        self,
+        secret_id: str,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        *,
+        etag_sent: bool = False,
+        reading_value: bool = False,
+    ) -> T:
+        async def once() -> T:
+            return await method(request=request, retry=None, timeout=self.call_timeout)
+
+        return await self._call_with(secret_id, once, etag_sent=etag_sent, reading_value=reading_value)
+
+    async def _call_with(
+        self,
+        secret_id: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        etag_sent: bool = False,
+        reading_value: bool = False,
+    ) -> T:
+        try:
+            async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
+                return await call()
+        except TRANSLATABLE as error:
+            translated = translate(error, secret_id)
+            detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
+            raise secrets_error(
+                secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
+            ) from error
+
+    async def _get_client(self) -> SecretManagerServiceAsyncClient:
+        if self._client is not None:
+            return self._client
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._new_client()
+            return self._client
+
+    async def _new_client(self) -> SecretManagerServiceAsyncClient:
+        # grpc.aio channels bind to the running loop, so clients are only ever built in here.
+        if self.endpoint is not None:
+            channel = grpc.aio.insecure_channel(self.endpoint)
+            return SecretManagerServiceAsyncClient(
+                transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+            )
+        try:
+            # google.auth.default() may probe the metadata server (blocking, with retries): off the loop.
+            credentials, _ = await asyncio.to_thread(google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE])
+        except TRANSLATABLE as error:
+            translated = translate(error, self.project)
+            raise SecretsError(str(translated), code=translated.code) from error
+        return SecretManagerServiceAsyncClient(credentials=credentials)
+
+
+# -- conversions -----------------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """A plain timezone-aware UTC datetime (proto-plus returns its own subclass, nanoseconds and all)."""
+    value = value.astimezone(UTC)
+    return datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        tzinfo=UTC,
+    )
+
+
+def version_info(secret_id: str, version: pb.SecretVersion) -> VersionInfo:
+    """VersionInfo of a SecretVersion message."""
+    return VersionInfo(
+        secret_id=secret_id,
+        version=version_of(version.name),
+        state=pb.SecretVersion.State(version.state).name,
+        create_time=_utc(version.create_time),
+        etag=version.etag,
+    )
+
+
+def secret_info(secret: pb.Secret) -> SecretInfo:
+    """SecretInfo of a Secret message."""
+    rotation_period: timedelta | None = None
+    next_rotation_time: datetime | None = None
+    if "rotation" in secret:
+        if "rotation_period" in secret.rotation:
+            rotation_period = secret.rotation.rotation_period
+        if "next_rotation_time" in secret.rotation:
+            next_rotation_time = _utc(secret.rotation.next_rotation_time)
+    labels = dict(secret.labels)
+    return SecretInfo(
+        secret_id=secret.name.rsplit("/", 1)[-1],
+        secret_type=SecretType.from_label(labels.get(TYPE_LABEL)),
+        labels=labels,
+        annotations=dict(secret.annotations),
+        rotation_period=rotation_period,
+        next_rotation_time=next_rotation_time,
+        topics=tuple(topic.name for topic in secret.topics),
+        etag=secret.etag,
+        create_time=_utc(secret.create_time) if "create_time" in secret else None,
+    )
