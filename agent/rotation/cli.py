@@ -1,17 +1,273 @@
-"""``secrets-agent rotate ...`` and ``secrets-agent rotation status`` (placeholder: filled in by issue 6)."""
+"""``secrets-agent rotate ...``, ``secrets-agent rotate --listen`` and ``secrets-agent rotation status``.
+
+Parsing only, then one entry point each. Exit codes: 0 when every secret was rotated, skipped, not due or
+locked by another rotation in progress; 1 when any failed or was rolled back; 2 for usage and configuration
+errors (raised as ConfigError, printed by ``agent.cli.main``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.errors import ConfigError, Problem
+from agent.logs import configure_logging
+from agent.secrets.types import SELECTORS
+
+if TYPE_CHECKING:  # the rotation machinery (providers, drivers) is imported only by those who rotate
+    from agent.rotation.config import RotationConfig
+    from agent.rotation.engine import RotationOptions
+    from agent.secrets.interface import SecretsBackend
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+TARGETS_HELP = f"{' | '.join(SELECTORS)} | SECRET... (groups by the secret-type label, or secret ids)"
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``rotate`` and ``rotation``; each parser sets ``command`` and ``run`` (args -> exit code)."""
-    p = sub.add_parser("rotate", help="rotate secrets by type or name")
-    p.set_defaults(command="rotate", run=_not_yet)
-    p = sub.add_parser("rotation", help="rotation status")
-    p.set_defaults(command="rotation", run=_not_yet)
+    p = sub.add_parser(
+        "rotate",
+        help="rotate secrets by type or name (or --listen for SECRET_ROTATE events)",
+        description="Rotate secrets with their providers: backup, generate, apply, add a version, validate; "
+        "roll back on failure. Exit 0 when all rotated/skipped/not due/locked elsewhere, 1 when any failed "
+        "or was rolled back, 2 for usage errors.",
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGET", help=TARGETS_HELP)
+    _add_backend_flags(p)
+    p.add_argument("--due-only", action="store_true", help="rotate only secrets that are due")
+    p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    p.add_argument(
+        "--disable-previous", action="store_true", help="after a successful rotation, disable the old version"
+    )
+    p.add_argument(
+        "--backup-dir", type=Path, metavar="DIR", help="write each replaced value to DIR/<secret>.v<N> (0600)"
+    )
+    p.add_argument(
+        "--lock-timeout",
+        default="15m",
+        metavar="DURATION",
+        help="a rotation lock not updated for this long is stale and is resumed (default %(default)s)",
+    )
+    listen = p.add_argument_group("listen mode: rotate on Secret Manager's SECRET_ROTATE events")
+    listen.add_argument("--listen", action="store_true", help="subscribe and rotate until SIGTERM/SIGINT")
+    listen.add_argument(
+        "--subscription", metavar="projects/P/subscriptions/S", help="an existing subscription"
+    )
+    listen.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="projects/P/topics/T",
+        help="create a subscription of this process on the topic (repeatable)",
+    )
+    p.set_defaults(command="rotate", run=run_rotate)
+
+    p = sub.add_parser("rotation", help="rotation status of every secret")
+    rsub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    s = rsub.add_parser(
+        "status",
+        help="type, current version's age, next due date, overdue marked",
+        description="A table of secrets: type, current version, its age, next due date, OVERDUE marked.",
+    )
+    _add_backend_flags(s)
+    s.set_defaults(run=run_status)
+    p.set_defaults(command="rotation")
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    return 1
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE", help="rotation config file (providers per secret)")
+    p.add_argument("--project", help="Google Cloud project (default: the config's, or $GOOGLE_CLOUD_PROJECT)")
+    p.add_argument(
+        "--endpoint",
+        metavar="HOST:PORT",
+        help="Secret Manager emulator (plaintext gRPC); default $SECRET_MANAGER_EMULATOR_HOST",
+    )
+    p.add_argument("--dotenv", type=Path, metavar="FILE", help="work on a local .env file instead")
+    p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or json")
+    p.add_argument(
+        "--now", metavar="RFC3339", help="evaluate due dates at this time (e.g. 2025-01-31T00:00:00Z)"
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    from agent.rotation.backend import endpoint_of, make_backend, project_of
+    from agent.rotation.backup import BackupError, check_backup_dir
+    from agent.rotation.engine import RotationOptions
+
+    configure_logging(args.log_level, args.log_format)
+    config = _load_config(args.config)
+    _check_rotate_usage(args, config)
+    if args.backup_dir is not None and not args.dry_run:
+        try:
+            check_backup_dir(args.backup_dir)
+        except BackupError as error:
+            raise ConfigError(Problem("--backup-dir", str(error))) from None
+    options = RotationOptions(
+        config=config,
+        disable_previous=args.disable_previous,
+        backup_dir=args.backup_dir,
+        dry_run=args.dry_run,
+        due_only=args.due_only,
+        now=_parse_now(args.now),
+        lock_timeout=_parse_lock_timeout(args.lock_timeout),
+    )
+    backend = make_backend(
+        dotenv=args.dotenv,
+        project=project_of(args.project, config, os.environ),
+        endpoint=endpoint_of(args.endpoint, os.environ),
+        config=config,
+    )
+    if args.listen:
+        return asyncio.run(_listen(args, config, backend, options))
+    return asyncio.run(_rotate(args, config, backend, options))
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from agent.rotation.backend import endpoint_of, make_backend, project_of
+
+    configure_logging(args.log_level, args.log_format)
+    config = _load_config(args.config)
+    now = _parse_now(args.now) or datetime.now(UTC)
+    backend = make_backend(
+        dotenv=args.dotenv,
+        project=project_of(args.project, config, os.environ),
+        endpoint=endpoint_of(args.endpoint, os.environ),
+        config=config,
+    )
+    return asyncio.run(_status(args, config, backend, now))
+
+
+# --------------------------------------------------------------------------------------------------
+# The work
+# --------------------------------------------------------------------------------------------------
+
+
+async def _rotate(
+    args: argparse.Namespace, config: RotationConfig | None, backend: SecretsBackend, options: RotationOptions
+) -> int:
+    from agent.rotation.engine import rotate_many
+    from agent.rotation.report import results_json, results_table
+    from agent.rotation.selection import select_secrets
+
+    try:
+        ids = await select_secrets(backend, args.targets, config)
+        results = await rotate_many(backend, ids, options)
+    finally:
+        await backend.close()
+    if args.output == "json":
+        sys.stdout.write(results_json(results))
+    elif results:
+        sys.stdout.write(results_table(results))
+    else:
+        sys.stdout.write(f"no secrets selected by: {' '.join(args.targets)}\n")
+    sys.stdout.flush()
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+async def _listen(
+    args: argparse.Namespace, config: RotationConfig | None, backend: SecretsBackend, options: RotationOptions
+) -> int:
+    from agent.rotation.listen import Listener, ListenOptions
+    from agent.supervisor import signal_handlers
+
+    # Flags win over the config file; the file's topics and subscription are used together.
+    if args.topic or args.subscription:
+        topics, subscription = tuple(args.topic), args.subscription
+    else:
+        topics = config.topics if config else ()
+        subscription = config.subscription if config else None
+    listen_options = ListenOptions(
+        subscription=subscription, topics=topics, rotation=options, project=getattr(backend, "project", None)
+    )
+    stop = asyncio.Event()
+    try:
+        with signal_handlers(stop):
+            await Listener(backend, listen_options).run(stop)
+    finally:
+        await backend.close()
+    return EXIT_OK
+
+
+async def _status(
+    args: argparse.Namespace, config: RotationConfig | None, backend: SecretsBackend, now: datetime
+) -> int:
+    from agent.rotation.report import status_json, status_table
+    from agent.rotation.status import rotation_status
+
+    try:
+        rows = await rotation_status(backend, config, now)
+    finally:
+        await backend.close()
+    sys.stdout.write(status_json(rows) if args.output == "json" else status_table(rows))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking the command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_config(path: Path | None) -> RotationConfig | None:
+    if path is None:
+        return None
+    from agent.rotation.config import load_rotation_config
+
+    return load_rotation_config(path)
+
+
+def _check_rotate_usage(args: argparse.Namespace, config: RotationConfig | None) -> None:
+    problems: list[Problem] = []
+    topics = config.topics if config else ()
+    subscription = config.subscription if config else None
+    if args.listen:
+        if args.targets:
+            problems.append(Problem("rotate --listen", "takes no TARGET: it rotates what the events name"))
+        if not (args.subscription or args.topic or topics or subscription):
+            problems.append(
+                Problem("rotate --listen", "needs --subscription S or --topic T (or topics in --config)")
+            )
+        if args.due_only:
+            problems.append(Problem("rotate --listen", "--due-only does not apply: an event means it is due"))
+    else:
+        if not args.targets:
+            problems.append(Problem("rotate", f"what to rotate? {TARGETS_HELP}"))
+        if args.subscription or args.topic:
+            problems.append(Problem("rotate", "--subscription and --topic only apply with --listen"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            Problem("--now", f"expected an RFC 3339 time such as 2025-01-31T00:00:00Z, got {text!r}")
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _parse_lock_timeout(text: str) -> timedelta:
+    from agent.config import parse_duration
+
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise ConfigError(Problem("--lock-timeout", str(error))) from None
