@@ -5,9 +5,19 @@ from __future__ import annotations
 from agent.secrets.interface import ConcurrentModification, SecretNotFound, SecretsError, VersionNotEnabled
 
 
-def as_bytes(secret_data: str | bytes) -> bytes:
-    """A value as bytes (text is encoded as UTF-8)."""
-    return secret_data.encode("utf-8") if isinstance(secret_data, str) else bytes(secret_data)
+def as_bytes(secret_data: str | bytes, secret_id: str) -> bytes:
+    """A value as bytes (text is encoded as UTF-8; text that cannot be, lone surrogates, is refused)."""
+    if not isinstance(secret_data, str):
+        return bytes(secret_data)
+    try:
+        return secret_data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SecretsError(
+            f"secret {secret_id!r}: INVALID_ARGUMENT: the value is text that cannot be encoded as UTF-8 "
+            "(a lone surrogate); pass bytes",
+            code="INVALID_ARGUMENT",
+            secret_id=secret_id,
+        ) from None
 
 
 def as_text(data: bytes, secret_id: str, version: str) -> str:

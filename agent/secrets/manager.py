@@ -32,7 +32,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import google.auth
 import grpc
@@ -50,6 +50,9 @@ from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
 from agent.secrets.types import TYPE_LABEL, SecretType
 from agent.sources.errors import TRANSLATABLE, translate
 from agent.sources.gcp import CLOUD_PLATFORM_SCOPE, version_of
+
+if TYPE_CHECKING:
+    from agent.rotation.config import RotationConfig
 
 T = TypeVar("T")
 
@@ -72,7 +75,7 @@ class SecretManager:
         topics: Sequence[str] = (),
         caller: str | None = None,
         call_timeout: float = 10.0,
-        rotation_config: object | None = None,
+        rotation_config: RotationConfig | None = None,
     ) -> None:
         if not project:
             raise ValueError("project must be a Google Cloud project id")
@@ -127,6 +130,7 @@ class SecretManager:
         type we rotate and when topics are configured, a rotation policy from the type (see the module
         docstring). If the first version cannot be added, the new secret is deleted again.
         """
+        data = as_bytes(secret_data, secret_id)  # before anything is created
         secret = pb.Secret(
             labels={**(labels or {}), TYPE_LABEL: secret_type.value},
             annotations=dict(annotations or {}),
@@ -144,7 +148,7 @@ class SecretManager:
             request = pb.CreateSecretRequest(parent=parent, secret_id=secret_id, secret=secret)
             await self._call(secret_id, client.create_secret, request)
             try:
-                version = await self._add(client, secret_id, as_bytes(secret_data))
+                version = await self._add(client, secret_id, data)
             except SecretsError:
                 await self._delete_quietly(client, secret_id)
                 raise
@@ -277,7 +281,7 @@ class SecretManager:
     async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
         """Add a version (ENABLED, the new ``latest``) with the payload's CRC32C for the service to check."""
         with audited("add", secret_id, caller=self.caller, backend=BACKEND) as event:
-            info = await self._add(await self._get_client(), secret_id, as_bytes(secret_data))
+            info = await self._add(await self._get_client(), secret_id, as_bytes(secret_data, secret_id))
             event.version = info.version
             return info
 
@@ -324,10 +328,7 @@ class SecretManager:
     async def rotate_secret(self, secret_id: str) -> str:
         """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
         # Imported here: rotation (providers, database drivers) is only loaded by those who rotate.
-        from agent.rotation.engine import (  # type: ignore[import-not-found,unused-ignore]
-            RotationOptions,
-            rotate_one,
-        )
+        from agent.rotation.engine import RotationOptions, rotate_one
 
         result = await rotate_one(self, secret_id, RotationOptions(config=self.rotation_config))
         if result.result != "rotated":

@@ -1,0 +1,568 @@
+"""``LocalSecretManager``: the secrets API over a ``.env`` file, for development and tests.
+
+The ``.env`` file holds each secret's current value (its newest ENABLED version) under the secret id, so
+the app, ``secrets-agent dev`` and python-dotenv all read it as usual. Everything Secret Manager keeps
+beside the value lives in a sidecar next to it, ``<file>.versions.json`` (mode 0600): every version with
+its state, creation time and value (until destroyed), the type, labels, annotations, rotation schedule and
+etags. With it, versions behave as in the service:
+
+* ``latest`` is the newest version; reading it when it is DISABLED fails, as the service does (the ``.env``
+  then carries the newest enabled value, or no line at all when no version is enabled);
+* a DISABLED version cannot be read; a DESTROYED version's value is gone from both files;
+* annotation updates are guarded by the secret's etag (ConcurrentModification when it moved).
+
+A ``.env`` written by hand, with no sidecar, is valid: each key is a secret with one version ``"1"``
+(created at the file's modification time, no type). A value edited by hand counts as a new version. A key
+deleted by hand from a secret the sidecar knows comes back with the next change of that secret (use
+``delete_secret`` to delete one).
+
+Writes keep every other line, comment and blank line of the ``.env`` (``agent.secrets.envedit``) and
+replace each file atomically (``agent.secrets.atomicfile``): the ``.env`` first, then the sidecar, so a
+crash between the two leaves a newer value in the ``.env``, which is then taken for a hand edit (a new
+version) rather than lost. Values are read literally (``interpolate=False``), like the agent's dotenv
+source; the value must be UTF-8 text without NUL (a ``.env`` holds text). Processes sharing one file
+serialise on an advisory lock (``flock``) of its directory. Rotation policies are kept (there is no Pub/Sub
+here, so no topics are needed) but nothing fires them: due dates come from the type and version age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agent.secrets import envedit
+from agent.secrets.atomicfile import write_atomically
+from agent.secrets.audit import Operation, audited, default_caller
+from agent.secrets.common import as_bytes, as_text, secrets_error
+from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
+from agent.secrets.types import TYPE_LABEL, SecretType
+
+if TYPE_CHECKING:
+    from agent.rotation.config import RotationConfig
+
+T = TypeVar("T")
+
+BACKEND = "dotenv"
+SIDECAR_SUFFIX = ".versions.json"
+"""The sidecar of ``.env`` is ``.env.versions.json``."""
+SIDECAR_FORMAT = "secrets-agent-local/1"
+SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+"""Secret Manager's secret id syntax (also a valid .env key)."""
+
+ENABLED, DISABLED, DESTROYED = "ENABLED", "DISABLED", "DESTROYED"
+_HAND_WRITTEN_ETAG = '"0"'
+
+
+@dataclass
+class _Version:
+    state: str
+    create_time: datetime
+    etag: str
+    data: bytes | None = field(repr=False)
+    """None once destroyed: destroyed data is gone, not hidden."""
+
+
+@dataclass
+class _Secret:
+    create_time: datetime
+    etag: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    rotation_period: timedelta | None = None
+    next_rotation_time: datetime | None = None
+    versions: dict[int, _Version] = field(default_factory=dict)
+
+    def current(self) -> bytes | None:
+        """The value the .env carries: the newest ENABLED version's, or None."""
+        enabled = [n for n, v in self.versions.items() if v.state == ENABLED]
+        return self.versions[max(enabled)].data if enabled else None
+
+
+@dataclass
+class _State:
+    env_text: str
+    secrets: dict[str, _Secret]
+    last_etag: int = 0
+    touched: set[str] = field(default_factory=set)
+    """Secrets whose .env line may have to change."""
+
+    def new_etag(self) -> str:
+        # Quoted hex, strictly increasing, like the service's (and the emulator's) etags.
+        self.last_etag = max(self.last_etag + 1, time.time_ns() // 1000)
+        return f'"{self.last_etag:x}"'
+
+
+class LocalSecretManager:
+    """The secrets API over a ``.env`` file and its version sidecar (see the module docstring)."""
+
+    backend = BACKEND
+
+    def __init__(
+        self, path: Path | str, *, caller: str | None = None, rotation_config: RotationConfig | None = None
+    ) -> None:
+        self.path = Path(path)
+        """The ``.env`` file (created on the first write when missing)."""
+        self.sidecar = self.path.with_name(self.path.name + SIDECAR_SUFFIX)
+        """Versions, states and metadata: ``<path>.versions.json``."""
+        self.caller = caller or default_caller()
+        """Who is acting, for the audit log."""
+        self.rotation_config = rotation_config
+        """Passed to ``agent.rotation.engine.RotationOptions(config=...)`` by ``rotate_secret``."""
+
+    async def __aenter__(self) -> LocalSecretManager:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Nothing to release: every call opens and closes the files it needs."""
+
+    # -- secrets -----------------------------------------------------------------------------------
+
+    async def create_secret(
+        self,
+        secret_id: str,
+        secret_data: str | bytes,
+        secret_type: SecretType,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        """Create the secret (type label, rotation schedule from the type) and its first version."""
+        data = as_bytes(secret_data, secret_id)
+
+        def create(state: _State) -> VersionInfo:
+            if not SECRET_ID.fullmatch(secret_id):
+                raise secrets_error(
+                    secret_id, "INVALID_ARGUMENT", "a secret id is 1-255 letters, digits, '-' and '_'"
+                )
+            if secret_id in state.secrets:
+                raise secrets_error(secret_id, "ALREADY_EXISTS", f"Secret [{secret_id}] already exists.")
+            self._check_value(secret_id, data)
+            now = datetime.now(UTC)
+            period = secret_type.rotation_period
+            secret = _Secret(
+                create_time=now,
+                etag=state.new_etag(),
+                labels={**(labels or {}), TYPE_LABEL: secret_type.value},
+                annotations=dict(annotations or {}),
+                rotation_period=period,
+                next_rotation_time=now + period if period is not None else None,
+            )
+            state.secrets[secret_id] = secret
+            return self._add(state, secret_id, data)
+
+        with audited("create", secret_id, caller=self.caller, backend=BACKEND) as event:
+            info = await self._run(create, write=True)
+            event.version = info.version
+            return info
+
+    async def get_secret_info(self, secret_id: str) -> SecretInfo:
+        with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
+            return await self._run(lambda state: _secret_info(secret_id, self._secret(state, secret_id)))
+
+    async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
+        """Every secret (only those of ``types``, by their ``secret-type`` label), sorted by id."""
+        wanted = None if types is None else {t.value for t in types}
+
+        def every(state: _State) -> list[SecretInfo]:
+            infos = [_secret_info(secret_id, secret) for secret_id, secret in sorted(state.secrets.items())]
+            return [i for i in infos if wanted is None or i.labels.get(TYPE_LABEL) in wanted]
+
+        with audited("list", "*", caller=self.caller, backend=BACKEND):
+            return await self._run(every)
+
+    async def update_annotations(
+        self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
+    ) -> SecretInfo:
+        """Set and remove annotations only if the secret's etag is still ``etag``."""
+
+        def annotate(state: _State) -> SecretInfo:
+            secret = self._secret(state, secret_id)
+            if secret.etag != etag:
+                raise secrets_error(
+                    secret_id,
+                    "FAILED_PRECONDITION",
+                    "The etag provided in the request does not match the resource's current etag.",
+                    etag_sent=True,
+                )
+            secret.annotations.update(set_)
+            for key in remove:
+                secret.annotations.pop(key, None)
+            secret.etag = state.new_etag()
+            return _secret_info(secret_id, secret)
+
+        with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
+            return await self._run(annotate, write=True)
+
+    async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:
+        """Move the next rotation time to ``when`` (timezone-aware)."""
+        if when.tzinfo is None:
+            raise ValueError("when must be timezone-aware")
+
+        def schedule(state: _State) -> SecretInfo:
+            secret = self._secret(state, secret_id)
+            secret.next_rotation_time = when.astimezone(UTC)
+            secret.etag = state.new_etag()
+            return _secret_info(secret_id, secret)
+
+        with audited("schedule", secret_id, caller=self.caller, backend=BACKEND):
+            return await self._run(schedule, write=True)
+
+    async def delete_secret(self, secret_id: str, etag: str = "") -> None:
+        """Delete the secret: its ``.env`` line and its history (only if its etag is ``etag``, when given)."""
+
+        def delete(state: _State) -> None:
+            secret = self._secret(state, secret_id)
+            if etag and secret.etag != etag:
+                raise secrets_error(
+                    secret_id, "FAILED_PRECONDITION", "the etag no longer matches", etag_sent=True
+                )
+            del state.secrets[secret_id]
+            state.touched.add(secret_id)
+
+        with audited("delete", secret_id, caller=self.caller, backend=BACKEND):
+            await self._run(delete, write=True)
+
+    # -- versions ----------------------------------------------------------------------------------
+
+    async def get_secret(self, secret_id: str, version: str = "latest") -> str:
+        data, number = await self._access(secret_id, version)
+        return as_text(data, secret_id, number)
+
+    async def get_secret_bytes(self, secret_id: str, version: str = "latest") -> bytes:
+        data, _ = await self._access(secret_id, version)
+        return data
+
+    async def _access(self, secret_id: str, version: str) -> tuple[bytes, str]:
+        def access(state: _State) -> tuple[bytes, str]:
+            number, found = self._version(state, secret_id, version)
+            if found.state != ENABLED or found.data is None:
+                raise secrets_error(
+                    secret_id,
+                    "FAILED_PRECONDITION",
+                    f"Secret Version [{secret_id}/versions/{number}] is in {found.state} state.",
+                    reading_value=True,
+                )
+            return found.data, str(number)
+
+        with audited("access", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
+            data, number = await self._run(access)
+            event.version = number
+            return data, number
+
+    async def resolve_version(self, secret_id: str, version: str = "latest") -> VersionInfo:
+        def resolve(state: _State) -> VersionInfo:
+            number, found = self._version(state, secret_id, version)
+            return _version_info(secret_id, number, found)
+
+        with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
+            info = await self._run(resolve)
+            event.version = info.version
+            return info
+
+    async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
+        data = as_bytes(secret_data, secret_id)
+
+        def add(state: _State) -> VersionInfo:
+            self._secret(state, secret_id)
+            self._check_value(secret_id, data)
+            return self._add(state, secret_id, data)
+
+        with audited("add", secret_id, caller=self.caller, backend=BACKEND) as event:
+            info = await self._run(add, write=True)
+            event.version = info.version
+            return info
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version, newest first (DESTROYED ones included)."""
+
+        def every(state: _State) -> list[VersionInfo]:
+            versions = self._secret(state, secret_id).versions
+            return [_version_info(secret_id, n, versions[n]) for n in sorted(versions, reverse=True)]
+
+        with audited("list-versions", secret_id, caller=self.caller, backend=BACKEND):
+            return await self._run(every)
+
+    async def enable_version(self, secret_id: str, version: str) -> VersionInfo:
+        return await self._set_state("enable", secret_id, version, ENABLED)
+
+    async def disable_version(self, secret_id: str, version: str) -> VersionInfo:
+        return await self._set_state("disable", secret_id, version, DISABLED)
+
+    async def destroy_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Destroy the version: its value is removed from the sidecar (and the .env) for good."""
+        return await self._set_state("destroy", secret_id, version, DESTROYED)
+
+    async def _set_state(
+        self, operation: Operation, secret_id: str, version: str, target: str
+    ) -> VersionInfo:
+        def change(state: _State) -> VersionInfo:
+            if not version.isdecimal():
+                raise secrets_error(
+                    secret_id,
+                    "INVALID_ARGUMENT",
+                    f"{operation} needs a version number, not {version!r}",
+                )
+            number, found = self._version(state, secret_id, version)
+            if found.state == DESTROYED:
+                raise secrets_error(
+                    secret_id, "FAILED_PRECONDITION", "SecretVersion.state is already DESTROYED"
+                )
+            found.state = target
+            if target == DESTROYED:
+                found.data = None
+            found.etag = state.new_etag()
+            state.touched.add(secret_id)
+            return _version_info(secret_id, number, found)
+
+        with audited(operation, secret_id, caller=self.caller, backend=BACKEND, version=version):
+            return await self._run(change, write=True)
+
+    async def rotate_secret(self, secret_id: str) -> str:
+        """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
+        # Imported here: rotation (providers, database drivers) is only loaded by those who rotate.
+        from agent.rotation.engine import RotationOptions, rotate_one
+
+        result = await rotate_one(self, secret_id, RotationOptions(config=self.rotation_config))
+        if result.result != "rotated":
+            raise SecretsError(result.message, code="ABORTED", secret_id=secret_id)
+        return str(result.new_version)
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def _secret(self, state: _State, secret_id: str) -> _Secret:
+        secret = state.secrets.get(secret_id)
+        if secret is None:
+            raise secrets_error(secret_id, "NOT_FOUND", f"Secret [{secret_id}] not found in {self.path}.")
+        return secret
+
+    def _version(self, state: _State, secret_id: str, version: str) -> tuple[int, _Version]:
+        secret = self._secret(state, secret_id)
+        if version == "latest":
+            if not secret.versions:
+                raise secrets_error(secret_id, "NOT_FOUND", f"Secret [{secret_id}] has no versions.")
+            number = max(secret.versions)
+        elif version.isdecimal():
+            number = int(version)
+        else:
+            raise secrets_error(secret_id, "NOT_FOUND", f"Secret [{secret_id}] has no alias [{version}]")
+        found = secret.versions.get(number)
+        if found is None:
+            raise secrets_error(
+                secret_id, "NOT_FOUND", f"Secret Version [{secret_id}/versions/{number}] not found."
+            )
+        return number, found
+
+    @staticmethod
+    def _check_value(secret_id: str, data: bytes) -> None:
+        problem = envedit.value_problem(data)
+        if problem is not None:
+            raise secrets_error(secret_id, "INVALID_ARGUMENT", problem)
+
+    @staticmethod
+    def _add(state: _State, secret_id: str, data: bytes) -> VersionInfo:
+        secret = state.secrets[secret_id]
+        number = max(secret.versions, default=0) + 1
+        version = _Version(ENABLED, datetime.now(UTC), state.new_etag(), data)
+        secret.versions[number] = version
+        state.touched.add(secret_id)
+        return _version_info(secret_id, number, version)
+
+    async def _run(self, operation: Callable[[_State], T], *, write: bool = False) -> T:
+        """Run ``operation`` on the files' state in a worker thread, under the directory lock; save after a
+        write (even when it raised nothing but changed nothing, saving is idempotent)."""
+        return await asyncio.to_thread(self._locked, operation, write)
+
+    def _locked(self, operation: Callable[[_State], T], write: bool) -> T:
+        with self._lock(exclusive=write):
+            state = self._load()
+            result = operation(state)
+            if write:
+                self._save(state)
+            return result
+
+    @contextmanager
+    def _lock(self, *, exclusive: bool) -> Iterator[None]:
+        directory = self.path.absolute().parent
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            raise SecretsError(
+                f"{self.path}: cannot open its directory ({error.strerror})", code="FAILED_PRECONDITION"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _load(self) -> _State:
+        try:
+            with open(self.path, encoding="utf-8") as stream:  # text mode, as python-dotenv reads it
+                env_text = stream.read()
+            modified = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            env_text, modified = "", datetime.now(UTC)
+        except UnicodeDecodeError:
+            raise SecretsError(
+                f"{self.path}: the file is not UTF-8 text", code="FAILED_PRECONDITION"
+            ) from None
+        except OSError as error:
+            raise SecretsError(
+                f"{self.path}: cannot read ({error.strerror})", code="FAILED_PRECONDITION"
+            ) from None
+        state = _State(env_text, {})
+        try:
+            raw = json.loads(self.sidecar.read_bytes())
+        except FileNotFoundError:
+            raw = None
+        except (OSError, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not valid JSON"
+            raise SecretsError(
+                f"{self.sidecar}: cannot read ({reason})", code="FAILED_PRECONDITION"
+            ) from None
+        if raw is not None:
+            try:
+                state.secrets, state.last_etag = _decode_sidecar(raw)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise SecretsError(
+                    f"{self.sidecar}: not a {SIDECAR_FORMAT} file (fix or remove it; the .env stays valid)",
+                    code="FAILED_PRECONDITION",
+                ) from None
+        _adopt_env_values(state, envedit.values(env_text), modified)
+        return state
+
+    def _save(self, state: _State) -> None:
+        text = state.env_text
+        for secret_id in sorted(state.touched):
+            secret = state.secrets.get(secret_id)
+            current = secret.current() if secret is not None else None
+            text = (
+                envedit.remove(text, secret_id)
+                if current is None
+                else envedit.set_value(text, secret_id, current)
+            )
+        try:
+            if text != state.env_text or not self.path.exists():
+                write_atomically(self.path, text.encode("utf-8"))
+            document = json.dumps(_encode_sidecar(state), indent=2, sort_keys=True) + "\n"
+            write_atomically(self.sidecar, document.encode("utf-8"))
+        except OSError as error:
+            raise SecretsError(
+                f"{self.path}: cannot write ({error.strerror or type(error).__name__}); each file holds "
+                "its previous or its new content, never a part",
+                code="UNAVAILABLE",
+            ) from None
+
+
+def _adopt_env_values(state: _State, values: Mapping[str, str], modified: datetime) -> None:
+    """Values in the .env the sidecar does not know: a new secret (version 1), or an edit (a new version)."""
+    for key, text in values.items():
+        data = text.encode("utf-8")
+        secret = state.secrets.get(key)
+        if secret is None:
+            version = _Version(ENABLED, modified, _HAND_WRITTEN_ETAG, data)
+            state.secrets[key] = _Secret(create_time=modified, etag=_HAND_WRITTEN_ETAG, versions={1: version})
+        elif secret.current() != data:
+            number = max(secret.versions, default=0) + 1
+            secret.versions[number] = _Version(ENABLED, modified, _HAND_WRITTEN_ETAG, data)
+
+
+# -- conversions -----------------------------------------------------------------------------------
+
+
+def _version_info(secret_id: str, number: int, version: _Version) -> VersionInfo:
+    return VersionInfo(secret_id, str(number), version.state, version.create_time, version.etag)
+
+
+def _secret_info(secret_id: str, secret: _Secret) -> SecretInfo:
+    return SecretInfo(
+        secret_id=secret_id,
+        secret_type=SecretType.from_label(secret.labels.get(TYPE_LABEL)),
+        labels=dict(secret.labels),
+        annotations=dict(secret.annotations),
+        rotation_period=secret.rotation_period,
+        next_rotation_time=secret.next_rotation_time,
+        topics=(),
+        etag=secret.etag,
+        create_time=secret.create_time,
+    )
+
+
+def _time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _encode_sidecar(state: _State) -> dict[str, Any]:
+    secrets: dict[str, Any] = {}
+    for secret_id, secret in state.secrets.items():
+        secrets[secret_id] = {
+            "create_time": secret.create_time.isoformat(),
+            "etag": secret.etag,
+            "labels": secret.labels,
+            "annotations": secret.annotations,
+            "rotation_period_seconds": (
+                secret.rotation_period.total_seconds() if secret.rotation_period is not None else None
+            ),
+            "next_rotation_time": (
+                secret.next_rotation_time.isoformat() if secret.next_rotation_time is not None else None
+            ),
+            "versions": {
+                str(number): {
+                    "state": version.state,
+                    "create_time": version.create_time.isoformat(),
+                    "etag": version.etag,
+                    "data": base64.b64encode(version.data).decode("ascii")
+                    if version.data is not None
+                    else None,
+                }
+                for number, version in sorted(secret.versions.items())
+            },
+        }
+    return {"format": SIDECAR_FORMAT, "last_etag": state.last_etag, "secrets": secrets}
+
+
+def _decode_sidecar(raw: Any) -> tuple[dict[str, _Secret], int]:
+    if raw.get("format") != SIDECAR_FORMAT:
+        raise ValueError("unknown format")
+    secrets: dict[str, _Secret] = {}
+    for secret_id, item in raw["secrets"].items():
+        period = item.get("rotation_period_seconds")
+        next_time = item.get("next_rotation_time")
+        versions = {
+            int(number): _Version(
+                state=str(v["state"]),
+                create_time=_time(v["create_time"]),
+                etag=str(v["etag"]),
+                data=base64.b64decode(v["data"], validate=True) if v["data"] is not None else None,
+            )
+            for number, v in item["versions"].items()
+        }
+        if any(v.state not in (ENABLED, DISABLED, DESTROYED) for v in versions.values()):
+            raise ValueError("unknown state")
+        secrets[str(secret_id)] = _Secret(
+            create_time=_time(item["create_time"]),
+            etag=str(item["etag"]),
+            labels={str(k): str(v) for k, v in item["labels"].items()},
+            annotations={str(k): str(v) for k, v in item["annotations"].items()},
+            rotation_period=timedelta(seconds=period) if period is not None else None,
+            next_rotation_time=_time(next_time) if next_time is not None else None,
+            versions=versions,
+        )
+    return secrets, int(raw.get("last_etag", 0))
