@@ -1,0 +1,450 @@
+"""A pod's ``secrets-agent.io/`` annotations -> an Injection plan, or every problem, each naming its
+annotation (pure: no I/O, no clock).
+
+The agent configuration the plan carries is validated by the agent's own loader (``load_config`` reading
+``SECRETS_AGENT_CONFIG_YAML``, exactly as the injected container will), so whatever the webhook admits the
+agent accepts; the loader's problem paths (``secrets[1].file``) are translated back to annotation names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from agent.config import CONFIG_YAML_ENV, TOKEN_FILE_NAME, load_config
+from agent.errors import AgentError, ConfigError
+from agent.webhook.quantity import parse_quantity
+from agent.webhook.settings import (
+    AGENT_CONTAINER,
+    AGENT_USER,
+    INIT_CONTAINER,
+    INJECTED,
+    INJECTION_MODES,
+    PREFIX,
+    InjectionMode,
+    InjectorSettings,
+    Resources,
+)
+
+# Pod-wide annotations (after the prefix). Per-secret ones are "secret-<name>[-env|-file|-mode]".
+GLOBAL_KEYS = (
+    "inject",
+    "status",
+    "mode",
+    "image",
+    "project",
+    "output-path",
+    "env-file",
+    "containers",
+    "poll-interval",
+    "events-topic",
+    "reload-signal",
+    "reload-process",
+    "reload-url",
+    "reload-command",
+    "cpu-request",
+    "memory-request",
+    "cpu-limit",
+    "memory-limit",
+)
+SECRET_KEY = "secret-"  # noqa: S105 - an annotation name prefix
+SECRET_OPTIONS = ("env", "file", "mode")
+"""Per-secret options: ``secret-<name>-env`` etc. A secret's own name therefore cannot end in ``-env``,
+``-file`` or ``-mode``."""
+DEFAULT_OUTPUT_PATH = "/secrets"
+
+# The settings of the agent configuration that annotations set directly: config path -> annotation.
+_CONFIG_PATHS = {
+    "project": "project",
+    "poll_interval": "poll-interval",
+    "events.topic": "events-topic",
+    "notify.signal": "reload-signal",
+    "notify.process": "reload-process",
+    "notify.url": "reload-url",
+    "notify.command": "reload-command",
+}
+_RESOURCE_KEYS = {
+    "cpu-request": "cpu_request",
+    "memory-request": "memory_request",
+    "cpu-limit": "cpu_limit",
+    "memory-limit": "memory_limit",
+}
+_IMAGE = re.compile(r"[^\s]+")
+_SECRET_PATH = re.compile(r"secrets\[([0-9]+)\]")
+
+
+@dataclass(frozen=True)
+class AnnotationProblem:
+    """One invalid annotation: its full key and what is wrong with it."""
+
+    annotation: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.annotation}: {self.message}"
+
+
+class InvalidAnnotations(AgentError):
+    """The pod's annotations cannot be honoured; the pod is refused with every problem."""
+
+    def __init__(self, problems: Iterable[AnnotationProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @property
+    def annotations(self) -> tuple[str, ...]:
+        """The keys of the invalid annotations (for logs: the messages may quote the values)."""
+        return tuple(dict.fromkeys(p.annotation for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What to inject into one pod; ``mutate`` turns it into a JSONPatch."""
+
+    mode: InjectionMode
+    image: str
+    output_path: str
+    """Where the volume is mounted, in the agent and in every container of ``mounted``."""
+    mounted: tuple[str, ...]
+    """Names of the pod's containers (and init containers) that get the volume, read-only."""
+    resources: Resources
+    config_text: str
+    """The agent configuration (YAML), injected as ``SECRETS_AGENT_CONFIG_YAML``."""
+    share_process_namespace: bool
+    """A signal reload was asked for: the agent must see the app's processes."""
+    user: int
+    group: int
+    """The injected containers' user and group (see ``_identity``)."""
+    size_limit: str = "16Mi"
+    """``sizeLimit`` of the memory-backed volume."""
+    warnings: tuple[str, ...] = ()
+    """Shown to whoever created the pod (AdmissionResponse warnings)."""
+
+
+def prefixed(key: str) -> str:
+    return PREFIX + key
+
+
+def injection_requested(pod: Mapping[str, Any]) -> bool:
+    """Whether ``secrets-agent.io/inject`` says true. Raises InvalidAnnotations for a value that is neither
+    true nor false: guessing could start an app without its secrets, or inject into one that opted out."""
+    value = _annotations(pod).get(prefixed("inject"))
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise InvalidAnnotations(
+        [AnnotationProblem(prefixed("inject"), f"expected true or false, got {value!r}")]
+    )
+
+
+def already_injected(pod: Mapping[str, Any]) -> bool:
+    """The marker annotation, or one of our containers (e.g. a pod template copied from a running pod)."""
+    if _annotations(pod).get(prefixed("status")) == INJECTED:
+        return True
+    spec = pod.get("spec") or {}
+    names = {c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
+    return AGENT_CONTAINER in names or INIT_CONTAINER in names
+
+
+def read_injection(pod: Mapping[str, Any], settings: InjectorSettings) -> Injection:
+    """The plan for a pod that asked for injection; raises InvalidAnnotations with every problem."""
+    reader = _Reader(pod, settings)
+    injection = reader.read()
+    if reader.problems:
+        raise InvalidAnnotations(reader.problems)
+    assert injection is not None
+    return injection
+
+
+@dataclass
+class _Secret:
+    name: str
+    ref: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Reader:
+    pod: Mapping[str, Any]
+    settings: InjectorSettings
+    problems: list[AnnotationProblem] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(AnnotationProblem(prefixed(key), message))
+
+    def read(self) -> Injection | None:
+        ours = {k[len(PREFIX) :]: v for k, v in _annotations(self.pod).items() if k.startswith(PREFIX)}
+        secrets = self._secrets(ours)
+        mode = self._mode(ours.get("mode"))
+        image = ours.get("image", self.settings.image)
+        if not _IMAGE.fullmatch(image):
+            self.problem("image", f"expected an image reference without spaces, got {image!r}")
+        output_path = self._output_path(ours.get("output-path", DEFAULT_OUTPUT_PATH))
+        mounted = self._mounted(ours.get("containers"), output_path)
+        resources = self._resources(ours)
+        if "reload-signal" in ours and "reload-process" not in ours:
+            self.problem(
+                "reload-signal",
+                f"needs {prefixed('reload-process')} (a regular expression matching the app's command "
+                "line) to know which process to signal",
+            )
+        if not secrets:
+            self.problem(
+                "inject", f"no secret to deliver: add {prefixed('secret-<name>')}: <reference> annotations"
+            )
+        app_user, app_group, fs_group = _identity(self.pod, mounted)
+        user = app_user or AGENT_USER
+        group = fs_group or app_group or AGENT_USER
+        private = app_user is not None or app_group is not None or fs_group is not None
+        warnings: list[str] = []
+        if not private:
+            warnings.append(
+                "secrets-agent: the pod declares no runAsUser, runAsGroup or fsGroup, so secret files are "
+                "written readable by every user of the containers that mount them (0444); set "
+                "securityContext.fsGroup to keep them 0440"
+            )
+        if "reload-process" in ours and app_user is None:
+            warnings.append(
+                f"{prefixed('reload-process')}: the app's runAsUser is not declared; the agent runs as uid "
+                f"{AGENT_USER} and can signal only processes of that user"
+            )
+        config_text = self._agent_config(ours, secrets, output_path, "0440" if private else "0444")
+        if self.problems:
+            return None
+        return Injection(
+            mode=mode,
+            image=image,
+            output_path=output_path,
+            mounted=mounted,
+            resources=resources,
+            config_text=config_text,
+            share_process_namespace="reload-process" in ours,
+            user=user,
+            group=group,
+            size_limit=self.settings.volume_size,
+            warnings=tuple(warnings),
+        )
+
+    # -- single annotations -----------------------------------------------------------------------------
+
+    def _secrets(self, ours: Mapping[str, str]) -> dict[str, _Secret]:
+        """``secret-<name>`` and its options, by name; unknown keys are reported here too."""
+        secrets: dict[str, _Secret] = {}
+        options: list[tuple[str, str, str, str]] = []  # (key, name, option, value)
+        for key, value in ours.items():
+            if key in GLOBAL_KEYS:
+                continue
+            if not key.startswith(SECRET_KEY) or key == SECRET_KEY:
+                self._unknown(key, ours)
+                continue
+            rest = key[len(SECRET_KEY) :]
+            option = next((o for o in SECRET_OPTIONS if rest.endswith("-" + o)), None)
+            if option is None:
+                secrets.setdefault(rest, _Secret(rest)).ref = value
+            else:
+                options.append((key, rest[: -len(option) - 1], option, value))
+        for key, name, option, value in options:
+            if name not in secrets:
+                self.problem(
+                    key,
+                    f"no {prefixed(SECRET_KEY + name)} annotation for this option (a secret's name "
+                    "cannot end in -env, -file or -mode)",
+                )
+                continue
+            secrets[name].options[option] = value
+        return {name: secrets[name] for name in sorted(secrets)}
+
+    def _unknown(self, key: str, ours: Mapping[str, str]) -> None:
+        known = [*GLOBAL_KEYS, *(k for k in ours if k.startswith(SECRET_KEY))]
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {prefixed(close[0])}?)" if close else ""
+        self.problem(key, f"unknown annotation{hint}")
+
+    def _mode(self, value: str | None) -> InjectionMode:
+        if value is None:
+            return self.settings.default_mode
+        for mode in INJECTION_MODES:
+            if value.strip().lower() == mode:
+                return mode
+        self.problem("mode", f"expected one of {', '.join(INJECTION_MODES)}, got {value!r}")
+        return self.settings.default_mode
+
+    def _output_path(self, value: str) -> str:
+        if (
+            not value.startswith("/")
+            or value == "/"
+            or posixpath.normpath(value) != value
+            or ".." in value.split("/")
+        ):
+            self.problem(
+                "output-path", f"expected an absolute, normalised directory such as /secrets, got {value!r}"
+            )
+        return value
+
+    def _mounted(self, value: str | None, output_path: str) -> tuple[str, ...]:
+        spec = self.pod.get("spec") or {}
+        app = [c["name"] for c in spec.get("containers") or []]
+        init = [c["name"] for c in spec.get("initContainers") or []]
+        if value is None:
+            chosen = app
+        else:
+            chosen = [name.strip() for name in value.split(",") if name.strip()]
+            if not chosen:
+                self.problem("containers", "expected a comma-separated list of container names")
+            for name in chosen:
+                if name not in app and name not in init:
+                    self.problem(
+                        "containers",
+                        f"the pod has no container {name!r} (containers: {', '.join(app) or 'none'}; "
+                        f"init containers: {', '.join(init) or 'none'})",
+                    )
+        by_name = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+        mounted = tuple(dict.fromkeys(name for name in chosen if name in by_name))
+        for name in mounted:
+            for mount in by_name[name].get("volumeMounts") or []:
+                if posixpath.normpath(str(mount.get("mountPath", ""))) == output_path:
+                    self.problem(
+                        "output-path",
+                        f"container {name!r} already mounts volume {mount.get('name')!r} at {output_path}",
+                    )
+        return mounted
+
+    def _resources(self, ours: Mapping[str, str]) -> Resources:
+        defaults = self.settings.resources
+        values: dict[str, str | None] = {
+            attr: getattr(defaults, attr)
+            for attr in ("cpu_request", "memory_request", "cpu_limit", "memory_limit")
+        }
+        parsed: dict[str, Any] = {}
+        for key, attr in _RESOURCE_KEYS.items():
+            if key in ours:
+                values[attr] = ours[key]
+            text = values[attr]
+            if text is None:
+                continue
+            try:
+                parsed[attr] = parse_quantity(text)
+            except ValueError as error:
+                self.problem(key, str(error))
+        for resource in ("cpu", "memory"):
+            request, limit = parsed.get(f"{resource}_request"), parsed.get(f"{resource}_limit")
+            if request is not None and limit is not None and request > limit:
+                key = f"{resource}-request" if f"{resource}-request" in ours else f"{resource}-limit"
+                self.problem(
+                    key,
+                    f"the {resource} request {values[f'{resource}_request']} is more than the limit "
+                    f"{values[f'{resource}_limit']}",
+                )
+        return Resources(**values)
+
+    # -- the agent configuration ------------------------------------------------------------------------
+
+    def _agent_config(
+        self, ours: Mapping[str, str], secrets: Mapping[str, _Secret], output_path: str, default_mode: str
+    ) -> str:
+        """The agent's configuration as YAML; problems of the agent's loader become annotation problems."""
+        config: dict[str, Any] = {}
+        project = ours.get("project", self.settings.project)
+        if project is not None:
+            config["project"] = project
+        config["output_dir"] = output_path
+        config["require_tmpfs"] = True  # the volume is memory-backed: anything else is a mistake
+        if "env-file" in ours:
+            config["env_file"] = self._env_file(ours["env-file"], secrets)
+        if "poll-interval" in ours:
+            config["poll_interval"] = ours["poll-interval"]
+        notify = {
+            path[len("notify.") :]: ours[key]
+            for path, key in _CONFIG_PATHS.items()
+            if path.startswith("notify.") and key in ours
+        }
+        if notify:
+            config["notify"] = notify
+        if "events-topic" in ours:
+            config["events"] = {"topic": ours["events-topic"]}
+        paths = {path: key for path, key in _CONFIG_PATHS.items() if key in ours}
+        items: list[dict[str, str]] = []
+        for index, secret in enumerate(secrets.values()):
+            item = {"name": secret.name, "ref": secret.ref or ""}
+            item.update(
+                {option: secret.options[option] for option in ("env", "file") if option in secret.options}
+            )
+            item["mode"] = secret.options.get("mode", default_mode)
+            items.append(item)
+            base = SECRET_KEY + secret.name
+            paths[f"secrets[{index}]"] = base
+            for option in ("name", "ref"):
+                paths[f"secrets[{index}].{option}"] = base
+            for option in SECRET_OPTIONS:
+                derived = option == "file" and option not in secret.options
+                paths[f"secrets[{index}].{option}"] = base if derived else f"{base}-{option}"
+        config["secrets"] = items
+        text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        try:
+            load_config(None, {CONFIG_YAML_ENV: text}, {})
+        except ConfigError as error:
+            for problem in error.problems:
+                key = paths.get(problem.path)
+                if key is None:  # a setting no annotation maps to: a bug here, reported rather than hidden
+                    key, message = "inject", f"agent configuration {problem}"
+                else:
+                    message = _SECRET_PATH.sub(lambda m: prefixed(paths[m[0]]), problem.message)
+                self.problem(key, message)
+        return text
+
+    def _env_file(self, value: str, secrets: Mapping[str, _Secret]) -> str:
+        parts = value.split("/")
+        if value.startswith("/") or any(p in ("", ".", "..") or p.startswith("..") for p in parts):
+            self.problem(
+                "env-file",
+                f"expected a file name relative to the output path such as app.env, got {value!r}",
+            )
+        elif value == TOKEN_FILE_NAME:
+            self.problem("env-file", f"{value!r} is reserved for the local endpoint's token")
+        for secret in secrets.values():
+            if secret.options.get("file", secret.name) == value:
+                self.problem(
+                    "env-file", f"{value!r} is also the file of {prefixed(SECRET_KEY + secret.name)}"
+                )
+        return value
+
+
+def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    metadata = pod.get("metadata") or {}
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    return annotations
+
+
+def _identity(pod: Mapping[str, Any], mounted: Iterable[str]) -> tuple[int | None, int | None, int | None]:
+    """(user, group, fsGroup) the containers that read the secrets run as, where the pod declares them.
+
+    The agent takes the app's user when all of them agree on one: files it owns (0440) are then the app's
+    to read, and a signal to another container's process needs the same user (the restricted profile
+    drops CAP_KILL). Otherwise the files' group (the fsGroup, which every container of the pod has, or the
+    app's group) keeps them private to the pod's containers.
+    """
+    spec = pod.get("spec") or {}
+    pod_context = spec.get("securityContext") or {}
+    by_name = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+
+    def agreed(field_name: str) -> int | None:
+        values = set()
+        for name in mounted:
+            context = by_name[name].get("securityContext") or {}
+            values.add(context.get(field_name, pod_context.get(field_name)))
+        value = values.pop() if len(values) == 1 else None
+        # Root (0) is never taken: the restricted profile forbids it, and it is nobody's private id.
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    fs_group = pod_context.get("fsGroup")
+    if not (isinstance(fs_group, int) and not isinstance(fs_group, bool) and fs_group > 0):
+        fs_group = None
+    return agreed("runAsUser"), agreed("runAsGroup"), fs_group

@@ -1,0 +1,173 @@
+"""The mutation: a Pod -> the JSONPatch that injects the agent (pure; the decision kopf-style, testable with
+tables of pods).
+
+What a pod that asked for injection gets:
+
+* a memory-backed ``emptyDir`` (``secrets-agent``) mounted read-only into the chosen containers;
+* ``sidecar`` mode: an init container (``secrets-agent init``: every secret is on disk before the app
+  starts) and a sidecar (``secrets-agent run``) appended to the containers;
+* ``native`` mode: one restartable init container (``restartPolicy: Always``, Kubernetes 1.29+) running
+  ``run``, whose startup probe on ``/readyz`` holds the app back until every secret is written; Jobs still
+  complete, because native sidecars do not keep a pod alive;
+* ``init`` mode: only the init container;
+* the agent configuration as ``SECRETS_AGENT_CONFIG_YAML``, a restricted security context, resources,
+  probes; ``shareProcessNamespace`` when a signal reload was asked for; the ``status: injected`` marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import CONFIG_YAML_ENV
+from agent.webhook.annotations import (
+    Injection,
+    already_injected,
+    injection_requested,
+    read_injection,
+)
+from agent.webhook.settings import (
+    AGENT_CONTAINER,
+    INIT_CONTAINER,
+    INJECTED,
+    PROBES_PORT,
+    STATUS_ANNOTATION,
+    VOLUME,
+    InjectorSettings,
+)
+
+Operation = dict[str, Any]
+"""One RFC 6902 operation: ``{"op": "add", "path": "/spec/volumes/-", "value": {...}}``."""
+
+STARTUP_SECONDS = 120
+"""How long a native sidecar may take to write every secret before the kubelet restarts it."""
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """The answer for one pod: the patch (empty: leave the pod alone) and warnings for its creator."""
+
+    patch: tuple[Operation, ...] = ()
+    warnings: tuple[str, ...] = ()
+    mode: str | None = None
+    """The injection mode, when the pod was changed."""
+
+
+def mutate(pod: Mapping[str, Any], settings: InjectorSettings) -> list[Operation]:
+    """The JSONPatch for ``pod``; empty when it did not ask for injection or already has it.
+    Raises InvalidAnnotations (naming each bad annotation) when it asked in a way we cannot honour."""
+    return list(review_pod(pod, settings).patch)
+
+
+def review_pod(pod: Mapping[str, Any], settings: InjectorSettings) -> Mutation:
+    """``mutate`` with the warnings: the whole decision for one pod."""
+    if not injection_requested(pod) or already_injected(pod):
+        return Mutation()
+    injection = read_injection(pod, settings)
+    return Mutation(tuple(_operations(pod, injection)), injection.warnings, injection.mode)
+
+
+def _operations(pod: Mapping[str, Any], injection: Injection) -> list[Operation]:
+    spec = pod["spec"]
+    ops: list[Operation] = []
+    # Mounts first: they address the containers by their original indexes, before ours are inserted.
+    mount = {"name": VOLUME, "mountPath": injection.output_path, "readOnly": True}
+    for field_name in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(field_name) or []):
+            if container["name"] in injection.mounted:
+                ops.append(
+                    _append(f"/spec/{field_name}/{index}/volumeMounts", container.get("volumeMounts"), mount)
+                )
+    volume = {"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": injection.size_limit}}
+    ops.append(_append("/spec/volumes", spec.get("volumes"), volume))
+    if injection.mode in ("sidecar", "init"):
+        ops.append(_prepend("/spec/initContainers", spec.get("initContainers"), _init_container(injection)))
+    if injection.mode == "native":
+        ops.append(_prepend("/spec/initContainers", spec.get("initContainers"), _native_sidecar(injection)))
+    if injection.mode == "sidecar":
+        ops.append(_append("/spec/containers", spec.get("containers"), _sidecar(injection)))
+    if injection.share_process_namespace:
+        ops.append({"op": "add", "path": "/spec/shareProcessNamespace", "value": True})
+    ops.append(
+        {"op": "add", "path": "/metadata/annotations/" + _escape(STATUS_ANNOTATION), "value": INJECTED}
+    )
+    return ops
+
+
+def _append(path: str, current: object, item: object) -> Operation:
+    if isinstance(current, list):
+        return {"op": "add", "path": path + "/-", "value": item}
+    return {"op": "add", "path": path, "value": [item]}  # absent or null: "add" creates (or replaces) it
+
+
+def _prepend(path: str, current: object, item: object) -> Operation:
+    # First: the app's own init containers may then read the secrets too.
+    if isinstance(current, list):
+        return {"op": "add", "path": path + "/0", "value": item}
+    return {"op": "add", "path": path, "value": [item]}
+
+
+def _escape(key: str) -> str:
+    """A JSON Pointer token (RFC 6901): ``secrets-agent.io/status`` -> ``secrets-agent.io~1status``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+# -- the containers -------------------------------------------------------------------------------------
+
+
+def _base(name: str, command: str, injection: Injection) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": injection.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [command],  # the image's entrypoint is `secrets-agent`
+        "env": [{"name": CONFIG_YAML_ENV, "value": injection.config_text}],
+        "resources": injection.resources.to_k8s(),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": injection.user,
+            "runAsGroup": injection.group,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": VOLUME, "mountPath": injection.output_path}],
+        # `init` prints one line per failed secret: `kubectl describe pod` shows them.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PROBES_PORT},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _with_probes(container: dict[str, Any]) -> dict[str, Any]:
+    container["ports"] = [{"name": "agent-probes", "containerPort": PROBES_PORT, "protocol": "TCP"}]
+    # Stale secrets make the pod unready (max_staleness), a backend outage does not restart the agent.
+    container["readinessProbe"] = _probe("/readyz", 10, 3)
+    container["livenessProbe"] = _probe("/healthz", 10, 6)
+    return container
+
+
+def _init_container(injection: Injection) -> dict[str, Any]:
+    return _base(INIT_CONTAINER, "init", injection)
+
+
+def _sidecar(injection: Injection) -> dict[str, Any]:
+    return _with_probes(_base(AGENT_CONTAINER, "run", injection))
+
+
+def _native_sidecar(injection: Injection) -> dict[str, Any]:
+    container = _with_probes(_base(AGENT_CONTAINER, "run", injection))
+    container["restartPolicy"] = "Always"
+    # The kubelet starts the next container only once this passes: /readyz is 200 when every required
+    # secret is written.
+    container["startupProbe"] = _probe("/readyz", 1, STARTUP_SECONDS)
+    return container

@@ -1,0 +1,86 @@
+"""What the injector is configured with (its command-line flags), and the names it injects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent import __version__
+
+PREFIX = "secrets-agent.io/"
+"""Every annotation the injector reads or writes starts with this."""
+STATUS_ANNOTATION = PREFIX + "status"
+"""Set to ``injected`` on every pod the injector changed: a second call (reinvocation) changes nothing."""
+INJECTED = "injected"
+
+AGENT_CONTAINER = "secrets-agent"
+"""The sidecar (``sidecar`` mode) or the restartable init container (``native`` mode)."""
+INIT_CONTAINER = "secrets-agent-init"
+"""The one-shot bootstrap init container (``sidecar`` and ``init`` modes)."""
+VOLUME = "secrets-agent"
+"""The memory-backed emptyDir the secrets are written to."""
+
+AGENT_USER = 65532
+"""The image's non-root user and group, used unless the app's own user or group is known."""
+PROBES_PORT = 8731
+"""The agent's ``/healthz`` and ``/readyz`` listener (``probes.listen``, 0.0.0.0:8731)."""
+DEFAULT_IMAGE = f"ghcr.io/secrets-agent/secrets-agent:{__version__}"
+
+InjectionMode = Literal["sidecar", "native", "init"]
+INJECTION_MODES: tuple[InjectionMode, ...] = ("sidecar", "native", "init")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of each injected container (Kubernetes quantities; None: not set)."""
+
+    cpu_request: str | None = "25m"
+    memory_request: str | None = "96Mi"
+    """``run`` with 100 secrets peaks near 75 MiB (README, make bench)."""
+    cpu_limit: str | None = "500m"
+    """Enough for a quick start-up (imports); the agent is idle between polls."""
+    memory_limit: str | None = "192Mi"
+
+    def to_k8s(self) -> dict[str, dict[str, str]]:
+        """The container's ``resources`` object."""
+        out: dict[str, dict[str, str]] = {}
+        for kind, cpu, memory in (
+            ("requests", self.cpu_request, self.memory_request),
+            ("limits", self.cpu_limit, self.memory_limit),
+        ):
+            values = {name: value for name, value in (("cpu", cpu), ("memory", memory)) if value is not None}
+            if values:
+                out[kind] = values
+        return out
+
+
+@dataclass(frozen=True)
+class InjectorSettings:
+    """The webhook's defaults; annotations override them pod by pod."""
+
+    image: str = DEFAULT_IMAGE
+    """Image of the injected containers (annotation ``image`` overrides it)."""
+    default_mode: InjectionMode = "sidecar"
+    """Injection mode when the pod has no ``mode`` annotation."""
+    project: str | None = None
+    """Default project for short secret references (annotation ``project`` overrides it)."""
+    resources: Resources = field(default_factory=Resources)
+    """Default requests and limits (annotations ``cpu-request`` etc. override them)."""
+    volume_size: str = "16Mi"
+    """``sizeLimit`` of the memory-backed volume: secrets are small (64 KiB at most each)."""
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Everything ``secrets-agent webhook`` runs with."""
+
+    listen: str
+    cert_file: Path
+    key_file: Path
+    injector: InjectorSettings
+    reload_interval: float = 10.0
+    """Seconds between checks of the certificate files."""
+    shutdown_delay: float = 5.0
+    """Seconds the webhook keeps answering after SIGTERM, while the Service stops sending it requests
+    (endpoints are removed asynchronously; a request refused meanwhile would fail a pod creation)."""
