@@ -62,8 +62,8 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _rfc3339(moment: datetime) -> str:
-    return _utc(moment).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _rfc3339(moment: datetime, timespec: str = "milliseconds") -> str:
+    return _utc(moment).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _parse_time(text: object) -> datetime:
@@ -209,7 +209,8 @@ class RotationState:
 
     def describe(self) -> str:
         """``run 1a2b by alice@host pid 42 since 12:00:00Z at step validate`` (one line, for messages)."""
-        return f"run {self.run_id} by {self.holder.caller} since {_rfc3339(self.started)} at step {self.step}"
+        since = _rfc3339(self.started, "seconds")
+        return f"run {self.run_id} by {self.holder.caller} since {since} at step {self.step}"
 
 
 def _optional_str(value: object) -> str | None:
