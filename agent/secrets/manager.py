@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -43,6 +44,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from google.protobuf import field_mask_pb2
 
+from agent.logs import fields
 from agent.model import crc32c
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from agent.rotation.config import RotationConfig
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 BACKEND = "gcp"
 # The gRPC deadline should fire first; this outer bound catches a stall outside the call (a credentials
@@ -166,26 +170,37 @@ class SecretManager:
         """Every secret of the project (only those of ``types``, by label), sorted by id.
 
         The service filters by ``labels.secret-type``; the result is filtered again here, so a service
-        that ignores part of the filter cannot widen it.
+        that ignores part of the filter cannot widen it, and one that refuses the filter
+        (INVALID_ARGUMENT) is asked for every secret instead.
         """
         wanted = None if types is None else {t.value for t in types}
         if wanted is not None and not wanted:
             return []
         with audited("list", "*", caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
-            request = pb.ListSecretsRequest(parent=f"projects/{self.project}")
-            if wanted is not None:
-                request.filter = " OR ".join(f"labels.{TYPE_LABEL}={value}" for value in sorted(wanted))
-
-            async def every_secret() -> list[pb.Secret]:
-                pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
-                return [secret async for secret in pager]
-
-            found = await self._call_with("*", every_secret)
+            text = " OR ".join(f"labels.{TYPE_LABEL}={value}" for value in sorted(wanted or ()))
+            try:
+                found = await self._list_secrets(text)
+            except SecretsError as error:
+                if not text or error.code != "INVALID_ARGUMENT":
+                    raise
+                log.debug(
+                    "the service refused the label filter; listing every secret", extra=fields(filter=text)
+                )
+                found = await self._list_secrets("")
         infos = [secret_info(secret) for secret in found]
         if wanted is not None:
             infos = [i for i in infos if i.labels.get(TYPE_LABEL) in wanted]
         return sorted(infos, key=lambda info: info.secret_id)
+
+    async def _list_secrets(self, filter_text: str) -> list[pb.Secret]:
+        client = await self._get_client()
+        request = pb.ListSecretsRequest(parent=f"projects/{self.project}", filter=filter_text)
+
+        async def every_secret() -> list[pb.Secret]:
+            pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
+            return [secret async for secret in pager]
+
+        return await self._call_with("*", every_secret)
 
     async def update_annotations(
         self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
