@@ -335,3 +335,14 @@ def test_the_sidecar_is_refused_clearly_when_damaged(env_file: Path) -> None:
     env_file.with_name(".env.versions.json").write_text("{not json")
     with pytest.raises(SecretsError, match=r"\.env\.versions\.json: cannot read \(not valid JSON\)"):
         asyncio.run(LocalSecretManager(env_file).get_secret("DB_PASSWORD"))
+
+
+async def test_rotate_secret_adds_a_new_version_through_the_rotation_engine(
+    local: LocalSecretManager, env_file: Path
+) -> None:
+    await local.create_secret("enc", "initial-key-material", SecretType.ENCRYPTION_KEY)
+    assert await local.rotate_secret("enc") == "2"
+    rotated = await local.get_secret("enc")
+    assert rotated != "initial-key-material"
+    assert dotenv(env_file)["enc"] == rotated
+    assert "# Local development secrets. Do not commit." in text_of(env_file)

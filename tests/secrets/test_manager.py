@@ -344,8 +344,6 @@ async def test_default_caller_names_user_host_and_pid(emulator: EmulatorEndpoint
 
 
 async def test_rotate_secret_delegates_to_the_rotation_engine(sm: SecretManager) -> None:
-    # TEMPORARY guard until agent.rotation.engine lands (it is written in parallel).
-    pytest.importorskip("agent.rotation.engine")
     await sm.create_secret("enc", "initial-key-material", SecretType.ENCRYPTION_KEY)
     new_version = await sm.rotate_secret("enc")
     assert new_version == "2"
