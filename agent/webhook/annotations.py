@@ -94,7 +94,7 @@ class InvalidAnnotations(AgentError):
     """The pod's annotations cannot be honoured; the pod is refused with every problem."""
 
     def __init__(self, problems: Iterable[AnnotationProblem]) -> None:
-        self.problems = tuple(problems)
+        self.problems = tuple(sorted(problems, key=lambda p: p.annotation))
         super().__init__("; ".join(str(p) for p in self.problems))
 
     @property
@@ -439,12 +439,13 @@ def _identity(pod: Mapping[str, Any], mounted: Iterable[str]) -> tuple[int | Non
         values = set()
         for name in mounted:
             context = by_name[name].get("securityContext") or {}
-            values.add(context.get(field_name, pod_context.get(field_name)))
-        value = values.pop() if len(values) == 1 else None
-        # Root (0) is never taken: the restricted profile forbids it, and it is nobody's private id.
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+            values.add(_id(context.get(field_name, pod_context.get(field_name))))
+        return values.pop() if len(values) == 1 else None
 
-    fs_group = pod_context.get("fsGroup")
-    if not (isinstance(fs_group, int) and not isinstance(fs_group, bool) and fs_group > 0):
-        fs_group = None
-    return agreed("runAsUser"), agreed("runAsGroup"), fs_group
+    return agreed("runAsUser"), agreed("runAsGroup"), _id(pod_context.get("fsGroup"))
+
+
+def _id(value: object) -> int | None:
+    """A declared user or group id; root (0) is never taken: the restricted profile forbids running as
+    it, and it is nobody's private id. Anything else the API server would refuse anyway."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

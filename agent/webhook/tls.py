@@ -9,8 +9,8 @@ a key that does not match) keeps the previous certificate in service and is retr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import os
 import ssl
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from agent.logs import fields
 
 log = logging.getLogger(__name__)
 
-_Stamp = tuple[tuple[int, int, int, int], ...]
+_Stamp = bytes
 
 
 class CertificateError(AgentError):
@@ -35,13 +35,15 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 def _stamp(*files: Path) -> _Stamp | None:
-    """What identifies the files' current contents; stat follows the kubelet's ``..data`` symlinks, so
-    a Secret volume update (a new directory swapped in) shows as new inodes."""
+    """A digest of the files' contents (None while one cannot be read). Contents, not stat(): an in-place
+    rewrite within one timestamp tick, or with the same size, is still a change; and the files are small."""
+    digest = hashlib.sha256()
     try:
-        stats = [os.stat(file) for file in files]
+        for file in files:
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
     except OSError:
         return None
-    return tuple((s.st_dev, s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+    return digest.digest()
 
 
 class ReloadingCertificate:
