@@ -144,6 +144,9 @@ async def rotate_one(
         result = await rotation.run()
     except (SecretsError, LockError, ProviderConfigError) as error:
         result = rotation.result("failed", _one_line(error))
+    except Exception as error:  # a bug: report it for this secret and carry on with the others
+        log.exception("rotation of %s failed unexpectedly", secret_id, extra=fields(secret=secret_id))
+        result = rotation.result("failed", f"unexpected {type(error).__name__}: {_one_line(error)}")
     finally:
         rotation.forget_values()
     _report(backend, result, options)
@@ -387,7 +390,18 @@ class _Rotation:
                 done, _ = await asyncio.wait({task}, timeout=max(interval.total_seconds(), 0.05))
                 if done:
                     return task.result()
-                await lock.update()
+                try:
+                    await lock.update()
+                except LockLost:
+                    raise
+                except (SecretsError, LockError) as error:
+                    # A missed heartbeat is not a failed step; the lock only looks stale after lock_timeout.
+                    log.warning(
+                        "rotation of %s: could not refresh its lock: %s",
+                        self.secret_id,
+                        _one_line(error),
+                        extra=fields(secret=self.secret_id),
+                    )
         finally:
             if not task.done():
                 task.cancel()

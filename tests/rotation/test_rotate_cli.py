@@ -81,6 +81,10 @@ def rotate(emulator: EmulatorEndpoints, *args: str) -> Run:
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def run_program(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
 def start(emulator: EmulatorEndpoints, args: list[str]) -> subprocess.Popen[str]:
     """A ``rotate`` process left running (its output is read with ``communicate``)."""
     return subprocess.Popen(
@@ -338,3 +342,31 @@ async def test_a_rotation_killed_during_validation_is_resumed_by_the_next_rotate
         assert await sm.get_secret("stripe") == OLD
     assert ANNOTATION not in (await sm.get_secret_info("stripe")).annotations
     assert_no_value(run)
+
+
+async def test_rotate_a_local_env_file(tmp_path: Path) -> None:
+    """--dotenv: the same rotation over a .env file (no project, no Secret Manager); comments stay."""
+    from agent.secrets.local import LocalSecretManager
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# keys for local development\n")
+    async with LocalSecretManager(dotenv) as local:
+        await local.create_secret("SESSION_KEY", OLD, SecretType.SESSION_SECRET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRETS_AGENT_", "SECRET_MANAGER_"))}
+
+    done = run_program(
+        [sys.executable, "-m", "agent", "rotate", "symmetric", "--dotenv", str(dotenv), "--disable-previous"],
+        env,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "1 -> 2" in done.stdout
+    text = dotenv.read_text()
+    assert text.startswith("# keys for local development\n")
+    assert OLD not in text  # the .env holds the current value: the new one
+    async with LocalSecretManager(dotenv) as local:
+        assert {v.version: v.state for v in await local.list_versions("SESSION_KEY")} == {
+            "1": "DISABLED",
+            "2": "ENABLED",
+        }
+    assert CANARY not in done.stdout + done.stderr
