@@ -190,7 +190,29 @@ def secret_references(pod: Doc) -> Iterator[tuple[str, str]]:
 
 
 def test_references_resolve(kustomization: Path) -> None:
-    docs = rendered(kustomization)
+    problems = reference_problems(rendered(kustomization))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_reference_check_catches_dangling_names() -> None:
+    docs = example("external-secrets")
+    store = next(d for d in docs if d["kind"] == "SecretStore")
+    store["spec"]["provider"]["gcpsm"]["auth"]["workloadIdentity"]["serviceAccountRef"]["name"] = "nobody"
+    next(d for d in docs if d["kind"] == "ExternalSecret")["spec"]["target"]["name"] = "other-secrets"
+    problems = reference_problems(docs)
+    assert any("Secret app-secrets is not created" in p for p in problems), problems
+    assert any("ServiceAccount nobody" in p for p in problems), problems
+    docs = example("sidecar")
+    pod = k8s.pod_specs(docs)[0].spec
+    pod["serviceAccountName"] = "typo"
+    pod["containers"][1]["readinessProbe"]["httpGet"]["port"] = "probe"
+    pod["volumes"][1]["configMap"]["name"] = "demo-app-secrets-agent"  # without kustomize's hash suffix
+    assert len(reference_problems(docs)) == 3, reference_problems(docs)
+
+
+def reference_problems(docs: list[Doc]) -> list[str]:
+    """Names that point at nothing: ServiceAccounts, volumes, ConfigMaps, Secrets, probe ports, stores,
+    selectors, Service ports, webhook Services, issuers."""
     problems = []
     service_accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
     config_maps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
@@ -241,7 +263,45 @@ def test_references_resolve(kustomization: Path) -> None:
                 problems.append(
                     f"{k8s.name_of(doc)}: selector {selector} matches no pod of this kustomization"
                 )
-    assert not problems, "\n".join(problems)
+            if doc["kind"] == "Service":
+                problems += service_port_problems(doc, matched)
+        problems += webhook_problems(doc, docs)
+    return problems
+
+
+def service_port_problems(service: Doc, pods: list[PodTemplate]) -> list[str]:
+    """Each Service port's targetPort (a number, or a port name) is a port of the pods it selects."""
+    problems = []
+    for port in service["spec"].get("ports", []):
+        target = port.get("targetPort", port["port"])
+        ports = [p for pod in pods for c in k8s.containers(pod.spec) for p in c.spec.get("ports", [])]
+        found = any(p.get("name" if isinstance(target, str) else "containerPort") == target for p in ports)
+        if not found:
+            problems.append(f"{k8s.name_of(service)}: targetPort {target} is no port of the pods it selects")
+    return problems
+
+
+def webhook_problems(doc: Doc, docs: list[Doc]) -> list[str]:
+    """Admission webhooks call a Service of this kustomization; cert-manager's CA injection and issuers
+    name objects that exist."""
+    problems = []
+    if doc["kind"] in {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}:
+        for hook in doc.get("webhooks", []):
+            service = hook["clientConfig"].get("service")
+            found = service and k8s.find(docs, "Service", service["name"])
+            if service and not (found and found["metadata"].get("namespace") == service.get("namespace")):
+                problems.append(f"{k8s.name_of(doc)} {hook['name']}: no Service {service}")
+    inject = doc.get("metadata", {}).get("annotations", {}).get("cert-manager.io/inject-ca-from")
+    if inject:
+        namespace, _, name = inject.partition("/")
+        certificate = k8s.find(docs, "Certificate", name)
+        if certificate is None or certificate["metadata"].get("namespace") != namespace:
+            problems.append(f"{k8s.name_of(doc)}: inject-ca-from {inject}: no such Certificate")
+    if doc["kind"] == "Certificate":
+        issuer = doc["spec"]["issuerRef"]
+        if issuer.get("kind", "Issuer") == "Issuer" and not k8s.find(docs, "Issuer", issuer["name"]):
+            problems.append(f"{k8s.name_of(doc)}: Issuer {issuer['name']} is not in this kustomization")
+    return problems
 
 
 def test_service_accounts_carry_a_workload_identity_binding() -> None:
