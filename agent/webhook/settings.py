@@ -35,12 +35,13 @@ INJECTION_MODES: tuple[InjectionMode, ...] = ("sidecar", "native", "init")
 class Resources:
     """Requests and limits of each injected container (Kubernetes quantities; None: not set)."""
 
-    cpu_request: str | None = "25m"
-    memory_request: str | None = "96Mi"
-    """``run`` with 100 secrets peaks near 75 MiB (README, make bench)."""
+    cpu_request: str | None = "10m"
+    memory_request: str | None = "64Mi"
     cpu_limit: str | None = "500m"
     """Enough for a quick start-up (imports); the agent is idle between polls."""
-    memory_limit: str | None = "192Mi"
+    memory_limit: str | None = "128Mi"
+    """``run`` with 100 secrets peaks near 75 MiB (README, make bench); the limit also covers the tmpfs
+    pages of the secrets the agent writes (at most the volume's sizeLimit)."""
 
     def to_k8s(self) -> dict[str, dict[str, str]]:
         """The container's ``resources`` object."""

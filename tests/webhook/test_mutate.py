@@ -165,8 +165,8 @@ def test_injected_containers_run_restricted_with_resources(mode: str) -> None:
         assert {k: context[k] for k in RESTRICTED} == RESTRICTED
         assert context["runAsUser"] == 65532
         assert agent["resources"] == {
-            "requests": {"cpu": "25m", "memory": "96Mi"},
-            "limits": {"cpu": "500m", "memory": "192Mi"},
+            "requests": {"cpu": "10m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"},
         }
         assert agent["image"] == "ghcr.io/secrets-agent/secrets-agent:0.1.0"
 
@@ -287,7 +287,7 @@ def test_image_and_resources_are_overridable_by_pod_and_by_webhook() -> None:
     agent = find(pod, "secrets-agent")
     assert agent["image"].startswith("mirror.local/agent@sha256:")
     assert agent["resources"] == {
-        "requests": {"cpu": "100m", "memory": "96Mi"},
+        "requests": {"cpu": "100m", "memory": "64Mi"},
         "limits": {"cpu": "2", "memory": "1Gi"},
     }
     validate_strict(pod)

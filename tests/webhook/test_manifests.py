@@ -1,0 +1,239 @@
+"""k8s/webhook, rendered by the real ``kubectl kustomize``: valid objects (Kubernetes' schemas strictly,
+cert-manager's by schema), wired to each other (Service -> Deployment port -> the webhook's --listen,
+Certificate -> Secret -> the --tls-* files, MutatingWebhookConfiguration -> Service and Certificate), and the
+README's failurePolicy patch and example pod doing what it says."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.cli import parse
+from agent.config import split_listen
+from agent.webhook.cli import options_from
+from agent.webhook.settings import InjectorSettings
+from tests.k8s import render as k8s
+from tests.webhook.helpers import apply, validate_strict
+
+WEBHOOK = k8s.K8S / "webhook"
+README = WEBHOOK / "README.md"
+NAMESPACE = "secrets-agent"
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict[str, Any]]:
+    return k8s.render(WEBHOOK)
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def test_the_objects(docs: list[dict[str, Any]]) -> None:
+    kinds = sorted(k8s.name_of(d) for d in docs)
+    assert kinds == [
+        "Certificate/secrets-agent-webhook-ca",
+        "Certificate/secrets-agent-webhook-tls",
+        "Deployment/secrets-agent-webhook",
+        "Issuer/secrets-agent-webhook-ca",
+        "Issuer/secrets-agent-webhook-selfsigned",
+        "MutatingWebhookConfiguration/secrets-agent",
+        "Namespace/secrets-agent",
+        "PodDisruptionBudget/secrets-agent-webhook",
+        "Service/secrets-agent-webhook",
+        "ServiceAccount/secrets-agent-webhook",
+    ]
+    for doc in docs:
+        if doc["kind"] not in ("Namespace", "MutatingWebhookConfiguration"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, k8s.name_of(doc)
+
+
+def test_every_object_is_valid(docs: list[dict[str, Any]]) -> None:
+    problems = [p for d in docs for p in (k8s.validate_core(d) if k8s.is_core(d) else k8s.validate_custom(d))]
+    assert not problems, "\n".join(problems)
+
+
+def webhook_options(deployment: dict[str, Any]) -> Any:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    invocation = parse(container["args"], {})
+    assert invocation.command == "webhook"
+    return options_from(invocation.args)
+
+
+def test_the_deployment_is_highly_available_and_restricted(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = k8s.pod_specs([deployment])[0]
+    assert k8s.security_problems(pod) == []
+    assert pod.spec["automountServiceAccountToken"] is False
+    spread = {c["topologyKey"] for c in pod.spec["topologySpreadConstraints"]}
+    assert spread == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in pod.spec["topologySpreadConstraints"]:
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod.labels.items()
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod.labels.items()
+
+
+def test_service_port_and_probes_reach_the_webhook_s_listener(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    _, listen_port = split_listen(webhook_options(deployment).listen)
+    service = one(docs, "Service")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 443
+    assert k8s.container_port(container, port["targetPort"]) == listen_port
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        check = container[probe]["httpGet"]
+        assert (check["path"], check["scheme"]) == (path, "HTTPS")
+        assert k8s.container_port(container, check["port"]) == listen_port
+
+
+def test_the_certificate_reaches_the_webhook_s_tls_flags(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    options = webhook_options(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    serving = next(d for d in docs if d["kind"] == "Certificate" and not d["spec"].get("isCA"))
+    for file in (options.cert_file, options.key_file):
+        mount = k8s.mount_for(container, str(file))
+        assert mount is not None, file
+        assert mount["readOnly"] is True, file
+        volume = k8s.volume(pod, mount["name"])
+        assert volume is not None
+        assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
+        items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+        assert items[file.name] == file.name  # cert-manager's keys: tls.crt, tls.key
+    # readable by the webhook's group only
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] == container["securityContext"]["runAsGroup"]
+    service = one(docs, "Service")
+    assert f"{service['metadata']['name']}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+    # Signed by a CA issuer, itself from a self-signed CA certificate: renewals keep the same CA.
+    issuer = next(
+        d
+        for d in docs
+        if d["kind"] == "Issuer" and d["metadata"]["name"] == serving["spec"]["issuerRef"]["name"]
+    )
+    ca = next(d for d in docs if d["kind"] == "Certificate" and d["spec"].get("isCA"))
+    assert issuer["spec"]["ca"]["secretName"] == ca["spec"]["secretName"]
+    root = next(
+        d for d in docs if d["kind"] == "Issuer" and d["metadata"]["name"] == ca["spec"]["issuerRef"]["name"]
+    )
+    assert root["spec"] == {"selfSigned": {}}
+
+
+def test_the_webhook_configuration(docs: list[dict[str, Any]]) -> None:
+    configuration = one(docs, "MutatingWebhookConfiguration")
+    serving = next(d for d in docs if d["kind"] == "Certificate" and not d["spec"].get("isCA"))
+    annotations = configuration["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{serving['metadata']['name']}"
+    (webhook,) = configuration["webhooks"]
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert webhook["sideEffects"] == "None"
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["timeoutSeconds"] <= 5
+    assert webhook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    service = one(docs, "Service")
+    assert webhook["clientConfig"]["service"] == {
+        "name": service["metadata"]["name"],
+        "namespace": NAMESPACE,
+        "path": "/mutate",
+        "port": service["spec"]["ports"][0]["port"],
+    }
+    assert "caBundle" not in webhook["clientConfig"]  # cert-manager injects it
+    expressions = webhook["namespaceSelector"]["matchExpressions"]
+    assert {"key": "secrets-agent.io/inject", "operator": "In", "values": ["enabled"]} in expressions
+    excluded = next(e for e in expressions if e["key"] == "kubernetes.io/metadata.name")
+    assert excluded["operator"] == "NotIn"
+    assert NAMESPACE in excluded["values"]
+    (condition,) = webhook["matchConditions"]
+    assert "'secrets-agent.io/inject' in object.metadata.annotations" in condition["expression"]
+
+
+def test_the_webhook_s_namespace_runs_restricted(docs: list[dict[str, Any]]) -> None:
+    labels = one(docs, "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "secrets-agent.io/inject" not in labels
+
+
+def test_the_injected_image_is_the_deployed_one(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    options = webhook_options(deployment)
+    assert options.injector.image == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert options.injector == InjectorSettings(image=options.injector.image)
+
+
+# --- the README -----------------------------------------------------------------------------------------
+
+
+def readme_yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_the_readme_s_failure_policy_patch_switches_to_ignore(tmp_path: Path) -> None:
+    (overlay,) = [b for b in readme_yaml_blocks() if "failurePolicy" in b]
+    data = yaml.safe_load(overlay)
+    data["resources"] = [os.path.relpath(WEBHOOK, tmp_path)]  # kustomize wants a relative path
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(data))
+    rendered = subprocess.run(
+        [k8s.kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    configuration = next(
+        d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "MutatingWebhookConfiguration"
+    )
+    assert configuration["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_the_readme_s_example_pod_is_injected_into_a_valid_pod() -> None:
+    (example,) = [yaml.safe_load(b) for b in readme_yaml_blocks() if "kind: Deployment" in b]
+    template = example["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]}
+    patched = apply(pod)
+    validate_strict(patched)
+    names = [c["name"] for c in patched["spec"]["initContainers"] + patched["spec"]["containers"]]
+    assert names == ["secrets-agent-init", "app", "secrets-agent"]
+    assert patched["spec"]["shareProcessNamespace"] is True
+    assert patched["metadata"]["annotations"]["secrets-agent.io/status"] == "injected"
+
+
+def test_the_readme_lists_every_annotation_and_flag() -> None:
+    from agent.webhook.annotations import GLOBAL_KEYS, SECRET_OPTIONS
+
+    text = README.read_text()
+    for key in GLOBAL_KEYS:
+        assert f"`{key}`" in text or f"`{key}`," in text, key
+    for option in SECRET_OPTIONS:
+        assert f"`secret-<name>-{option}`" in text
+    help_text = subprocess.run(
+        [sys.executable, "-m", "agent", "webhook", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=k8s.REPO,
+    )
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", help_text.stdout)) - {"--help"}
+    assert flags
+    for flag in flags:
+        assert f"`{flag}" in text, flag
