@@ -45,19 +45,26 @@ class Due:
 
 
 def due_state(
-    info: SecretInfo, secret_type: SecretType | None, current: VersionInfo | None, now: datetime
+    info: SecretInfo,
+    secret_type: SecretType | None,
+    current: VersionInfo | None,
+    now: datetime,
+    value_since: datetime | None = None,
 ) -> Due:
-    """Is the secret due at ``now``? A secret without an enabled version is due (it has nothing to serve)."""
+    """Is the secret due at ``now``? A secret without an enabled version is due (it has nothing to serve).
+
+    ``value_since``: when the current value was first stored, if before the current version was created
+    (a rollback re-added an old value, ``agent.rotation.marks``)."""
     now = now.astimezone(UTC)
     if current is None:
         return Due(True, None, None, "no enabled version")
-    age = now - current.create_time
+    born = value_since or current.create_time
+    age = now - born
     period = period_of(info, secret_type)
     candidates: list[tuple[datetime, str]] = []
     if period is not None:
-        candidates.append(
-            (current.create_time + period, f"version {current.version} older than {_days(period)}")
-        )
+        what = f"version {current.version}" if born == current.create_time else "its value (rolled back)"
+        candidates.append((born + period, f"{what} older than {_days(period)}"))
     if info.next_rotation_time is not None:
         candidates.append((info.next_rotation_time, "next_rotation_time passed"))
     if not candidates:

@@ -54,6 +54,7 @@ from agent.rotation.lock import (
     stale_reason,
     state_of,
 )
+from agent.rotation.marks import ROLLED_BACK, RolledBack, value_since
 from agent.rotation.providers.base import Provider, ProviderConfigError, RotationContext
 from agent.secrets.audit import audit_event
 from agent.secrets.interface import SecretInfo, SecretNotFound, SecretsBackend, SecretsError, VersionInfo
@@ -210,6 +211,8 @@ class _Rotation:
         self.new_version: str | None = None
         self.lock: RotationLock | None = None
         self.resumed: RotationState | None = None
+        self.value_since: datetime | None = None
+        """When the current value was stored (``agent.rotation.marks``)."""
         self.prefix = ""
         """Said before the message when this run carried on an interrupted one."""
         self._registered: list[bytes] = []
@@ -265,6 +268,7 @@ class _Rotation:
         versions = await self.backend.list_versions(self.secret_id)
         current = current_version(versions)
         self.old_version = current.version if current is not None else None
+        self.value_since = value_since(info, versions, current)
         if existing is None:
             skip = self._skip_reason(info, current)
             if skip is not None:
@@ -313,12 +317,13 @@ class _Rotation:
 
     def _skip_reason(self, info: SecretInfo, current: VersionInfo | None) -> RotationResult | None:
         since = self.options.skip_if_rotated_after
-        if since is not None and current is not None and current.create_time > since:
+        if since is not None and self.value_since is not None and self.value_since > since:
+            assert current is not None
             return self.result(
                 "skipped", f"already rotated: version {current.version} is newer than the request"
             )
         if self.options.due_only:
-            due = due_state(info, self.secret_type, current, self.now())
+            due = due_state(info, self.secret_type, current, self.now(), self.value_since)
             if not due.due:
                 return self.result("not-due", due.why)
         return None
@@ -330,7 +335,7 @@ class _Rotation:
         via = f"with {self.choice.name} ({self.choice.source})"
         if existing is not None:
             return self.result("planned", f"would resume interrupted {existing.describe()} ({stale}) {via}")
-        due = due_state(info, self.secret_type, current, self.now())
+        due = due_state(info, self.secret_type, current, self.now(), self.value_since)
         why = f"due: {due.why}" if due.due else f"not due ({due.why})"
         then = ", then disable the previous version" if self.options.disable_previous else ""
         return self.result("planned", f"would rotate {via}; {why}{then}")
@@ -435,7 +440,7 @@ class _Rotation:
                 notes.append(f"version {self.old_version} disabled")
             except SecretsError as error:
                 notes.append(f"previous version not disabled: {_one_line(error)}")
-        await lock.release()
+        await lock.release(remove=(ROLLED_BACK,))
         return self.result("rotated", "; ".join(["validated", *notes]))
 
     async def _roll_back(
@@ -468,17 +473,23 @@ class _Rotation:
                 f"{reason}; rollback incomplete ({'; '.join(problems)}): the lock stays, the next rotate "
                 "retries the rollback",
             )
-        await lock.release()
+        # A note, so the re-added old value does not look freshly rotated (due dates, status).
+        mark = RolledBack(datetime.now(UTC), reason, self.old_version, restored)
+        await lock.release({ROLLED_BACK: mark.to_annotation()})
         undone = f"version {self.new_version} disabled" if self.new_version else "no version was added"
         if restored is not None:
             undone += f", old value re-added as version {restored}"
         return self.result("rolled-back", f"{reason}; rolled back: {undone}", restored)
 
     async def _restore_latest(self, ctx: RotationContext) -> str | None:
-        """Make ``latest`` serve the old value again, unless it already does (idempotent on resume)."""
+        """Make ``latest`` serve the old value again; return the version that does (None: nothing to
+        restore). Idempotent: on resume, a version newer than the failed one is the earlier restore."""
         newest = newest_version(await self.backend.list_versions(self.secret_id))
-        if newest is None or newest.version != self.new_version or ctx.old_value is None:
+        if newest is None or ctx.old_value is None or self.new_version is None:
             return None
+        if newest.version != self.new_version:
+            newer = newest.version.isdigit() and self.new_version.isdigit()
+            return newest.version if newer and int(newest.version) > int(self.new_version) else None
         added = await self.backend.add_version(self.secret_id, ctx.old_value)
         return added.version
 

@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -353,10 +353,11 @@ class RotationLock:
         if current is not None and current.run_id == self.state.run_id:
             self._etag = info.etag
 
-    async def release(self) -> None:
-        """Remove the annotation (the rotation is over: finished or rolled back)."""
+    async def release(self, set_: Mapping[str, str] | None = None, remove: Sequence[str] = ()) -> None:
+        """Remove the annotation (the rotation is over: finished or rolled back), setting and removing
+        other annotations in the same write."""
         async with self._write:
-            await self._compare_and_swap({}, (ANNOTATION,))
+            await self._compare_and_swap(dict(set_ or {}), (ANNOTATION, *remove))
 
     async def _compare_and_swap(self, set_: dict[str, str], remove: tuple[str, ...]) -> None:
         for _ in range(CAS_ATTEMPTS):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from agent.rotation.config import RotationConfig
 from agent.rotation.due import current_version, due_state, human_age
 from agent.rotation.lock import CorruptLock, state_of
+from agent.rotation.marks import RolledBack, value_since
 from agent.rotation.selection import effective_type, managed
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
@@ -68,7 +69,8 @@ async def rotation_status(
         if not managed(info, config):
             continue
         secret_type = effective_type(info, config)
-        current = current_version(await backend.list_versions(info.secret_id))
+        versions = await backend.list_versions(info.secret_id)
+        current = current_version(versions)
         version = current.version if current is not None else None
         if secret_type is not None and not secret_type.rotated_by_us:
             age = now - current.create_time if current is not None else None
@@ -76,7 +78,7 @@ async def rotation_status(
                 StatusRow(info.secret_id, secret_type, version, age, None, False, "rotated elsewhere")
             )
             continue
-        due = due_state(info, secret_type, current, now)
+        due = due_state(info, secret_type, current, now, value_since(info, versions, current))
         notes = []
         if current is None:
             notes.append("no enabled version")
@@ -89,6 +91,9 @@ async def rotation_status(
                 notes.append(f"rotation in progress: {lock.describe()}")
         if secret_type is None:
             notes.append("no secret-type label")
+        mark = RolledBack.of(info)
+        if mark is not None:
+            notes.append(mark.describe())
         rows.append(
             StatusRow(info.secret_id, secret_type, version, due.age, due.due_at, due.due, "; ".join(notes))
         )

@@ -20,7 +20,9 @@ from agent.logs import FIELDS_KEY, REDACTED
 from agent.rotation.config import RotationConfig, parse_rotation_config
 from agent.rotation.engine import RotationOptions, rotate_many, rotate_one
 from agent.rotation.lock import ANNOTATION
+from agent.rotation.marks import ROLLED_BACK
 from agent.rotation.selection import select_secrets
+from agent.rotation.status import rotation_status
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.local import LocalSecretManager
 from agent.secrets.types import SecretType
@@ -370,3 +372,30 @@ async def test_an_unreadable_lock_is_reported_not_overwritten(sm: SecretsBackend
     assert "remove the annotation" in result.message
     assert (await sm.get_secret_info("enc")).annotations[ANNOTATION] == "not json"
     assert await states(sm, "enc") == {"1": "ENABLED"}
+
+
+async def test_a_rolled_back_secret_stays_due_until_a_rotation_succeeds(
+    emulator: EmulatorEndpoints, sm: SecretsBackend, programs: Programs
+) -> None:
+    """The rollback re-adds the old value as a new version; that version must not look freshly rotated."""
+    await sm.create_secret("stripe", OLD, SecretType.API_KEY)  # 30 days
+    advance_clock(emulator, 31 * 86400)
+    failing = config_of({"stripe": command_settings(programs, validate=programs.reject())})
+    working = config_of({"stripe": command_settings(programs)})
+
+    def at_emulator_time(config: RotationConfig) -> RotationOptions:
+        return RotationOptions(config=config, due_only=True, now=parse_time(emulator_now(emulator)))
+
+    rolled_back = await rotate_one(sm, "stripe", at_emulator_time(failing))
+    assert (rolled_back.result, rolled_back.restored_version) == ("rolled-back", "3")
+    [row] = await rotation_status(sm, None, parse_time(emulator_now(emulator)))
+    assert row.overdue  # version 3 is a minute old, but its value is version 1's: 31 days
+    assert row.note.startswith("last rotation rolled back ")
+    assert "rejected by the issuer" in row.note
+
+    retried = await rotate_one(sm, "stripe", at_emulator_time(working))
+    assert (retried.result, retried.old_version, retried.new_version) == ("rotated", "3", "4"), (
+        retried.message
+    )
+    assert ROLLED_BACK not in (await sm.get_secret_info("stripe")).annotations
+    assert (await rotate_one(sm, "stripe", at_emulator_time(working))).result == "not-due"
