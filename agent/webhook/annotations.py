@@ -281,6 +281,7 @@ class _Reader:
         if (
             not value.startswith("/")
             or value == "/"
+            or value.startswith("//")  # normpath keeps a leading "//" (POSIX leaves its meaning open)
             or posixpath.normpath(value) != value
             or ".." in value.split("/")
         ):

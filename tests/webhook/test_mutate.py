@@ -392,6 +392,8 @@ INVALID: list[tuple[str, dict[str, str], str, str]] = [
     ("env-file-is-a-secret", {"env-file": "db"}, "env-file", "secrets-agent.io/secret-db"),
     ("output-path", {"output-path": "secrets"}, "output-path", "absolute"),
     ("output-path-root", {"output-path": "/"}, "output-path", "absolute"),
+    ("output-path-dots", {"output-path": "/run/../secrets"}, "output-path", "normalised"),
+    ("output-path-slashes", {"output-path": "//secrets"}, "output-path", "normalised"),
     ("signal-without-process", {"reload-signal": "HUP"}, "reload-signal", "reload-process"),
     ("signal", {"reload-signal": "SIGNOPE", "reload-process": "app"}, "reload-signal", "unknown signal"),
     ("regex", {"reload-process": "app("}, "reload-process", "regular expression"),
