@@ -50,7 +50,9 @@ def choose_provider(
         if default is not None:
             return ProviderChoice(default, "default")
     kind = (
-        f"a {secret_type.value} secret" if secret_type is not None else "a secret without a secret-type label"
+        f"a secret of type {secret_type.value}"
+        if secret_type is not None
+        else "a secret without a secret-type label"
     )
     raise ProviderConfigError(
         f"no rotation provider for {secret_id!r} ({kind}): add it to the rotation config file "

@@ -111,8 +111,15 @@ def parse_rotation_config(data: object, source: str = "rotation config") -> Rota
             problem(where, "expected a mapping with at least `provider`")
             continue
         settings = {str(k): v for k, v in entry.items() if k != "type"}
-        if not isinstance(settings.get("provider"), str):
-            problem(f"{where}.provider", "required: symmetric, password, postgres, command or manual")
+        # Without `provider` the entry only names the type: the labels or the type's default decide.
+        if "provider" in settings and not isinstance(settings["provider"], str):
+            problem(f"{where}.provider", "expected symmetric, password, postgres, command or manual")
+        if "provider" not in settings and ("type" not in entry or settings):
+            problem(
+                f"{where}.provider",
+                "required unless the entry only names a `type` (then the type's default provider is used): "
+                "symmetric, password, postgres, command or manual",
+            )
         if "type" in entry:
             secret_type = SecretType.from_label(str(entry["type"]))
             if secret_type is None:
@@ -120,7 +127,8 @@ def parse_rotation_config(data: object, source: str = "rotation config") -> Rota
                 problem(f"{where}.type", f"unknown type {entry['type']!r}; expected one of {known}")
             else:
                 types[str(secret_id)] = secret_type
-        secrets[str(secret_id)] = settings
+        if settings:
+            secrets[str(secret_id)] = settings
     if problems:
         raise ConfigError(problems)
     return RotationConfig(

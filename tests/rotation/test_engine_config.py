@@ -55,7 +55,8 @@ secrets:
         (
             "secrets:\n  a: {length: 3}\n  b: {provider: symmetric, type: ssh-key}\n  c: command\n",
             [
-                "secrets.a.provider: required: symmetric, password, postgres, command or manual",
+                "secrets.a.provider: required unless the entry only names a `type` (then the type's default "
+                "provider is used): symmetric, password, postgres, command or manual",
                 "secrets.b.type: unknown type 'ssh-key'; expected one of database, api-key, encryption-key, "
                 "jwt-secret, session-secret, oauth-token, tls-cert",
                 "secrets.c: expected a mapping with at least `provider`",
@@ -96,8 +97,19 @@ def test_the_provider_comes_from_the_file_then_labels_then_the_type() -> None:
     assert (from_file.source, from_file.settings["length"]) == ("config", 64)
     assert (from_labels.source, from_labels.settings["length"]) == ("labels", 48)
     assert (from_type.source, from_type.name) == ("default", "symmetric")
-    with pytest.raises(ProviderConfigError, match=r"no rotation provider for 'stripe' \(a api-key secret\)"):
+    with pytest.raises(
+        ProviderConfigError, match=r"no rotation provider for 'stripe' \(a secret of type api-key\)"
+    ):
         choose_provider("stripe", SecretType.API_KEY, {}, config)
+
+
+def test_an_entry_that_only_names_the_type_gets_that_types_default_provider() -> None:
+    config = parse_rotation_config({"secrets": {"api-key": {"type": "encryption-key"}}})
+
+    chosen = choose_provider("api-key", config.types["api-key"], {}, config)
+
+    assert config.types == {"api-key": SecretType.ENCRYPTION_KEY}
+    assert (chosen.source, chosen.name, chosen.settings["length"]) == ("default", "symmetric", 32)
 
 
 def test_groups_follow_the_label_or_the_files_type() -> None:
