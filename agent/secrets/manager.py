@@ -9,9 +9,12 @@ the first call, inside the running event loop, so constructing a ``SecretManager
 
 * ``endpoint="host:port"``: plaintext gRPC without credentials (the emulator); ``None``: Google with
   Application Default Credentials.
-* Each call has a timeout (``call_timeout``) and no hidden retry: a transient failure (UNAVAILABLE,
-  RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) is raised to the caller, who knows whether repeating is safe
-  (adding a version twice is not).
+* Each call has a timeout (``call_timeout``). Retries (capped exponential backoff with full jitter, at most
+  ``max_attempts`` calls) only where repeating is safe: reads and enable/disable on any transient failure
+  (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); other writes only on RESOURCE_EXHAUSTED, which the
+  service returns before doing anything (a lost answer to AddSecretVersion must not add the version twice).
+  Per-minute quotas (600 reads/min per project) are what a bulk ``rotate all`` runs into; backoff rides
+  them out instead of failing the rotation.
 * Every payload read has its CRC32C verified (DATA_LOSS on mismatch, the value discarded); every payload
   written carries its ``data_crc32c`` so the service verifies it too.
 * Errors are ``SecretsError`` subclasses, one line: ``secret 'db': NOT_FOUND: Secret [...] not found.``
@@ -44,6 +47,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from google.protobuf import field_mask_pb2
 
+from agent.backoff import Backoff
+from agent.errors import TransientSourceError
 from agent.logs import fields
 from agent.model import crc32c
 from agent.secrets.audit import Operation, audited, default_caller
@@ -61,6 +66,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 BACKEND = "gcp"
+DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
+"""Between attempts: caps 0.5, 1, 2 ... 30 s (full jitter); eight attempts span about one quota minute."""
 # The gRPC deadline should fire first; this outer bound catches a stall outside the call (a credentials
 # refresh hanging), so no call waits forever.
 _OUTER_TIMEOUT_GRACE = 1.0
@@ -80,11 +87,15 @@ class SecretManager:
         caller: str | None = None,
         call_timeout: float = 10.0,
         rotation_config: RotationConfig | None = None,
+        max_attempts: int = 8,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         if not project:
             raise ValueError("project must be a Google Cloud project id")
         if call_timeout <= 0:
             raise ValueError(f"call_timeout must be positive, got {call_timeout}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.project = project
         """The project secrets live in (id or number)."""
         self.endpoint = endpoint or None
@@ -97,6 +108,11 @@ class SecretManager:
         """Seconds each call may take."""
         self.rotation_config = rotation_config
         """Passed to ``agent.rotation.engine.RotationOptions(config=...)`` by ``rotate_secret``."""
+        self.max_attempts = max_attempts
+        """Calls per operation at most, first one included (see the module docstring for which retry)."""
+        self.backoff = backoff
+        """The delay schedule between attempts (full jitter; the caps sum to about a minute by default, one
+        quota window)."""
         self._client: SecretManagerServiceAsyncClient | None = None
         self._lock: asyncio.Lock | None = None
 
@@ -164,7 +180,7 @@ class SecretManager:
         with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             request = pb.GetSecretRequest(name=self.secret_name(secret_id))
-            return secret_info(await self._call(secret_id, client.get_secret, request))
+            return secret_info(await self._call(secret_id, client.get_secret, request, idempotent=True))
 
     async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
         """Every secret of the project (only those of ``types``, by label), sorted by id.
@@ -200,7 +216,7 @@ class SecretManager:
             pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
             return [secret async for secret in pager]
 
-        return await self._call_with("*", every_secret)
+        return await self._call_with("*", every_secret, idempotent=True)
 
     async def update_annotations(
         self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
@@ -210,7 +226,9 @@ class SecretManager:
         with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             name = self.secret_name(secret_id)
-            current = await self._call(secret_id, client.get_secret, pb.GetSecretRequest(name=name))
+            current = await self._call(
+                secret_id, client.get_secret, pb.GetSecretRequest(name=name), idempotent=True
+            )
             if current.etag != etag:
                 raise secrets_error(
                     secret_id, "FAILED_PRECONDITION", "the etag no longer matches", etag_sent=True
@@ -237,7 +255,9 @@ class SecretManager:
         with audited("schedule", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             name = self.secret_name(secret_id)
-            current = await self._call(secret_id, client.get_secret, pb.GetSecretRequest(name=name))
+            current = await self._call(
+                secret_id, client.get_secret, pb.GetSecretRequest(name=name), idempotent=True
+            )
             if not current.topics:
                 return secret_info(current)
             request = pb.UpdateSecretRequest(
@@ -270,7 +290,9 @@ class SecretManager:
         with audited("access", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
             client = await self._get_client()
             request = pb.AccessSecretVersionRequest(name=self.version_name(secret_id, version))
-            response = await self._call(secret_id, client.access_secret_version, request, reading_value=True)
+            response = await self._call(
+                secret_id, client.access_secret_version, request, reading_value=True, idempotent=True
+            )
             number = version_of(response.name)
             event.version = number
             payload = response.payload
@@ -289,7 +311,8 @@ class SecretManager:
         with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
             client = await self._get_client()
             request = pb.GetSecretVersionRequest(name=self.version_name(secret_id, version))
-            info = version_info(secret_id, await self._call(secret_id, client.get_secret_version, request))
+            found = await self._call(secret_id, client.get_secret_version, request, idempotent=True)
+            info = version_info(secret_id, found)
             event.version = info.version
             return info
 
@@ -312,7 +335,7 @@ class SecretManager:
                 )
                 return [version async for version in pager]
 
-            found = await self._call_with(secret_id, every_version)
+            found = await self._call_with(secret_id, every_version, idempotent=True)
         infos = [version_info(secret_id, v) for v in found]
         return sorted(infos, key=lambda info: int(info.version), reverse=True)
 
@@ -338,7 +361,9 @@ class SecretManager:
                 call, request = client.disable_secret_version, pb.DisableSecretVersionRequest(name=name)
             else:
                 call, request = client.destroy_secret_version, pb.DestroySecretVersionRequest(name=name)
-            return version_info(secret_id, await self._call(secret_id, call, request))
+            # Setting a state twice is harmless; destroying twice is refused (FAILED_PRECONDITION).
+            repeatable = operation != "destroy"
+            return version_info(secret_id, await self._call(secret_id, call, request, idempotent=repeatable))
 
     async def rotate_secret(self, secret_id: str) -> str:
         """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
@@ -379,11 +404,14 @@ class SecretManager:
         *,
         etag_sent: bool = False,
         reading_value: bool = False,
+        idempotent: bool = False,
     ) -> T:
         async def once() -> T:
             return await method(request=request, retry=None, timeout=self.call_timeout)
 
-        return await self._call_with(secret_id, once, etag_sent=etag_sent, reading_value=reading_value)
+        return await self._call_with(
+            secret_id, once, etag_sent=etag_sent, reading_value=reading_value, idempotent=idempotent
+        )
 
     async def _call_with(
         self,
@@ -392,16 +420,34 @@ class SecretManager:
         *,
         etag_sent: bool = False,
         reading_value: bool = False,
+        idempotent: bool = False,
     ) -> T:
-        try:
-            async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
-                return await call()
-        except TRANSLATABLE as error:
-            translated = translate(error, secret_id)
-            detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
-            raise secrets_error(
-                secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
-            ) from error
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
+                    return await call()
+            except TRANSLATABLE as error:
+                translated = translate(error, secret_id)
+                retry = isinstance(translated, TransientSourceError) and (
+                    idempotent or translated.code == "RESOURCE_EXHAUSTED"
+                )
+                if retry and attempt < self.max_attempts:
+                    delay = self.backoff.delay(attempt - 1)
+                    log.info(
+                        "secrets api: %s on %s, retrying in %.1fs",
+                        translated.code,
+                        secret_id,
+                        delay,
+                        extra=fields(secret=secret_id, code=translated.code, attempt=attempt, delay=delay),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
+                raise secrets_error(
+                    secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
+                ) from error
 
     async def _get_client(self) -> SecretManagerServiceAsyncClient:
         if self._client is not None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 from google.cloud import secretmanager_v1
 
+from agent.backoff import Backoff
 from agent.emulator.server import EmulatorEndpoints
 from agent.secrets import (
     ConcurrentModification,
@@ -282,15 +285,63 @@ async def test_crc_corruption_is_an_error_without_the_value(
     assert access[-1]["version"] == "1"
 
 
-async def test_transient_failures_are_raised_with_their_status(
-    emulator: EmulatorEndpoints, sm: SecretManager
+def calls(emulator: EmulatorEndpoints, method: str) -> int:
+    counters = requests.get(f"{emulator.admin_url}/counters", timeout=10).json()
+    return sum(counters["methods"].get(method, {}).values())
+
+
+@pytest.fixture
+async def quick_retries(emulator: EmulatorEndpoints) -> AsyncIterator[SecretManager]:
+    """A SecretManager whose retries wait milliseconds, not seconds."""
+    backoff = Backoff(initial=0.01, maximum=0.02)
+    async with SecretManager(
+        PROJECT, endpoint=emulator.grpc_target, caller=CALLER, max_attempts=3, backoff=backoff
+    ) as m:
+        yield m
+
+
+async def test_reads_ride_out_transient_failures(
+    emulator: EmulatorEndpoints, quick_retries: SecretManager
 ) -> None:
-    await sm.create_secret("db", "v", SecretType.DATABASE)
-    put_faults(emulator, {"faults": {"AccessSecretVersion": {"fail_next": 1, "fail_code": "UNAVAILABLE"}}})
+    await quick_retries.create_secret("db", "v", SecretType.DATABASE)
+    put_faults(emulator, {"faults": {"AccessSecretVersion": {"fail_next": 2, "fail_code": "UNAVAILABLE"}}})
+
+    assert await quick_retries.get_secret("db") == "v"
+    assert calls(emulator, "AccessSecretVersion") == 3
+
+
+async def test_a_read_still_failing_after_every_attempt_is_raised_with_its_status(
+    emulator: EmulatorEndpoints, quick_retries: SecretManager
+) -> None:
+    await quick_retries.create_secret("db", "v", SecretType.DATABASE)
+    put_faults(emulator, {"faults": {"GetSecret": {"fail_next": 3, "fail_code": "UNAVAILABLE"}}})
+
     with pytest.raises(SecretsError) as excinfo:
-        await sm.get_secret("db")
+        await quick_retries.get_secret_info("db")
+
     assert excinfo.value.code == "UNAVAILABLE"
-    assert await sm.get_secret("db") == "v"  # no hidden retry, and the next call works
+    assert calls(emulator, "GetSecret") == 3
+    assert (await quick_retries.get_secret_info("db")).secret_id == "db"  # and the next call works
+
+
+async def test_a_write_is_not_repeated_after_unavailable_but_is_after_a_quota_refusal(
+    emulator: EmulatorEndpoints, quick_retries: SecretManager
+) -> None:
+    await quick_retries.create_secret("db", "v1", SecretType.DATABASE)
+    # UNAVAILABLE may come after the service added the version: adding again could add it twice.
+    put_faults(emulator, {"faults": {"AddSecretVersion": {"fail_next": 1, "fail_code": "UNAVAILABLE"}}})
+    with pytest.raises(SecretsError) as excinfo:
+        await quick_retries.add_version("db", "v2")
+    assert excinfo.value.code == "UNAVAILABLE"
+    assert calls(emulator, "AddSecretVersion") == 2  # the create's first version, then one attempt
+
+    # RESOURCE_EXHAUSTED is a refusal before anything happened: safe to repeat.
+    put_faults(
+        emulator, {"faults": {"AddSecretVersion": {"fail_next": 1, "fail_code": "RESOURCE_EXHAUSTED"}}}
+    )
+    added = await quick_retries.add_version("db", "v2")
+    assert added.version == "2"
+    assert [v.version for v in await quick_retries.list_versions("db")] == ["2", "1"]
 
 
 async def test_first_version_failing_removes_the_new_secret(
