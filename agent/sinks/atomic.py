@@ -265,7 +265,7 @@ class AtomicDirWriter:
             path = self.root / f"..{stamp}.{now % 1_000_000_000:09d}_{suffix}"
             try:
                 path.mkdir(mode=0o700)
-                os.chmod(path, _DIR_MODE)  # mkdir's mode is masked by the umask
+                _set_dir_mode(path)
             except FileExistsError:
                 continue
             except OSError as error:
@@ -283,7 +283,7 @@ class AtomicDirWriter:
                     continue
                 try:
                     parent.mkdir(mode=0o700)
-                    os.chmod(parent, _DIR_MODE)
+                    _set_dir_mode(parent)
                 except OSError as error:
                     raise _failure("cannot create directory", parent, error) from None
                 made.add(parent)
@@ -411,3 +411,11 @@ def _remove_quietly(path: Path) -> None:
         pass
     except OSError as error:
         log.warning("cannot remove %s: %s", path, errno_name(error))
+
+
+def _set_dir_mode(path: Path) -> None:
+    """``_DIR_MODE`` whatever the umask, keeping the setgid bit a new directory inherits: on a volume with a
+    Kubernetes ``fsGroup`` the kubelet marks the root setgid so every file gets the pod's group, and a plain
+    chmod would end that for the files of this directory."""
+    inherited = os.stat(path).st_mode & stat.S_ISGID
+    os.chmod(path, _DIR_MODE | inherited)

@@ -106,6 +106,18 @@ def test_modes_do_not_depend_on_the_umask(shm: Path) -> None:
     assert stat.S_IMODE((shm / "a").stat().st_mode) == 0o755
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to a group we are not in needs root")
+def test_files_keep_the_group_of_a_setgid_volume_like_a_kubernetes_fsgroup(shm: Path) -> None:
+    os.chown(shm, -1, 2345)
+    os.chmod(shm, 0o2775)  # what the kubelet does to a volume of a pod with fsGroup 2345
+
+    AtomicDirWriter(shm).write({"db": FileEntry(b"v", 0o440), "tls/key": FileEntry(b"k", 0o440)})
+
+    assert (shm / "db").stat().st_gid == 2345
+    assert (shm / "tls" / "key").stat().st_gid == 2345
+    assert stat.S_IMODE((shm / "tls").stat().st_mode) == 0o2755
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_owner_is_applied_and_a_new_owner_rewrites(shm: Path) -> None:
     writer = AtomicDirWriter(shm)
