@@ -311,7 +311,10 @@ _HANDLERS: dict[str, Callable[[Invocation], int]] = {
 }
 _SELF_PARSED = frozenset({"emulator", "rotate", "rotation", "webhook"})
 
-_CONFIG_FILE_HELP = "YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set)"
+_CONFIG_FILE_HELP = (
+    "YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set; or the text of one in "
+    "$SECRETS_AGENT_CONFIG_YAML)"
+)
 
 
 def _add_agent_command(
