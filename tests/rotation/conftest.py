@@ -1,15 +1,36 @@
-"""Rotation test fixtures: a private PostgreSQL cluster for the session, and a fresh login role per test."""
+"""Rotation test fixtures: a SecretManager on the emulator, a directory for provider programs, a private
+PostgreSQL cluster for the session, and a fresh login role per test."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from agent.emulator.server import EmulatorEndpoints
+from agent.secrets.interface import SecretsBackend
 from tests.postgres_server import PostgresServer, PostgresUnavailable, start_postgres
+from tests.rotation.helpers_engine import Programs, manager
+
+
+@pytest.fixture
+async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
+    """A SecretManager on the test's emulator (with a notification topic, so rotation policies are kept)."""
+    m = manager(emulator)
+    yield m
+    await m.close()
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Programs:
+    """Where a test writes the small programs its command providers run."""
+    directory = tmp_path / "programs"
+    directory.mkdir()
+    return Programs(directory)
 
 
 @pytest.fixture(scope="session")

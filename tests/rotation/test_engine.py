@@ -55,20 +55,6 @@ async def backend(
 
 
 @pytest.fixture
-async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
-    m = manager(emulator)
-    yield m
-    await m.close()
-
-
-@pytest.fixture
-def programs(tmp_path: Path) -> Programs:
-    directory = tmp_path / "programs"
-    directory.mkdir()
-    return Programs(directory)
-
-
-@pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     return caplog

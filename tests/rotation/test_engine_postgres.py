@@ -4,13 +4,11 @@ engine."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.logs import REDACTED
 from agent.rotation.config import parse_rotation_config
 from agent.rotation.engine import RotationOptions, rotate_one
@@ -19,18 +17,11 @@ from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
 from tests.postgres_server import PostgresServer
 from tests.rotation.conftest import PgRole
-from tests.rotation.helpers_engine import logged_text, manager
+from tests.rotation.helpers_engine import logged_text
 
 pytestmark = pytest.mark.postgres
 
 ADMIN_ENV = "ROTATION_TEST_ADMIN_DSN"
-
-
-@pytest.fixture
-async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
-    m = manager(emulator)
-    yield m
-    await m.close()
 
 
 @pytest.fixture

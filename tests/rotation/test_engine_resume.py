@@ -11,36 +11,18 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from agent.emulator.server import EmulatorEndpoints
 from agent.rotation.config import parse_rotation_config
 from agent.rotation.engine import RotationOptions, rotate_one
 from agent.rotation.lock import ANNOTATION, Holder, RotationState, Step, process_start_ticks, stale_reason
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
-from tests.rotation.helpers_engine import CANARY, Programs, command_settings, manager
+from tests.rotation.helpers_engine import CANARY, Programs, command_settings
 
 OLD = f"{CANARY}-old-value-77c1"
 LEFT_BEHIND = f"{CANARY}-key-added-by-the-dead-run"
-
-
-@pytest.fixture
-async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
-    m = manager(emulator)
-    yield m
-    await m.close()
-
-
-@pytest.fixture
-def programs(tmp_path: Path) -> Programs:
-    directory = tmp_path / "programs"
-    directory.mkdir()
-    return Programs(directory)
 
 
 def dead_holder() -> Holder:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,26 +31,11 @@ from tests.rotation.helpers_engine import (
     advance_clock,
     command_settings,
     emulator_now,
-    manager,
     write_calls,
 )
 
 OLD = f"{CANARY}-old-cli-value-51ab"
 TIMEOUT = 60
-
-
-@pytest.fixture
-async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
-    m = manager(emulator)
-    yield m
-    await m.close()
-
-
-@pytest.fixture
-def programs(tmp_path: Path) -> Programs:
-    directory = tmp_path / "programs"
-    directory.mkdir()
-    return Programs(directory)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from google.cloud import secretmanager_v1
 
 from agent.emulator.server import EmulatorEndpoints
@@ -18,14 +16,7 @@ from agent.rotation.lock import ANNOTATION, Holder, RotationState
 from agent.rotation.status import rotation_status
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
-from tests.rotation.helpers_engine import CANARY, PROJECT, advance_clock, emulator_now, manager, parse_time
-
-
-@pytest.fixture
-async def sm(emulator: EmulatorEndpoints) -> AsyncIterator[SecretsBackend]:
-    m = manager(emulator)
-    yield m
-    await m.close()
+from tests.rotation.helpers_engine import CANARY, PROJECT, advance_clock, emulator_now, parse_time
 
 
 def status(emulator: EmulatorEndpoints, *args: str) -> subprocess.CompletedProcess[str]:
