@@ -34,6 +34,8 @@ import heapq
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -567,17 +569,17 @@ def run_soak(options: Options) -> dict[str, Any]:
             requests=requests,
             convergence=convergence,
             memory=memory_trend(rss.samples, (plan.chaos_end, faults_stopped)),
+            rss_samples=[(round(t, 2), k, kib) for t, k, kib in rss.samples],
             metrics=metrics,
             counters=counters,
             final_exit=final_exit,
             work=work,
         )
     if result["ok"] and not options.keep:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     else:
         result["work_dir"] = str(work)
+        (work / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -601,6 +603,7 @@ def assemble(
     requests: Requests,
     convergence: Convergence,
     memory: MemoryTrend,
+    rss_samples: list[tuple[float, int, int]],
     metrics: dict[str, float],
     counters: dict[str, Any],
     final_exit: int | None,
@@ -632,6 +635,7 @@ def assemble(
     access = counters.get("methods", {}).get("AccessSecretVersion", {})
     events_connected = metrics.get("secrets_agent_events_connected")
     bound = options.converge_within
+    observed = {name: t.rotations_observed() for name, t in tallies.items()}
 
     invariants = [
         Invariant("torn reads (all readers)", str(torn), "0", torn == 0),
@@ -672,10 +676,10 @@ def assemble(
             not agent.unexpected_exits,
         ),
         Invariant(
-            "rotations observed by every reader",
-            "see above",
-            "> 0 each",
-            all(t.rotations_observed() > 0 for name, t in tallies.items() if name != "files (one at a time)"),
+            "rotations observed by every reader (the fewest)",
+            str(min(observed.values())),
+            "> 0",
+            min(observed.values()) > 0,
         ),
         Invariant(
             "readers and chaos ran without errors",
@@ -696,7 +700,6 @@ def assemble(
     if final_exit not in (0, None):
         invariants.append(Invariant("the agent stopped cleanly on SIGTERM", str(final_exit), "0", False))
 
-    observed = {name: t.rotations_observed() for name, t in tallies.items()}
     rows = [
         (
             "duration, seed, secrets",
@@ -782,7 +785,7 @@ def assemble(
             "ready": convergence.ready,
             "detail": convergence.detail,
         },
-        "memory": memory.to_json(),
+        "memory": {**memory.to_json(), "samples": rss_samples},
         "leaks": len(leaks),
         "invariants": [inv.to_json() for inv in invariants],
         "table": table(rows, invariants),
@@ -815,9 +818,19 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
     return Options(duration, args.seed, args.secrets, converge, args.keep), bool(args.json)
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds the run like Ctrl-C: agent and emulators stopped, the tmpfs unmounted."""
+    raise SystemExit(f"soak: stopped by {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     options, as_json = parse_args(argv)
-    result = run_soak(options)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        result = run_soak(options)
+    except RuntimeError as error:  # a part that could not start: one line, not a traceback
+        log(f"error: {error}")
+        return 1
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -829,8 +842,11 @@ def main(argv: list[str] | None = None) -> int:
         for note in result["notes"]:
             print(f"note: {note}")
         print(result["table"])
+        for name, tally in result["observers"].items():
+            for example in tally["examples"]:
+                print(f"{name}: {example}")
         if "work_dir" in result:
-            print(f"logs: {result['work_dir']}")
+            print(f"logs, result.json (with the RSS samples): {result['work_dir']}")
     return 0 if result["ok"] else 1
 
 
