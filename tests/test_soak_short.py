@@ -25,6 +25,8 @@ from bench.soak_values import SecretSet, check_answer, check_snapshot, generatio
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 7
+SOAK_TIMEOUT = 330
+"""Seconds; a run takes about one minute (30 s, plus the Pub/Sub emulator's JVM start and convergence)."""
 SECRETS = secret_set(6)
 
 
@@ -119,18 +121,23 @@ def test_the_schedule_replays_from_its_seed_and_holds_every_disruption() -> None
 
 @pytest.fixture(scope="module")
 def soak() -> dict[str, Any]:
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "bench.soak", "--duration", "30s", "--seed", "1", "--json"],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=420,
-        check=False,
     )
-    assert result.stdout.strip(), f"the soak printed no result (exit {result.returncode}):\n{result.stderr}"
-    document: dict[str, Any] = json.loads(result.stdout)
-    document["exit_code"] = result.returncode
-    document["stderr"] = result.stderr
+    try:
+        stdout, stderr = process.communicate(timeout=SOAK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # the soak unwinds on SIGTERM: agent and emulators stopped, tmpfs unmounted
+        stdout, stderr = process.communicate(timeout=90)
+        pytest.fail(f"the 30 s soak did not finish within {SOAK_TIMEOUT} s:\n{stderr[-3000:]}")
+    assert stdout.strip(), f"the soak printed no result (exit {process.returncode}):\n{stderr[-3000:]}"
+    document: dict[str, Any] = json.loads(stdout)
+    document["exit_code"] = process.returncode
+    document["stderr"] = stderr
     return document
 
 
