@@ -243,9 +243,17 @@ class Chaos:
             self.restarts += 1
 
     def _restart_pubsub(self) -> None:
+        """In a thread of its own: the JVM takes seconds to start, the schedule goes on meanwhile."""
         assert self.pubsub is not None
         pubsub = self.pubsub
-        thread = threading.Thread(target=pubsub.restart, name="soak-pubsub-restart", daemon=True)
+
+        def restart() -> None:
+            try:
+                pubsub.restart()
+            except Exception as error:  # reported with the results; finish() tries once more
+                self.errors.append(f"restart Pub/Sub: {type(error).__name__}: {error}")
+
+        thread = threading.Thread(target=restart, name="soak-pubsub-restart", daemon=True)
         thread.start()
         self._threads.append(thread)
 
