@@ -551,7 +551,9 @@ def run_soak(options: Options) -> dict[str, Any]:
             options.converge_within,
         )
         log(f"converged: {convergence}")
-        time.sleep(1.0)  # the readers see the converged state once more
+        # The readers go on until the duration is up (at least one more second): the converged, quiet state
+        # is read too, and --duration is the length of the run.
+        time.sleep(max(1.0, options.duration - clock()))
         metrics = scrape(probes)
         kubelet.stop()
         for observer in observers:

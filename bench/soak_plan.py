@@ -8,7 +8,8 @@ Three parts of a run of duration *D* (times in seconds from the start, the agent
   process lives through it, and its RSS samples are fitted to a line (a restart resets memory, so a trend
   only means something over one process's life);
 * **convergence**, from ``0.9 D``: rotations and faults stop; the soak times how long the agent takes to
-  serve every secret's latest version in its files and on its endpoint, and to be ready.
+  serve every secret's latest version in its files and on its endpoint, and to be ready; the readers go on
+  until *D* (longer only if convergence takes longer).
 
 Fault phases alternate with calm phases, the kinds in a shuffled order per cycle so that every kind comes up
 even in a short run. The last phase before convergence is always a full outage (every access UNAVAILABLE)
