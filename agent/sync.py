@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -103,6 +104,12 @@ class Syncer:
         self._replan_requested = False
         self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
+        # Checks overlap (an event and the safety poll, a refresh and a poll) and finish in any order: a
+        # check that read `latest` earlier may finish after one that read a newer version. Every fetch is
+        # numbered when it starts; a result is committed only if no fetch that started later has been
+        # committed for that secret, so a secret is never put back to what an older read saw.
+        self._fetch_counter = itertools.count(1)
+        self._committed_fetch: dict[str, int] = {}
 
     # -- bootstrap --------------------------------------------------------------------------------
 
@@ -113,6 +120,7 @@ class Syncer:
         ``notify``: tell the app when this changed the files (a sidecar starting next to a running app).
         Raises SinkError when the snapshot cannot be written.
         """
+        started = next(self._fetch_counter)
         results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in self.specs.values()))
         fetched = [r for r in results if isinstance(r, Fetched)]
         failures = {
@@ -123,7 +131,7 @@ class Syncer:
         for name, error in failures.items():
             self.store.record_failure(name, error)
         async with self._commit_lock:
-            snapshot = await self._commit(fetched, notify=notify)
+            snapshot = await self._commit(self._not_overtaken([(f, started) for f in fetched]), notify=notify)
         return BootstrapReport(snapshot, failures)
 
     async def _fetch(self, spec: SecretSpec, deadline: float | None) -> Fetched | SourceError:
@@ -223,12 +231,12 @@ class Syncer:
             if (name in names if names is not None else is_polled(spec) or self._missing(name))
         ]
         results = await asyncio.gather(*(self._check_one(spec) for spec in specs))
-        changed = [r for r in results if isinstance(r, Fetched)]
+        changed = [r for r in results if isinstance(r, tuple)]
         ok = all(r is not False for r in results)
         if changed or self._write_failed:
             async with self._commit_lock:
                 try:
-                    await self._commit(changed, notify=True)
+                    await self._commit(self._not_overtaken(changed), notify=True)
                 except SinkError as error:
                     # The old snapshot is intact on disk and in the store; the next round writes again.
                     self._write_failed = True
@@ -239,10 +247,24 @@ class Syncer:
     def _missing(self, name: str) -> bool:
         return self.store.snapshot.get(name) is None
 
-    async def _check_one(self, spec: SecretSpec) -> Fetched | bool:
-        """A changed value, True (unchanged) or False (failed; last-known-good kept)."""
+    def _not_overtaken(self, results: Sequence[tuple[Fetched, int]]) -> list[Fetched]:
+        """The results no later-started fetch has been committed over; marks them committed. Call it under
+        the commit lock, right before ``_commit``."""
+        fresh = []
+        for fetched, number in results:
+            if number < self._committed_fetch.get(fetched.name, 0):
+                log.debug("dropping %s@%s: a newer read was already served", fetched.name, fetched.version)
+                continue
+            self._committed_fetch[fetched.name] = number
+            fresh.append(fetched)
+        return fresh
+
+    async def _check_one(self, spec: SecretSpec) -> tuple[Fetched, int] | bool:
+        """A changed value with the number of the fetch that read it, True (unchanged) or False (failed;
+        last-known-good kept)."""
         current = self.store.snapshot.get(spec.name)
         async with self._limit:
+            number = next(self._fetch_counter)
             started = time.monotonic()
             try:
                 changed = await self._ask_backend(spec, current)
@@ -252,7 +274,7 @@ class Syncer:
                 return False
             self._observe(spec.name, "unchanged" if changed is None else "ok", started)
         self.store.record_success(spec.name)
-        return True if changed is None else changed
+        return True if changed is None else (changed, number)
 
     async def _ask_backend(self, spec: SecretSpec, current: Fetched | None) -> Fetched | None:
         """The new value of ``spec``, or None when the backend confirms ``current``."""

@@ -21,15 +21,9 @@ from agent.emulator.options import EmulatorOptions
 from agent.emulator.server import EmulatorEndpoints, running_emulator
 from tests.agent.conftest import PROJECT, Agents, Upstream, read_file, write_config
 
-pytestmark = [
-    pytest.mark.pubsub,
-    # Found by `make soak`: a check that read `latest` before another check committed a newer version can
-    # commit its older value afterwards (Syncer.check commits whatever it fetched). Fails about every
-    # second run until the fix (drop results overtaken by a newer commit) lands; then remove this marker.
-    pytest.mark.xfail(
-        reason="agent bug: overlapping event and poll checks can roll a secret back", strict=False
-    ),
-]
+# Found by `make soak`: before every fetch was numbered (agent/sync.py), a check that read `latest` before
+# another committed a newer version could commit its older value afterwards, about every second run.
+pytestmark = pytest.mark.pubsub
 
 ROTATIONS = 60
 
