@@ -20,7 +20,7 @@ import yaml
 from agent.backoff import Backoff
 from agent.config import Config, EventsConfig, SecretSpec, split_listen
 from agent.errors import AgentError, SinkError
-from agent.logs import configure_logging, register_secret_values
+from agent.logs import configure_logging, register_served_values
 from agent.metrics import Liveness, Metrics
 from agent.model import Snapshot
 from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
@@ -112,8 +112,8 @@ def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
 
 
 def _remember_values(snapshot: Snapshot) -> None:
-    """Let the log redaction filter know the values we hold, as a safety net behind 'never log values'."""
-    register_secret_values(item.data for item in snapshot)
+    """Let the log redaction filter know the values we serve, as a safety net behind 'never log values'."""
+    register_served_values(item.data for item in snapshot)
 
 
 def report_failures(report: BootstrapReport, specs: Sequence[SecretSpec]) -> int:

@@ -32,7 +32,7 @@ import logging
 import re
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
@@ -108,6 +108,9 @@ class _SecretRegistry:
         # Longest first, so that a value containing another registered value is replaced whole.
         ordered = sorted(forms, key=lambda form: (-len(form), form))
         self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # re keeps the last 512 compiled patterns in its own cache; each of ours holds every value and a new
+        # one is made at every rotation, so an agent rotating often would hold hundreds of them.
+        re.purge()
 
 
 _registry = _SecretRegistry()
@@ -126,7 +129,29 @@ def unregister_secret_values(values: Iterable[bytes]) -> None:
 
 def clear_secret_values() -> None:
     """Forget every registered value."""
+    with _served_lock:
+        _served.clear()
     _registry.clear()
+
+
+SERVED_GENERATIONS = 2
+"""``register_served_values`` keeps the values of this many snapshots: the one served and the one before
+(a line about a rotation may still quote the value it replaced)."""
+_served: deque[list[bytes]] = deque()
+_served_lock = threading.Lock()
+
+
+def register_served_values(values: Iterable[bytes]) -> None:
+    """Redact the values of the snapshot now served, and stop redacting those of snapshots older than
+    ``SERVED_GENERATIONS``: registering every value ever fetched would grow without bound in an agent that
+    rotates often."""
+    current = list(values)
+    register_secret_values(current)
+    with _served_lock:
+        _served.append(current)
+        expired = [_served.popleft() for _ in range(len(_served) - SERVED_GENERATIONS)]
+    for old in expired:
+        unregister_secret_values(old)
 
 
 def redact(text: str) -> str:

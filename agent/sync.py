@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -104,12 +103,6 @@ class Syncer:
         self._replan_requested = False
         self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
-        # Checks overlap (an event and the safety poll, a refresh and a poll) and finish in any order: a
-        # check that read `latest` earlier may finish after one that read a newer version. Every fetch is
-        # numbered when it starts; a result is committed only if no fetch that started later has been
-        # committed for that secret, so a secret is never put back to what an older read saw.
-        self._fetch_counter = itertools.count(1)
-        self._committed_fetch: dict[str, int] = {}
 
     # -- bootstrap --------------------------------------------------------------------------------
 
@@ -120,7 +113,7 @@ class Syncer:
         ``notify``: tell the app when this changed the files (a sidecar starting next to a running app).
         Raises SinkError when the snapshot cannot be written.
         """
-        started = next(self._fetch_counter)
+        bases = {name: self.store.snapshot.get(name) for name in self.specs}
         results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in self.specs.values()))
         fetched = [r for r in results if isinstance(r, Fetched)]
         failures = {
@@ -131,7 +124,8 @@ class Syncer:
         for name, error in failures.items():
             self.store.record_failure(name, error)
         async with self._commit_lock:
-            snapshot = await self._commit(self._not_overtaken([(f, started) for f in fetched]), notify=notify)
+            fresh = self._not_overtaken([(f, bases[f.name]) for f in fetched])
+            snapshot = await self._commit(fresh, notify=notify)
         return BootstrapReport(snapshot, failures)
 
     async def _fetch(self, spec: SecretSpec, deadline: float | None) -> Fetched | SourceError:
@@ -247,24 +241,37 @@ class Syncer:
     def _missing(self, name: str) -> bool:
         return self.store.snapshot.get(name) is None
 
-    def _not_overtaken(self, results: Sequence[tuple[Fetched, int]]) -> list[Fetched]:
-        """The results no later-started fetch has been committed over; marks them committed. Call it under
-        the commit lock, right before ``_commit``."""
+    def _not_overtaken(self, results: Sequence[tuple[Fetched, Fetched | None]]) -> list[Fetched]:
+        """Each result with the value the store held when its check started (its base), less those an
+        overlapping check has overtaken. Call it under the commit lock, right before ``_commit``.
+
+        Checks overlap (an event and the safety poll, a refresh and a poll) and finish in any order, and
+        neither start order nor finish order is read order (latency comes before the backend reads; a result
+        waits in its round for the round's slowest fetch). So when something was committed for a secret
+        while a check of it was in flight, a result with a lower version number than the one now served is
+        an older read and is dropped: a secret is never put back. Version numbers are compared only then:
+        without a concurrent commit a lower number is news (an alias moved back, a secret re-created)."""
         fresh = []
-        for fetched, number in results:
-            if number < self._committed_fetch.get(fetched.name, 0):
+        for fetched, base in results:
+            now = self.store.snapshot.get(fetched.name)
+            overtaken = (
+                now is not None
+                and now is not base
+                and now.version.isdigit()
+                and fetched.version.isdigit()
+                and int(fetched.version) < int(now.version)
+            )
+            if overtaken:
                 log.debug("dropping %s@%s: a newer read was already served", fetched.name, fetched.version)
                 continue
-            self._committed_fetch[fetched.name] = number
             fresh.append(fetched)
         return fresh
 
-    async def _check_one(self, spec: SecretSpec) -> tuple[Fetched, int] | bool:
-        """A changed value with the number of the fetch that read it, True (unchanged) or False (failed;
+    async def _check_one(self, spec: SecretSpec) -> tuple[Fetched, Fetched | None] | bool:
+        """A changed value with the value served when the check started, True (unchanged) or False (failed;
         last-known-good kept)."""
         current = self.store.snapshot.get(spec.name)
         async with self._limit:
-            number = next(self._fetch_counter)
             started = time.monotonic()
             try:
                 changed = await self._ask_backend(spec, current)
@@ -274,7 +281,7 @@ class Syncer:
                 return False
             self._observe(spec.name, "unchanged" if changed is None else "ok", started)
         self.store.record_success(spec.name)
-        return True if changed is None else (changed, number)
+        return True if changed is None else (changed, current)
 
     async def _ask_backend(self, spec: SecretSpec, current: Fetched | None) -> Fetched | None:
         """The new value of ``spec``, or None when the backend confirms ``current``."""

@@ -13,10 +13,13 @@ import pytest
 
 from agent.logs import (
     REDACTED,
+    SERVED_GENERATIONS,
     clear_secret_values,
     configure_logging,
     fields,
+    redact,
     register_secret_values,
+    register_served_values,
     unregister_secret_values,
 )
 
@@ -275,3 +278,24 @@ def test_nothing_registered_leaves_messages_untouched() -> None:
     stream = configured("json")
     log.info("100%% done with %s", "db")
     assert json_lines(stream)[0]["message"] == "100% done with db"
+
+
+def test_served_values_are_redacted_for_two_snapshots_then_forgotten() -> None:
+    """An agent rotating every second must not keep every value it ever served (nor a pattern of them)."""
+    generations = [[f"{CANARY}-user-{n}".encode(), f"{CANARY}-password-{n}".encode()] for n in range(600)]
+    for values in generations:
+        register_served_values(values)
+
+    assert SERVED_GENERATIONS == 2
+    line = " ".join(v.decode() for values in generations[-3:] for v in values)
+    redacted = redact(line).split()
+    assert redacted[:2] == [v.decode() for v in generations[-3]]  # rotated out: no longer held
+    assert redacted[2:] == [REDACTED] * 4  # the snapshot served and the one before
+
+
+def test_a_value_kept_across_snapshots_stays_redacted() -> None:
+    stable = f"{CANARY}-never-rotated".encode()
+    for n in range(5):
+        register_served_values([stable, f"{CANARY}-rotating-{n}".encode()])
+
+    assert redact(stable.decode()) == REDACTED
