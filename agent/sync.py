@@ -24,6 +24,7 @@ from agent.config import SecretSpec
 from agent.errors import PermanentSourceError, SinkError, SourceError
 from agent.metrics import FetchResult, Heartbeat, Metrics
 from agent.model import Fetched, Snapshot
+from agent.repeats import RepeatedFailures
 from agent.retry import retry_transient
 from agent.sinks import Sink
 from agent.sources import ChangeFeed, Source
@@ -103,6 +104,7 @@ class Syncer:
         self._replan_requested = False
         self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
+        self._failures = RepeatedFailures()
 
     # -- bootstrap --------------------------------------------------------------------------------
 
@@ -130,9 +132,16 @@ class Syncer:
 
     async def _fetch(self, spec: SecretSpec, deadline: float | None) -> Fetched | SourceError:
         def retrying(error: SourceError, attempt: int, delay: float) -> None:
-            log.warning(
-                "fetching %s failed (%s), retry %d in %.1fs", spec.name, error.code, attempt + 1, delay
-            )
+            held_back = self._failures.failed(spec.name, error.code)
+            if held_back is not None:
+                log.warning(
+                    "fetching %s failed (%s), retry %d in %.1fs%s",
+                    spec.name,
+                    error.code,
+                    attempt + 1,
+                    delay,
+                    _held_back(held_back),
+                )
 
         async def once() -> Fetched:
             if deadline is None:
@@ -281,6 +290,9 @@ class Syncer:
                 return False
             self._observe(spec.name, "unchanged" if changed is None else "ok", started)
         self.store.record_success(spec.name)
+        failures = self._failures.succeeded(spec.name)
+        if failures:
+            log.info("checking %s works again after %d failed attempts", spec.name, failures)
         return True if changed is None else (changed, current)
 
     async def _ask_backend(self, spec: SecretSpec, current: Fetched | None) -> Fetched | None:
@@ -296,15 +308,20 @@ class Syncer:
 
     def _record_failure(self, spec: SecretSpec, error: SourceError) -> None:
         self.store.record_failure(spec.name, error)
+        held_back = self._failures.failed(spec.name, error.code)
+        if held_back is None:
+            return
         kind = "permanent" if isinstance(error, PermanentSourceError) else "transient"
         has_value = self.store.snapshot.get(spec.name) is not None
         log.warning(
-            "checking %s failed (%s, %s): %s%s",
+            "checking %s failed (%s, %s): %s%s%s%s",
             spec.name,
             kind,
             error.code,
             error.message,
+            f" (hint: {error.hint})" if error.hint else "",
             "; keeping the last known good value" if has_value else "",
+            _held_back(held_back),
         )
 
     async def _commit(self, fetched: Sequence[Fetched], *, notify: bool) -> Snapshot:
@@ -436,3 +453,7 @@ class Syncer:
         health = self.store.health.get(name)
         error = health.last_error if health is not None else None
         return error is not None and not isinstance(error, PermanentSourceError)
+
+
+def _held_back(count: int) -> str:
+    return f" ({count} similar failures not logged since the last line)" if count else ""

@@ -40,7 +40,7 @@ class StatusRule:
     """A short suggestion for the operator."""
 
 
-_SERVER_SAYS_RETRY = StatusRule(True, "a server-side error that the service documents as retryable; retrying")
+_SERVER_SAYS_RETRY = StatusRule(True, "a server-side error that the service documents as worth a retry")
 
 STATUS_RULES: dict[str, StatusRule] = {
     "NOT_FOUND": StatusRule(False, "check the reference and project; does the secret/version exist?"),
@@ -61,20 +61,22 @@ STATUS_RULES: dict[str, StatusRule] = {
     "UNIMPLEMENTED": StatusRule(
         False, "the endpoint does not serve this call: check the endpoint (regional secrets need theirs)"
     ),
-    "UNAVAILABLE": StatusRule(True, "Secret Manager is unreachable or overloaded; retrying with backoff"),
+    "UNAVAILABLE": StatusRule(
+        True, "Secret Manager is unreachable or overloaded: check the network path (and gcp.endpoint, if set)"
+    ),
     "RESOURCE_EXHAUSTED": StatusRule(
         True,
-        "quota exceeded (per project and minute: 90,000 accesses, 600 reads); retrying with backoff; "
-        "poll less often or switch to events",
+        "quota exceeded (per project and minute: 90,000 accesses, 600 reads): poll less often or switch to "
+        "events",
     ),
     "DEADLINE_EXCEEDED": StatusRule(
-        True, "no answer within the call timeout; retrying (raise the timeout if this persists)"
+        True, "no answer within the call timeout: raise gcp.call_timeout if this persists"
     ),
     "INTERNAL": _SERVER_SAYS_RETRY,
     "UNKNOWN": _SERVER_SAYS_RETRY,
     "ABORTED": _SERVER_SAYS_RETRY,
-    "CANCELLED": StatusRule(True, "the call was cancelled before it completed; retrying"),
-    "DATA_LOSS": StatusRule(True, "checksum mismatch; keeping the last known good value"),
+    "CANCELLED": StatusRule(True, "the call was cancelled before it completed"),
+    "DATA_LOSS": StatusRule(True, "the payload's checksum did not match: the value was discarded"),
 }
 """Every gRPC status except OK: transient or permanent, and the hint shown with it."""
 

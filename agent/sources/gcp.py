@@ -88,7 +88,7 @@ class GcpSource:
                 f"{ref}: DATA_LOSS: payload {problem}",
                 code="DATA_LOSS",
                 ref=ref,
-                hint="checksum mismatch; keeping the last known good value",
+                hint=hint_for("DATA_LOSS"),
             )
         self.resolved_secret_names[spec.ref.secret_name] = response.name.rsplit("/versions/", 1)[0]
         return Fetched(name=spec.name, version=version_of(response.name), data=data, crc32c=checksum)

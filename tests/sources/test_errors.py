@@ -23,14 +23,14 @@ EXPECTED: list[tuple[grpc.StatusCode, type[SourceError], str]] = [
     (grpc.StatusCode.ALREADY_EXISTS, PERMANENT, ""),
     (grpc.StatusCode.OUT_OF_RANGE, PERMANENT, ""),
     (grpc.StatusCode.UNIMPLEMENTED, PERMANENT, "endpoint"),
-    (grpc.StatusCode.UNAVAILABLE, TRANSIENT, "retrying"),
+    (grpc.StatusCode.UNAVAILABLE, TRANSIENT, "unreachable or overloaded"),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, TRANSIENT, "quota"),
     (grpc.StatusCode.DEADLINE_EXCEEDED, TRANSIENT, "timeout"),
     (grpc.StatusCode.INTERNAL, TRANSIENT, "retry"),
     (grpc.StatusCode.UNKNOWN, TRANSIENT, "retry"),
     (grpc.StatusCode.ABORTED, TRANSIENT, "retry"),
-    (grpc.StatusCode.CANCELLED, TRANSIENT, "retrying"),
-    (grpc.StatusCode.DATA_LOSS, TRANSIENT, "last known good"),
+    (grpc.StatusCode.CANCELLED, TRANSIENT, "cancelled"),
+    (grpc.StatusCode.DATA_LOSS, TRANSIENT, "checksum did not match"),
 ]
 
 

@@ -160,7 +160,7 @@ async def test_a_corrupted_checksum_is_transient_and_never_shows_the_value(
 
     error = raised.value
     assert error.code == "DATA_LOSS"
-    assert error.hint == "checksum mismatch; keeping the last known good value"
+    assert error.hint == "the payload's checksum did not match: the value was discarded"
     assert (
         str(error)
         == f"projects/{PROJECT}/secrets/canary/versions/latest: DATA_LOSS: payload data_crc32c mismatch"
