@@ -105,6 +105,9 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        # The endpoint counts every request: look its labelled children up in a plain dict (labels()
+        # validates and locks on every call; the (route, code) pairs are few: route templates x statuses).
+        self._request_children: dict[tuple[str, int], Counter] = {}
         self.events = Counter(
             f"{PREFIX}_events",
             "Secret Manager Pub/Sub events received, by event type and what they led to "
@@ -174,7 +177,10 @@ class Metrics:
     def request(self, route: str, code: int) -> None:
         """One local endpoint request: ``route`` is the route TEMPLATE (``/v1/secrets/{name}``), never a
         name; ``code`` the HTTP status."""
-        self.requests.labels(route=route, code=str(code)).inc()
+        child = self._request_children.get((route, code))
+        if child is None:
+            child = self._request_children[(route, code)] = self.requests.labels(route=route, code=str(code))
+        child.inc()
 
 
 class StoreCollector(Collector):

@@ -94,6 +94,10 @@ _STATUS_MESSAGES = {
 }
 
 
+SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+"""On every response: nothing the endpoint returns may be cached or content-sniffed on the way."""
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """``{"error": message}`` with ``status``. ``message`` must be a fixed text, never request data."""
     return web.json_response({"error": message}, status=status, headers=headers)
@@ -120,6 +124,8 @@ def _value_headers(item: Fetched) -> dict[str, str]:
         "X-Secret-Version": item.version,
         "ETag": etag_of(item),
         "Last-Modified": email.utils.formatdate(item.fetched_at, usegmt=True),
+        # Also set for every response by _security_headers; here too, so the hot path finds them present.
+        **SECURITY_HEADERS,
     }
 
 
@@ -231,26 +237,26 @@ async def _safety_net(request: web.Request, handler: _Handler) -> web.StreamResp
     protocol = request.protocol
     if isinstance(protocol, _EndpointProtocol):
         protocol.request_started()
+    route = _route_of(request)
     try:
-        response = await _gate(request, handler)
+        response = await _gate(request, handler, route)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = _from_http_exception(exc)
     except asyncio.CancelledError:
         # The client went away (handler cancellation): a stream that was flowing ended normally.
-        _account(request, state, 200 if request.get(_STREAMING) else 499)
+        _account(request, state, route, 200 if request.get(_STREAMING) else 499)
         raise
     except Exception as exc:
         # Never the exception text: it may quote a value or the request.
-        log.error("internal error while serving %s: %s", _route_of(request), type(exc).__name__)
+        log.error("internal error while serving %s: %s", route, type(exc).__name__)
         response = error_response(500, _STATUS_MESSAGES[500])
-    _account(request, state, response.status)
+    _account(request, state, route, response.status)
     return response
 
 
-def _account(request: web.Request, state: EndpointState, status: int) -> None:
-    route = _route_of(request)
+def _account(request: web.Request, state: EndpointState, route: str, status: int) -> None:
     if state.metrics is not None:
         state.metrics.request(route, status)
     if state.audit and route == ROUTE_SECRET:
@@ -347,7 +353,7 @@ def _audit_line(key: AuditKey, reads: int) -> None:
     )
 
 
-async def _gate(request: web.Request, handler: _Handler) -> web.StreamResponse:
+async def _gate(request: web.Request, handler: _Handler, route: str) -> web.StreamResponse:
     """Refuse proxied requests, then require the token everywhere except the OpenAPI document.
 
     Called by ``_safety_net`` rather than registered as a second middleware: each aiohttp middleware is
@@ -359,7 +365,7 @@ async def _gate(request: web.Request, handler: _Handler) -> web.StreamResponse:
             "forwarded requests are refused (X-Forwarded-For or Forwarded header present): "
             "call the endpoint directly from inside the pod",
         )
-    if _route_of(request) == ROUTE_OPENAPI:
+    if route == ROUTE_OPENAPI:
         return await handler(request)
     presented = request.headers.getall(TOKEN_HEADER, [])
     if not presented:
@@ -373,8 +379,9 @@ async def _gate(request: web.Request, handler: _Handler) -> web.StreamResponse:
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # Nothing the endpoint returns may be cached or content-sniffed by anything between app and agent.
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
 
 
 # -- handlers ------------------------------------------------------------------------------------------
