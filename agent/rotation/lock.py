@@ -274,7 +274,9 @@ class Corrupt:
 class RotationLock:
     """The lock of one secret, held by this process. Create with ``acquire``."""
 
-    def __init__(self, backend: SecretsBackend, secret_id: str, state: RotationState, etag: str) -> None:
+    def __init__(
+        self, backend: SecretsBackend, secret_id: str, state: RotationState, seen: SecretInfo
+    ) -> None:
         self.backend = backend
         self.secret_id = secret_id
         self.state = state
@@ -282,7 +284,9 @@ class RotationLock:
         self.resumed: RotationState | None = None
         """The stale state this run took over, if it took one over."""
         self.stale_reason: str = ""
-        self._etag = etag
+        # The secret as our last write (or read) left it: its etag guards the next write, and its
+        # annotations are what that write builds on.
+        self._seen = seen
         self._write = asyncio.Lock()  # step writes and heartbeats never race each other
 
     @classmethod
@@ -322,12 +326,12 @@ class RotationLock:
                 resumed, state = existing, existing.taken_over_by(holder, now)
             try:
                 written = await backend.update_annotations(
-                    secret_id, {ANNOTATION: state.to_annotation()}, etag=info.etag
+                    secret_id, {ANNOTATION: state.to_annotation()}, etag=info.etag, current=info.annotations
                 )
             except ConcurrentModification:
                 info = None  # someone wrote first: look again (it may be a lock now, or only a moved etag)
                 continue
-            lock = cls(backend, secret_id, state, written.etag)
+            lock = cls(backend, secret_id, state, written)
             lock.resumed, lock.stale_reason = resumed, reason
             return lock
         raise LockError(
@@ -351,7 +355,7 @@ class RotationLock:
         except CorruptLock:
             return
         if current is not None and current.run_id == self.state.run_id:
-            self._etag = info.etag
+            self._seen = info
 
     async def release(self, set_: Mapping[str, str] | None = None, remove: Sequence[str] = ()) -> None:
         """Remove the annotation (the rotation is over: finished or rolled back), setting and removing
@@ -362,7 +366,9 @@ class RotationLock:
     async def _compare_and_swap(self, set_: dict[str, str], remove: tuple[str, ...]) -> None:
         for _ in range(CAS_ATTEMPTS):
             try:
-                written = await self.backend.update_annotations(self.secret_id, set_, remove, etag=self._etag)
+                written = await self.backend.update_annotations(
+                    self.secret_id, set_, remove, etag=self._seen.etag, current=self._seen.annotations
+                )
             except ConcurrentModification:
                 info = await self.backend.get_secret_info(self.secret_id)
                 try:
@@ -375,9 +381,9 @@ class RotationLock:
                         f"secret {self.secret_id!r}: the rotation lock was taken over{taker} while this run "
                         "held it (it looked stale: raise --lock-timeout for slow providers)"
                     ) from None
-                self._etag = info.etag  # still ours: something else moved the etag
+                self._seen = info  # still ours: something else moved the etag
                 continue
-            self._etag = written.etag
+            self._seen = written
             return
         raise LockError(
             f"secret {self.secret_id!r}: could not update the rotation lock: the secret kept changing "

@@ -119,10 +119,17 @@ class SecretsBackend(Protocol):
         ...
 
     async def update_annotations(
-        self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
+        self,
+        secret_id: str,
+        set_: Mapping[str, str],
+        remove: Sequence[str] = (),
+        *,
+        etag: str,
+        current: Mapping[str, str] | None = None,
     ) -> SecretInfo:
         """Change annotations only if the secret's etag is still ``etag``; else ConcurrentModification.
-        The returned SecretInfo carries the new etag. (The rotation lock is built on this.)"""
+        The returned SecretInfo carries the new etag. (The rotation lock is built on this.) ``current``: the
+        annotations as of ``etag``, when the caller has them (saves reading the secret first)."""
         ...
 
     async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:

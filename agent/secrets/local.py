@@ -187,9 +187,16 @@ class LocalSecretManager:
             return await self._run(every)
 
     async def update_annotations(
-        self, secret_id: str, set_: Mapping[str, str], remove: Sequence[str] = (), *, etag: str
+        self,
+        secret_id: str,
+        set_: Mapping[str, str],
+        remove: Sequence[str] = (),
+        *,
+        etag: str,
+        current: Mapping[str, str] | None = None,
     ) -> SecretInfo:
-        """Set and remove annotations only if the secret's etag is still ``etag``."""
+        """Set and remove annotations only if the secret's etag is still ``etag`` (``current`` is not needed:
+        the file is read under its lock anyway)."""
 
         def annotate(state: _State) -> SecretInfo:
             secret = self._secret(state, secret_id)

@@ -108,6 +108,26 @@ async def test_a_symmetric_key_is_rotated_validated_and_rescheduled(
     assert_no_value_logged(logs)
 
 
+async def test_a_rotation_reads_the_secrets_metadata_twice_not_once_per_lock_write(
+    emulator: EmulatorEndpoints, sm: SecretsBackend
+) -> None:
+    """GetSecret counts against the 600 reads/min quota: a `rotate all` of many secrets must not spend
+    a read before every write of its lock."""
+    await sm.create_secret("enc", f"{OLD}-enc", SecretType.ENCRYPTION_KEY)
+    admin(emulator, "POST", "/counters:reset", {})
+
+    result = await rotate_one(sm, "enc")
+
+    assert result.result == "rotated"
+    calls = {
+        method: sum(by_status.values())
+        for method, by_status in admin(emulator, "GET", "/counters")["methods"].items()
+    }
+    assert calls["GetSecret"] <= 2, calls
+    assert calls["AddSecretVersion"] == 1
+    assert calls["AccessSecretVersion"] == 1  # the backup of the old value
+
+
 async def test_each_group_rotates_with_its_provider(
     sm: SecretsBackend, programs: Programs, logs: pytest.LogCaptureFixture
 ) -> None:
