@@ -23,6 +23,7 @@ from agent.errors import AgentError, SinkError
 from agent.logs import configure_logging, register_served_values
 from agent.metrics import Liveness, Metrics
 from agent.model import Snapshot
+from agent.notified import read_notified, write_notified
 from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
 from agent.probes import build_probes_app, serve_probes
 from agent.server import build_endpoint_app, serve_endpoint
@@ -175,6 +176,8 @@ async def _init(config: Config) -> int:
             sum(spec.required for spec in config.secrets),
         )
         return 1
+    # The app starts after init and reads these files: that is what it was told.
+    write_notified(config.output_dir, report.snapshot.versions())
     log.info(
         "init done: %d secret(s) in %s in %.2fs",
         len(report.snapshot),
@@ -212,6 +215,7 @@ async def _serve(config: Config, mode: Mode) -> int:
             backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
             max_attempts=config.notify.max_attempts,
             on_result=metrics.reload,
+            on_delivered=lambda versions: write_notified(config.output_dir, versions),
         )
 
         def changed(snapshot: Snapshot) -> None:
@@ -233,6 +237,13 @@ async def _serve(config: Config, mode: Mode) -> int:
 
         bootstrapped = asyncio.Event()
 
+        def _tell_what_was_missed(snapshot: Snapshot) -> None:
+            # A previous agent may have swapped the files and died before it signalled the app.
+            told = read_notified(config.output_dir)
+            if notifiers and told is not None and told != snapshot.versions():
+                log.info("the app was not told about the secrets on disk (an agent stopped first): telling")
+                coordinator.request(snapshot.versions())
+
         async def keep_fresh() -> None:
             try:
                 report = await syncer.bootstrap(
@@ -246,6 +257,7 @@ async def _serve(config: Config, mode: Mode) -> int:
                 return
             bootstrapped.set()
             _remember_values(report.snapshot)
+            _tell_what_was_missed(report.snapshot)
             report_failures(report, config.secrets)
             log.info(
                 "%s: serving %d of %d secret(s) from %s",

@@ -34,6 +34,8 @@ from agent.refs import SecretRef, parse_ref, project_problem
 
 ENV_PREFIX = "SECRETS_AGENT_"
 TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
+NOTIFIED_FILE_NAME = ".notified"
+"""The versions the app was last told about (``agent.notified``); reserved like the token file."""
 """Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
@@ -223,6 +225,8 @@ def _relative_file(value: object) -> str:
             raise ValueError(f"file {text!r}: names starting with '..' are reserved for the atomic writer")
     if str(path) == TOKEN_FILE_NAME:
         raise ValueError(f"file {text!r} is reserved for the local endpoint's token")
+    if str(path) == NOTIFIED_FILE_NAME:
+        raise ValueError(f"file {text!r} is reserved for the record of what the app was told")
     if "\\" in text or "\0" in text:
         raise ValueError(f"file {text!r} must not contain backslashes or NUL")
     return str(path)

@@ -371,6 +371,7 @@ class ReloadCoordinator:
         max_attempts: int,
         max_delay: float | None = None,
         on_result: ResultHook | None = None,
+        on_delivered: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -380,6 +381,8 @@ class ReloadCoordinator:
         self.max_attempts = max_attempts
         self.max_delay = max_delay if max_delay is not None else max(10 * debounce, 1.0)
         self.on_result = on_result
+        self.on_delivered = on_delivered
+        """Called with the versions once every notifier delivered them."""
         self._latest: dict[str, str] = {}
         self._requested = 0
         self._handled = 0
@@ -430,10 +433,14 @@ class ReloadCoordinator:
         if not self.notifiers:
             return
         async with asyncio.TaskGroup() as group:
-            for notifier in self.notifiers:
+            tasks = [
                 group.create_task(self._deliver_one(notifier, versions), name=f"notify-{notifier.name}")
+                for notifier in self.notifiers
+            ]
+        if self.on_delivered is not None and all(task.result() for task in tasks):
+            self.on_delivered(versions)
 
-    async def _deliver_one(self, notifier: Notifier, versions: Mapping[str, str]) -> None:
+    async def _deliver_one(self, notifier: Notifier, versions: Mapping[str, str]) -> bool:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await notifier.notify(versions)
@@ -444,13 +451,13 @@ class ReloadCoordinator:
                 log.exception("%s notifier raised unexpectedly", notifier.name)
             else:
                 self._report(notifier.name, True)
-                return
+                return True
             self._report(notifier.name, False)
             if attempt == self.max_attempts:
                 log.error(
                     "%s notifier gave up after %d attempts: %s", notifier.name, self.max_attempts, problem
                 )
-                return
+                return False
             log.warning(
                 "%s notifier failed (attempt %d of %d): %s",
                 notifier.name,
@@ -460,7 +467,8 @@ class ReloadCoordinator:
             )
             if await self._superseded_within(self.backoff.delay(attempt - 1)):
                 log.info("%s notifier: newer secrets arrived; the next round notifies again", notifier.name)
-                return
+                return False
+        return False  # not reached: the last attempt returns above
 
     async def _superseded_within(self, seconds: float) -> bool:
         """Wait ``seconds``; True early if a new request arrived (it will be delivered by the next round)."""

@@ -94,6 +94,35 @@ def test_a_new_version_is_polled_swapped_and_signalled_to_the_app(
     assert agent.alive()
 
 
+def test_an_agent_killed_between_the_swap_and_the_signal_signals_the_app_when_it_is_back(
+    agents: Agents, apps: Apps, upstream: Upstream, output_dir: Path, tmp_path: Path
+) -> None:
+    upstream.create("db-password", "hunter2-v1")
+    config = write_config(
+        tmp_path / "agent.yaml", specs("db-password"), output_dir=str(output_dir), poll_interval="0.2s"
+    )
+    app_log = tmp_path / "app.log"
+    init = agents.run("init", "-c", config)
+    assert init.returncode == 0, init.stderr
+    apps.start(app_argv(app_log, directory=output_dir, files=["db-password"], snapshot=True))
+    wait_for_records_sync(app_log, event="read")
+    process = ["--process", re.escape(str(app_log))]
+    # A long debounce holds the signal back after the swap: the window a crash can fall into.
+    first = start_run(agents, "-c", config, *process, env={"SECRETS_AGENT_NOTIFY_DEBOUNCE": "30s"})
+    assert not [m for m in first.messages() if "not told" in m]  # init recorded what the app started with
+
+    upstream.add("db-password", "hunter2-v2")
+    first.wait_until(lambda: file_is(output_dir, "db-password", "hunter2-v2"), within=10, what="the swap")
+    first.send(signal.SIGKILL)
+    first.wait(10)
+    assert not [r for r in read_log(app_log) if r.get("signal")], "the app was signalled before the crash"
+
+    second = start_run(agents, "-c", config, *process)
+    [reload] = wait_for_records_sync(app_log, event="read", signal="SIGHUP", within=15)
+    assert values_of(reload) == {"db-password": "hunter2-v2"}
+    second.wait_for_log("the app was not told about the secrets on disk", severity="INFO")
+
+
 def test_a_pair_rotated_twenty_times_never_reaches_the_app_mixed(
     agents: Agents, apps: Apps, upstream: Upstream, output_dir: Path, tmp_path: Path
 ) -> None:
