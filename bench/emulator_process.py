@@ -7,6 +7,7 @@ its own per-call work would be billed to the agent; the real Secret Manager runs
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,3 +87,19 @@ def _wait_listening(process: subprocess.Popen[bytes], log: IO[bytes]) -> Emulato
             raise RuntimeError(f"the emulator exited with {process.returncode}: {text}")
         time.sleep(0.05)
     raise RuntimeError(f"the emulator did not start within {STARTUP_TIMEOUT:.0f} s")
+
+
+@contextmanager
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the ``with`` block (clients read PUBSUB_EMULATOR_HOST from there), then
+    put back what was there before."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

@@ -66,8 +66,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from bench.emulator_process import EmulatorProcess, emulator_process
-from bench.propagation import patched_environ, pubsub_topic
+from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
+from bench.propagation import pubsub_topic
 
 PROJECT = "bench-project"
 TOPIC = f"projects/{PROJECT}/topics/secret-events"

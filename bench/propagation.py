@@ -57,7 +57,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import Config
-from bench.emulator_process import EmulatorProcess, emulator_process, stop_process
+from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ, stop_process
 from tests.apps import app_argv
 
 PROJECT = "bench-project"
@@ -363,20 +363,6 @@ def pubsub_topic() -> Iterator[tuple[str | None, str]]:
         yield emulator.host_port, ""
     finally:
         emulator.stop()
-
-
-@contextmanager
-def patched_environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def write_seed(path: Path, with_topic: bool) -> Path:

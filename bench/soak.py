@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +57,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import parse_duration
-from bench.emulator_process import EmulatorProcess, emulator_process
+from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
 from bench.soak_observers import (
     AppLogReader,
     EndpointClient,
@@ -407,20 +407,6 @@ def write_seed(path: Path, secrets: SecretSet, seed: int, with_topic: bool) -> P
     return path
 
 
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def wait_ready(probes: str, agent: AgentRunner) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while http_get(f"{probes}/readyz")[0] != 200:
@@ -477,7 +463,7 @@ def run_soak(options: Options) -> dict[str, Any]:
         except Exception as error:  # the soak runs without events and says why
             notes.append(f"no Pub/Sub emulator ({error}): events off, no Pub/Sub outages")
         pubsub_env = {"PUBSUB_EMULATOR_HOST": pubsub.host_port} if pubsub is not None else {}
-        with environ(pubsub_env):  # our emulator publishes its events there
+        with patched_environ(pubsub_env):  # our emulator publishes its events there
             ep = stack.enter_context(
                 emulator_process(write_seed(work / "seed.yaml", secrets, options.seed, True))
             )

@@ -18,12 +18,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.emulator_process import stop_process
+from bench.emulator_process import patched_environ, stop_process
 
 TMPFS_SIZE = "2m"
 """The output volume: room for a few snapshots of the soak's small secrets (each file takes a 4 KiB page)."""
@@ -142,7 +142,7 @@ class PubSub:
     def _create_topic(self) -> None:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-        with _environ({"PUBSUB_EMULATOR_HOST": self.host_port}):
+        with patched_environ({"PUBSUB_EMULATOR_HOST": self.host_port}):
             publisher = pubsub_v1.PublisherClient()
             try:
                 publisher.create_topic(request={"name": self.topic}, timeout=30)
@@ -152,20 +152,6 @@ class PubSub:
     def close(self) -> None:
         for emulator in self.started:
             emulator.stop()
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Any:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 # --------------------------------------------------------------------------------------------------
