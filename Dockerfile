@@ -22,8 +22,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv
 
 WORKDIR /src
-# pyproject.toml names README.md as the package's long description, so the build needs it.
-COPY pyproject.toml README.md ./
+# pyproject.toml names README.md as the package's long description, so the build needs it; constraints.txt
+# pins every runtime dependency to the versions `make test` ran against.
+COPY pyproject.toml README.md constraints.txt ./
 COPY agent/ agent/
 
 # The wheel, then a virtualenv holding only that wheel and its runtime dependencies, with the extras the
@@ -32,7 +33,8 @@ COPY agent/ agent/
 RUN python -m pip wheel --no-deps --wheel-dir dist . \
  && python -m venv --without-pip "$VIRTUAL_ENV" \
  && wheel="$(find dist -name 'secrets_agent-*.whl')" \
- && python -m pip --python "$VIRTUAL_ENV/bin/python" install --no-compile "${wheel}[pubsub,postgres]"
+ && python -m pip --python "$VIRTUAL_ENV/bin/python" install --no-compile \
+        --constraint constraints.txt "${wheel}[pubsub,postgres]"
 
 # Bytecode for every module, now: at run time the root filesystem is read-only and nothing may be written.
 # unchecked-hash .pyc files are used without looking at the sources' timestamps, so they stay valid whatever

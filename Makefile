@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench soak clean
+.PHONY: run test lint typecheck pytest bench soak constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -e '.[pubsub,postgres,test,dev]'
+	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,dev]'
 	touch $(STAMP)
 
 ## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets
@@ -37,6 +37,14 @@ bench: $(STAMP)
 SOAK_DURATION ?= 10m
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --duration $(SOAK_DURATION)
+
+## constraints: re-resolve the runtime dependencies (what the image installs) into constraints.txt
+constraints:
+	rm -rf .constraints-venv && $(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install -qq '.[pubsub,postgres]'
+	{ sed -n '1,2p' constraints.txt; .constraints-venv/bin/python -m pip freeze --exclude-editable \
+	    | grep -v -i '^secrets[-_]agent'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf .constraints-venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

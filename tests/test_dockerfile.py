@@ -365,6 +365,32 @@ def test_the_extras_work_in_the_image(image: BuiltImage) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_image_installs_exactly_the_constrained_versions(image: BuiltImage) -> None:
+    """The image is reproducible: every dependency it holds is pinned in constraints.txt, at that version
+    (the versions `make test` installs too)."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[normalized(name)] = version
+    python = image.venv / "bin" / "python"
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
+    result = subprocess.run([python, "-c", code], env=image.env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    installed = {normalized(name): version for name, version in json.loads(result.stdout).items()}
+    installed.pop("secrets-agent")
+    assert installed == {name: pins[name] for name in installed if name in pins}, "unpinned or off-pin"
+    assert set(installed) <= set(pins), f"not in constraints.txt: {sorted(set(installed) - set(pins))}"
+
+
+def normalized(name: str) -> str:
+    """PEP 503: names compare case-insensitively, with runs of '-', '_' and '.' as one '-'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def test_the_virtualenv_holds_no_installer(image: BuiltImage) -> None:
     site = next((image.venv / "lib").glob("python3.*/site-packages"))
     assert not (site / "pip").exists()
