@@ -17,6 +17,7 @@ from agent import __version__
 from agent.cli import parse
 from agent.config import Config
 from agent.errors import ConfigError
+from agent.rotation.config import load_rotation_config
 from tests.k8s import render as k8s
 from tests.k8s.render import Container, Doc, PodTemplate
 
@@ -358,9 +359,15 @@ def test_agent_containers_use_real_flags_and_settings(
     where: str, pod: PodTemplate, container: Container, tmp_path: Path, capsys: Any
 ) -> None:
     invocation = parsed(where, pod, container, tmp_path, capsys)
-    expected = {"init": {"init"}, "sidecar": {"run"}, "app": {"run", "webhook"}}[container.role]
+    expected = {"init": {"init"}, "sidecar": {"run"}, "app": {"run", "webhook", "rotate"}}[container.role]
     assert invocation.command in expected, f"{container.name} ({container.role}) runs {invocation.command}"
     assert k8s.image_tag(container.image) == __version__
+    if invocation.command == "rotate":
+        # The rotation config the container mounts is one the rotator accepts (raises ConfigError if not).
+        assert invocation.args.config is not None, f"{container.name}: rotate without --config"
+        rotation = load_rotation_config(invocation.args.config)
+        assert rotation.project, f"{container.name}: the rotation config names no project"
+        return
     if invocation.config is None:
         return
     config: Config = invocation.config
