@@ -34,9 +34,9 @@ from agent.refs import SecretRef, parse_ref, project_problem
 
 ENV_PREFIX = "SECRETS_AGENT_"
 TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
+"""Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 NOTIFIED_FILE_NAME = ".notified"
 """The versions the app was last told about (``agent.notified``); reserved like the token file."""
-"""Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
 CONFIG_YAML_ENV = "SECRETS_AGENT_CONFIG_YAML"
