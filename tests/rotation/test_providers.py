@@ -183,6 +183,26 @@ def test_config_errors_never_quote_credentials() -> None:
         assert secret[:12] not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://admin:{secret}/x@db:5432/app",
+        "postgresql://admin:{secret}?x@db:5432/app",
+        "postgresql://admin:12/{secret}@db/app",
+    ],
+)
+def test_a_password_with_an_unencoded_delimiter_is_refused_without_echo(
+    monkeypatch: pytest.MonkeyPatch, dsn: str
+) -> None:
+    """``user:pa/ss@host`` would otherwise leave ``user:pa`` where the host is: in every message and log."""
+    secret = CANARY.decode()
+    monkeypatch.setenv("PG_ADMIN_TEST", dsn.format(secret=secret))
+    with pytest.raises(ProviderConfigError) as raised:
+        PostgresProvider("app", admin_dsn_env="PG_ADMIN_TEST")._admin_url()
+    assert "admin:" not in str(raised.value)
+    assert secret[:12] not in str(raised.value)
+
+
 def test_tls_certificates_are_never_rotated_by_a_provider() -> None:
     with pytest.raises(ProviderConfigError, match="rotated elsewhere"):
         build_provider({"provider": "symmetric"}, SecretType.TLS_CERT)

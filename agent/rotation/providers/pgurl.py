@@ -8,6 +8,7 @@ here ever puts the credentials into an exception.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes, urlencode
 
@@ -42,6 +43,13 @@ the login would fail with "unrecognized configuration parameter"). They tune the
 who logs in, so they are left out when asyncpg connects."""
 
 
+_HOST = r"(?:\[[0-9A-Za-z:.%]*\]|[^:/?#@\[\],]*)(?::[0-9]*)?"
+_HOSTS = re.compile(f"{_HOST}(?:,{_HOST})*")
+"""``host[:port][,host[:port]...]``: a port is digits. A password with an unencoded ``/``, ``?`` or ``@``
+cuts the URL elsewhere, leaving ``user:pass...`` where the host should be; this refuses it, so that
+``describe()`` never puts a piece of a password into a message."""
+
+
 class InvalidUrl(ValueError):
     """Not a ``postgresql://`` URL; the message never quotes it."""
 
@@ -70,6 +78,10 @@ class PgUrl:
         userinfo, at, hosts = authority.rpartition("@")
         if "#" in query or "#" in database:
             raise InvalidUrl("has a #fragment, which libpq does not accept")
+        if not _HOSTS.fullmatch(hosts) or (not at and "@" in database):
+            raise InvalidUrl(
+                "has no valid host[:port] (percent-encode any '/', '?', '@' or '#' in the user or password)"
+            )
         return cls(scheme, userinfo if at else None, hosts, slash + database, query)
 
     def __str__(self) -> str:
