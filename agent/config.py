@@ -290,7 +290,7 @@ def _at_least(minimum: int) -> Callable[[object], object]:
 _ZERO_DURATION = re.compile(r"0+(?:\.0*)?(?:ms|s|m|h)?")
 
 
-def _delay(value: object) -> float:
+def parse_delay(value: object) -> float:
     """A duration that may also be 0 (for debounces: 0 means act at once)."""
     if (isinstance(value, int | float) and not isinstance(value, bool) and value == 0) or (
         isinstance(value, str) and _ZERO_DURATION.fullmatch(value.strip())
@@ -629,7 +629,7 @@ class DotenvConfig:
     file: Path = field(default=Path(".env"), metadata=setting(_path, dump=str))
     """The ``.env`` file (``dev``, or the fallback in development). Env ``SECRETS_AGENT_DOTENV_FILE``, flag
     ``--dotenv`` (dev). Default ``.env`` in the working directory."""
-    debounce: float = field(default=0.1, metadata=setting(_delay, dump=_seconds))
+    debounce: float = field(default=0.1, metadata=setting(parse_delay, dump=_seconds))
     """Edits within this many seconds (a duration, 0 allowed) are taken as one change. Default 0.1."""
 
 
@@ -638,7 +638,7 @@ class NotifyConfig:
     """How the app is told to reload after each new snapshot (YAML section ``notify``). Any combination:
     a signal (when ``pid_file`` or ``process`` is set), an HTTP POST (``url``), a command (``command``)."""
 
-    debounce: float = field(default=0.2, metadata=setting(_delay, dump=_seconds))
+    debounce: float = field(default=0.2, metadata=setting(parse_delay, dump=_seconds))
     """Snapshots swapped within this many seconds (a duration, 0 allowed) give one notification.
     Default 0.2: long enough to coalesce a burst, short enough for sub-second rotation with events."""
     signal: str = field(default="SIGHUP", metadata=setting(parse_signal))
@@ -698,7 +698,7 @@ class EventsConfig:
     deleted). It must be this agent's own: Pub/Sub gives each message of a subscription to ONE of its
     subscribers. Set ``topic`` or ``subscription``, not both. Flag ``--events-subscription``.
     Default: none."""
-    max_delay: float = field(default=0.5, metadata=setting(_delay, dump=_seconds))
+    max_delay: float = field(default=0.5, metadata=setting(parse_delay, dump=_seconds))
     """On an event, wait a random delay in [0, max_delay] seconds (a duration, 0 allowed) before fetching,
     so that the pods of a fleet that get the same event do not all call Secret Manager in the same
     millisecond. Default 0.5 (with notify.debounce 0.2, a rotation reaches the app in under a second)."""

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from agent.config import parse_duration, split_listen
+from agent.config import LOG_LEVELS, parse_delay, parse_duration, split_listen
 from agent.errors import ConfigError, Problem
 from agent.refs import project_problem
 from agent.webhook.quantity import parse_quantity
@@ -68,7 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="DURATION",
         help="keep answering this long after SIGTERM while endpoints are updated (default: %(default)s)",
     )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--log-format", default="json", choices=("json", "text"))
     p.set_defaults(command="webhook", run=run)
 
@@ -86,13 +86,12 @@ def options_from(args: argparse.Namespace) -> WebhookOptions:
     except ValueError:
         problems.append(Problem("--listen", f"expected HOST:PORT such as 0.0.0.0:8443, got {args.listen!r}"))
     durations: dict[str, float] = {}
-    for flag, name, zero_ok in (
-        ("--tls-reload-interval", "tls_reload_interval", False),
-        ("--shutdown-delay", "shutdown_delay", True),
+    for flag, name, parse in (
+        ("--tls-reload-interval", "tls_reload_interval", parse_duration),
+        ("--shutdown-delay", "shutdown_delay", parse_delay),  # 0: stop at once
     ):
-        text = getattr(args, name)
         try:
-            durations[name] = 0.0 if zero_ok and text.strip() in ("0", "0s") else parse_duration(text)
+            durations[name] = parse(getattr(args, name))
         except ValueError as error:
             problems.append(Problem(flag, str(error)))
     resources: dict[str, str | None] = {}
