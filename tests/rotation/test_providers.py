@@ -456,6 +456,25 @@ async def test_command_generate_without_output_or_failing_is_an_error() -> None:
         await CommandProvider(["/nonexistent/mint-key"], ["true"]).generate(ctx())
 
 
+async def test_a_failing_generate_keeps_what_it_printed_out_of_the_reason() -> None:
+    """A minter that printed the new key, then failed to register it and said so with the key on stderr."""
+    minted = "minted-7Qx2-if-you-read-this-it-leaked"
+    failing = CommandProvider(
+        py(
+            f"""
+            import sys
+            print({minted!r})
+            sys.stderr.write("could not register {minted}: quota exceeded\\n")
+            sys.exit(3)
+            """
+        ),
+        ["true"],
+    )
+    with pytest.raises(ProviderError) as raised:
+        await failing.generate(ctx())
+    assert str(raised.value).endswith("exited with status 3: could not register [REDACTED]: quota exceeded")
+
+
 async def test_command_validate_gets_the_value_on_stdin_never_in_argv_or_env(tmp_path: Path) -> None:
     """The child checks its own /proc/self/cmdline and environ, then writes what it read on stdin."""
     report = tmp_path / "report"

@@ -93,7 +93,9 @@ class CommandProvider:
     async def generate(self, ctx: RotationContext) -> bytes:
         outcome = await self._run("generate", self.generate_argv, ctx, stdin=None, capture_stdout=True)
         if outcome.status != 0:
-            raise ProviderError(self._failure("generate", self.generate_argv, ctx, outcome, ()))
+            # What it printed may be the new credential: keep it out of the reason as well.
+            printed = (_strip_newline(outcome.stdout),)
+            raise ProviderError(self._failure("generate", self.generate_argv, ctx, outcome, printed))
         value = _strip_newline(outcome.stdout)
         if not value:
             raise ProviderError(
@@ -124,9 +126,7 @@ class CommandProvider:
             return
         outcome = await self._run("rollback", self.rollback_argv, ctx, stdin=ctx.old_value)
         if outcome.status != 0:
-            raise ProviderError(
-                self._failure("rollback", self.rollback_argv, ctx, outcome, (new_value, ctx.old_value))
-            )
+            raise ProviderError(self._failure("rollback", self.rollback_argv, ctx, outcome, (new_value,)))
 
     # --- running a program ------------------------------------------------------------------------------
 
