@@ -39,12 +39,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import google.auth
-import grpc
 from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
 from google.cloud.secretmanager_v1 import types as pb
-from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
-    SecretManagerServiceGrpcAsyncIOTransport,
-)
 from google.protobuf import field_mask_pb2
 
 from agent.backoff import Backoff
@@ -56,7 +52,13 @@ from agent.secrets.common import as_bytes, as_text, secrets_error
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
 from agent.secrets.types import TYPE_LABEL, SecretType
 from agent.sources.errors import TRANSLATABLE, translate
-from agent.sources.gcp import CLOUD_PLATFORM_SCOPE, version_of
+from agent.sources.gcp import (
+    CLOUD_PLATFORM_SCOPE,
+    OUTER_TIMEOUT_GRACE,
+    emulator_client,
+    payload_problem,
+    version_of,
+)
 
 if TYPE_CHECKING:
     from agent.rotation.config import RotationConfig
@@ -68,9 +70,6 @@ log = logging.getLogger(__name__)
 BACKEND = "gcp"
 DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 """Between attempts: caps 0.5, 1, 2 ... 30 s (full jitter); eight attempts span about one quota minute."""
-# The gRPC deadline should fire first; this outer bound catches a stall outside the call (a credentials
-# refresh hanging), so no call waits forever.
-_OUTER_TIMEOUT_GRACE = 1.0
 
 
 class SecretManager:
@@ -310,9 +309,8 @@ class SecretManager:
             event.version = number
             payload = response.payload
             data = bytes(payload.data)
-            # proto3 `optional`: presence is tested with `in`; 0 is a valid checksum.
-            if "data_crc32c" not in payload or payload.data_crc32c != crc32c(data):
-                problem = "carries no data_crc32c" if "data_crc32c" not in payload else "data_crc32c mismatch"
+            problem = payload_problem(payload, crc32c(data))
+            if problem is not None:
                 raise secrets_error(
                     secret_id, "DATA_LOSS", f"version {number}: payload {problem}; the value was discarded"
                 )
@@ -439,7 +437,7 @@ class SecretManager:
         while True:
             attempt += 1
             try:
-                async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
+                async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                     return await call()
             except TRANSLATABLE as error:
                 translated = translate(error, secret_id)
@@ -475,10 +473,7 @@ class SecretManager:
     async def _new_client(self) -> SecretManagerServiceAsyncClient:
         # grpc.aio channels bind to the running loop, so clients are only ever built in here.
         if self.endpoint is not None:
-            channel = grpc.aio.insecure_channel(self.endpoint)
-            return SecretManagerServiceAsyncClient(
-                transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
-            )
+            return emulator_client(self.endpoint)
         try:
             # google.auth.default() may probe the metadata server (blocking, with retries): off the loop.
             credentials, _ = await asyncio.to_thread(google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE])

@@ -21,7 +21,7 @@ from typing import Any
 import google.auth
 import grpc
 from google.api_core.client_options import ClientOptions
-from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient, SecretVersion
+from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient, SecretPayload, SecretVersion
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcAsyncIOTransport,
 )
@@ -40,7 +40,7 @@ EMULATOR_HOST_ENV = "SECRET_MANAGER_EMULATOR_HOST"
 
 # The gRPC deadline should fire first; this outer bound only catches a stall outside the call itself
 # (a credentials plugin hanging on a token refresh), so the agent never waits forever.
-_OUTER_TIMEOUT_GRACE = 1.0
+OUTER_TIMEOUT_GRACE = 1.0
 
 
 class GcpSource:
@@ -72,7 +72,7 @@ class GcpSource:
         ref = str(spec.ref)
         client = await self._client_for(spec.ref)
         try:
-            async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
+            async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                 response = await client.access_secret_version(
                     request={"name": ref}, retry=None, timeout=self.call_timeout
                 )
@@ -81,9 +81,8 @@ class GcpSource:
         payload = response.payload
         data = bytes(payload.data)
         checksum = crc32c(data)
-        # proto3 `optional`: presence is tested with `in`; 0 is a valid checksum.
-        if "data_crc32c" not in payload or payload.data_crc32c != checksum:
-            problem = "carries no data_crc32c" if "data_crc32c" not in payload else "data_crc32c mismatch"
+        problem = payload_problem(payload, checksum)
+        if problem is not None:
             raise TransientSourceError(
                 f"{ref}: DATA_LOSS: payload {problem}",
                 code="DATA_LOSS",
@@ -101,7 +100,7 @@ class GcpSource:
         ref = str(spec.ref)
         client = await self._client_for(spec.ref)
         try:
-            async with asyncio.timeout(self.call_timeout + _OUTER_TIMEOUT_GRACE):
+            async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                 version = await client.get_secret_version(
                     request={"name": ref}, retry=None, timeout=self.call_timeout
                 )
@@ -140,10 +139,7 @@ class GcpSource:
     async def _new_client(self, location: str | None, ref: str) -> SecretManagerServiceAsyncClient:
         # grpc.aio channels bind to the running loop, so clients are only ever built in here.
         if self.endpoint is not None:
-            channel = grpc.aio.insecure_channel(self.endpoint)
-            return SecretManagerServiceAsyncClient(
-                transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
-            )
+            return emulator_client(self.endpoint)
         credentials = await self._application_default_credentials(ref)
         api_endpoint = GLOBAL_ENDPOINT if location is None else REGIONAL_ENDPOINT.format(location=location)
         return SecretManagerServiceAsyncClient(
@@ -165,6 +161,24 @@ class GcpSource:
                     self._credentials_failure = error
                 raise translated from error
         return self._credentials
+
+
+def emulator_client(endpoint: str) -> SecretManagerServiceAsyncClient:
+    """A client talking plaintext gRPC to the emulator at ``endpoint``; only inside a running loop."""
+    channel = grpc.aio.insecure_channel(endpoint)
+    return SecretManagerServiceAsyncClient(
+        transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+    )
+
+
+def payload_problem(payload: SecretPayload, checksum: int) -> str | None:
+    """Why ``payload`` (whose data has CRC32C ``checksum``) is not to be trusted, or None."""
+    # proto3 `optional`: presence is tested with `in`; 0 is a valid checksum.
+    if "data_crc32c" not in payload:
+        return "carries no data_crc32c"
+    if payload.data_crc32c != checksum:
+        return "data_crc32c mismatch"
+    return None
 
 
 def version_of(version_name: str) -> str:
