@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -37,15 +37,24 @@ class EmulatorProcess:
     def admin_url(self) -> str:
         return f"{self.rest_url}/emulator/v1"
 
+    def admin(self, method: str, path: str, body: object = None) -> Any:
+        """Call the emulator's admin API (``/emulator/v1``): ``body`` as JSON, the JSON answer back."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.admin_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
     def access_calls(self) -> int:
         """How many AccessSecretVersion calls the emulator answered so far (admin counters)."""
-        with urllib.request.urlopen(f"{self.admin_url}/counters", timeout=5) as response:
-            counters = json.load(response)
+        counters = self.admin("GET", "/counters")
         return int(sum(counters["methods"].get("AccessSecretVersion", {}).values()))
 
 
-def write_seed(path: Path, project: str, values: dict[str, str]) -> Path:
-    path.write_text(yaml.safe_dump({"project": project, "secrets": values}))
+def write_seed(path: Path, project: str, secrets: Mapping[str, object]) -> Path:
+    """An emulator seed file: ``secrets`` maps each secret id to its value or to an entry (value, topics)."""
+    path.write_text(yaml.safe_dump({"project": project, "secrets": dict(secrets)}))
     return path
 
 

@@ -60,13 +60,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from google.cloud import secretmanager_v1
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport,
 )
 
 from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
+from bench.emulator_process import write_seed as emulator_seed
 from bench.propagation import pubsub_topic
 
 PROJECT = "bench-project"
@@ -437,17 +437,8 @@ class Counters:
         return best
 
 
-def admin(ep: EmulatorProcess, method: str, path: str, body: object | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{ep.admin_url}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
 def set_quotas(ep: EmulatorProcess, access_per_minute: int) -> None:
-    admin(
-        ep,
+    ep.admin(
         "PUT",
         "/faults",
         {
@@ -578,7 +569,7 @@ def polling_scenario(
     """``interval`` (seconds) compressed to ``wall`` seconds of wall time."""
     compression = interval / wall
     quota = scaled_access_quota(agents)
-    admin(ep, "POST", "/counters:reset")
+    ep.admin("POST", "/counters:reset")
     set_quotas(ep, round(quota * compression))
     state = FleetState()
     rotator = Rotator(ep)
@@ -632,8 +623,8 @@ def events_scenario(
     idle = QUICK_IDLE_WINDOW if quick else IDLE_WINDOW
     wall = QUICK_WALL_INTERVAL if quick else WALL_INTERVAL
     compression = SAFETY_POLL / wall
-    admin(ep, "POST", "/counters:reset")
-    admin(ep, "PUT", "/faults", {"quotas": False})  # a fleet start is not what is measured here
+    ep.admin("POST", "/counters:reset")
+    ep.admin("PUT", "/faults", {"quotas": False})  # a fleet start is not what is measured here
     state = FleetState()
     rotator = Rotator(ep)
     with (
@@ -727,8 +718,7 @@ class Result:
 
 def write_seed(path: Path) -> Path:
     secrets = {secret_id(i): {"value": "initial", "topics": [TOPIC]} for i in range(SECRETS)}
-    path.write_text(yaml.safe_dump({"project": PROJECT, "secrets": secrets}))
-    return path
+    return emulator_seed(path, PROJECT, secrets)
 
 
 def fleet_size(quick: bool) -> int:

@@ -58,6 +58,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from agent.config import Config
 from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ, stop_process
+from bench.emulator_process import write_seed as emulator_seed
 from tests.apps import app_argv
 
 PROJECT = "bench-project"
@@ -369,8 +370,7 @@ def write_seed(path: Path, with_topic: bool) -> Path:
     secret: dict[str, Any] = {"value": value(0)}
     if with_topic:
         secret["topics"] = [TOPIC]
-    path.write_text(yaml.safe_dump({"project": PROJECT, "secrets": {SECRET_ID: secret}}))
-    return path
+    return emulator_seed(path, PROJECT, {SECRET_ID: secret})
 
 
 # --------------------------------------------------------------------------------------------------

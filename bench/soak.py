@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from google.cloud import secretmanager_v1
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport,
@@ -58,6 +57,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from agent.config import parse_duration
 from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
+from bench.emulator_process import write_seed as emulator_seed
 from bench.soak_observers import (
     AppLogReader,
     EndpointClient,
@@ -82,7 +82,7 @@ from bench.soak_values import (
     render,
     secret_set,
 )
-from bench.soak_world import AgentRunner, App, PubSub, Volume, admin, agent_config, agent_environment
+from bench.soak_world import AgentRunner, App, PubSub, Volume, agent_config, agent_environment
 
 TOPIC = f"projects/{PROJECT}/topics/secret-events"
 DEFAULT_CONVERGE_WITHIN = 60.0
@@ -229,7 +229,7 @@ class Chaos:
             self.phases[kind] = self.phases.get(kind, 0) + 1
             # A seed per phase: the emulator's draws replay with the same --seed.
             config = {"seed": self.plan.seed * 1000 + index, **FAULT_KINDS.get(kind, {})}
-            admin(self.ep.admin_url, "PUT", "/faults", config)
+            self.ep.admin("PUT", "/faults", config)
 
         return set_faults
 
@@ -264,7 +264,7 @@ class Chaos:
     def finish(self) -> None:
         """Stop disrupting and leave everything healthy: faults off, disk free, Pub/Sub and the agent up."""
         self._stop_event.set()
-        admin(self.ep.admin_url, "PUT", "/faults", {"seed": self.plan.seed})  # also switches quotas off
+        self.ep.admin("PUT", "/faults", {"seed": self.plan.seed})  # also switches quotas off
         self.volume.free()
         for thread in self._threads:
             thread.join(120)
@@ -403,8 +403,7 @@ def write_seed(path: Path, secrets: SecretSet, seed: int, with_topic: bool) -> P
         if with_topic:
             entry["topics"] = [TOPIC]
         entries[name] = entry
-    path.write_text(yaml.safe_dump({"project": PROJECT, "secrets": entries}))
-    return path
+    return emulator_seed(path, PROJECT, entries)
 
 
 def wait_ready(probes: str, agent: AgentRunner) -> None:
@@ -545,7 +544,7 @@ def run_soak(options: Options) -> dict[str, Any]:
         for observer in observers:
             observer.stop()
         final_exit = agent.stop()
-        counters = admin(ep.admin_url, "GET", "/counters")
+        counters = ep.admin("GET", "/counters")
         result = assemble(
             options=options,
             plan=plan,

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,13 +340,3 @@ def agent_environment(emulator_host: str, pubsub_host: str | None) -> dict[str, 
         env["PUBSUB_EMULATOR_HOST"] = pubsub_host
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def admin(url: str, method: str, path: str, body: object = None) -> Any:
-    """Call the emulator's admin API (``/emulator/v1``)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
