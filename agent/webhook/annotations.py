@@ -77,6 +77,13 @@ _RESOURCE_KEYS = {
 }
 _IMAGE = re.compile(r"[^\s]+")
 _SECRET_PATH = re.compile(r"secrets\[([0-9]+)\]")
+_UNQUOTED = ("reload-url", "reload-command")
+"""Annotations whose value may carry a credential (a URL's user:password, a token on a command line); the
+``secret-<name>`` references join them, since a secret's value pasted in place of its reference is the
+likeliest mistake of all. The refusal message travels further than the pod (the creator's terminal, a
+controller's FailedCreate events, the API server's audit log), so it names these annotations without
+quoting their values."""
+NOT_SHOWN = "(value not shown)"
 
 
 @dataclass(frozen=True)
@@ -398,6 +405,9 @@ class _Reader:
                     key, message = "inject", f"agent configuration {problem}"
                 else:
                     message = _SECRET_PATH.sub(lambda m: prefixed(paths[m[0]]), problem.message)
+                    value = ours.get(key)
+                    if value and (key in _UNQUOTED or key[len(SECRET_KEY) :] in secrets):
+                        message = _without_value(message, value)
                 self.problem(key, message)
         return text
 
@@ -416,6 +426,16 @@ class _Reader:
                     "env-file", f"{value!r} is also the file of {prefixed(SECRET_KEY + secret.name)}"
                 )
         return value
+
+
+_QUOTED = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"")
+
+
+def _without_value(message: str, value: str) -> str:
+    """``message`` with the value, and every quoted part of it (a reference's version, its project), as
+    NOT_SHOWN; quoted text that is not part of the value (a hint such as 'latest') stays."""
+    message = message.replace(repr(value), NOT_SHOWN)
+    return _QUOTED.sub(lambda m: NOT_SHOWN if (part := m[1] or m[2]) and part in value else m[0], message)
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:

@@ -425,6 +425,30 @@ def test_invalid_annotations_are_refused_naming_the_annotation(
     assert fragment in str(caught.value)
 
 
+PASTED = "s3cr3t-PASTED-4b1e"
+"""A secret value where its reference or a credential-bearing setting belongs."""
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"secret-db": PASTED + "!"}, "secret-db"),
+        ({"secret-db": f"postgres://app:{PASTED}@db/app"}, "secret-db"),
+        ({"secret-db": f"db@{PASTED}!"}, "secret-db"),  # a version part is quoted by the reference parser
+        ({"secret-db": f"projects/{PASTED}_x/secrets/db"}, "secret-db"),  # and so is a project part
+        ({"reload-url": f"https://app:{PASTED}@host/reload now"}, "reload-url"),
+    ],
+    ids=["reference", "dsn", "version", "project", "url"],
+)
+def test_a_refusal_never_quotes_a_value_that_may_be_a_credential(extra: dict[str, str], key: str) -> None:
+    values = {"inject": "true", "secret-db": DB_REF, **extra}
+    with pytest.raises(InvalidAnnotations) as caught:
+        mutate(make_pod(ours(values)), InjectorSettings())
+    assert caught.value.annotations == ("secrets-agent.io/" + key,)
+    assert str(caught.value).startswith(f"secrets-agent.io/{key}: ")
+    assert PASTED not in str(caught.value)
+
+
 def test_a_duplicate_file_names_both_secrets() -> None:
     values = {"inject": "true", "secret-a": DB_REF, "secret-b": DB_REF, "secret-b-file": "a"}
     with pytest.raises(InvalidAnnotations) as caught:

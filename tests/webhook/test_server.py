@@ -100,7 +100,9 @@ async def test_invalid_annotations_are_refused_with_400_naming_them(
     message = response["status"]["message"]
     assert message.startswith("secrets-agent.io/secret-db: secret reference")
     assert "secrets-agent.io/secret-db-mode: expected an octal file mode" in message
-    # The creator sees the value they wrote; the webhook's log names the annotations only.
+    # A reference may be a pasted secret value: the refusal names it without quoting it, and the
+    # webhook's log names the annotations only.
+    assert CANARY not in message
     (line,) = [r for r in caplog.records if r.getMessage() == "admission review"]
     assert line.fields["invalid"] == ["secrets-agent.io/secret-db", "secrets-agent.io/secret-db-mode"]  # type: ignore[attr-defined]
     assert CANARY not in caplog.text
