@@ -85,14 +85,11 @@ class _SecretRegistry:
         self.pattern: re.Pattern[str] | None = None
         """Read without the lock: rebinding an attribute is atomic, so readers see old or new."""
 
-    def add(self, values: Iterable[bytes]) -> None:
+    def update(self, added: Iterable[bytes] = (), removed: Iterable[bytes] = ()) -> None:
+        """Count ``added`` in and ``removed`` out, then build the pattern once for both."""
         with self._lock:
-            self._counts.update(values)
-            self._rebuild()
-
-    def remove(self, values: Iterable[bytes]) -> None:
-        with self._lock:
-            self._counts.subtract(values)
+            self._counts.update(added)
+            self._counts.subtract(removed)
             self._counts = +self._counts  # drop counts that reached zero
             self._rebuild()
 
@@ -119,12 +116,12 @@ _registry = _SecretRegistry()
 def register_secret_values(values: Iterable[bytes]) -> None:
     """Redact these values from every log record from now on (call as values are fetched)."""
     _install_record_factory()
-    _registry.add(values)
+    _registry.update(added=values)
 
 
 def unregister_secret_values(values: Iterable[bytes]) -> None:
     """Stop redacting values registered earlier (e.g. replaced by a rotation); counted per registration."""
-    _registry.remove(values)
+    _registry.update(removed=values)
 
 
 def clear_secret_values() -> None:
@@ -146,12 +143,12 @@ def register_served_values(values: Iterable[bytes]) -> None:
     ``SERVED_GENERATIONS``: registering every value ever fetched would grow without bound in an agent that
     rotates often."""
     current = list(values)
-    register_secret_values(current)
+    _install_record_factory()
     with _served_lock:
         _served.append(current)
         expired = [_served.popleft() for _ in range(len(_served) - SERVED_GENERATIONS)]
-    for old in expired:
-        unregister_secret_values(old)
+    # One rebuild of the pattern (of every value) per snapshot, not one to add and one to remove.
+    _registry.update(added=current, removed=[value for old in expired for value in old])
 
 
 def redact(text: str) -> str:
