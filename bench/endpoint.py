@@ -112,7 +112,7 @@ async def _serve(kind: str, audit: bool, token: str, max_connections: int, count
 
     # Imported here: the bare server must not pay for (or be slowed by) anything of the agent's.
     from agent.config import ServerConfig, load_config
-    from agent.logs import configure_logging, register_secret_values
+    from agent.logs import configure_logging, register_served_values
     from agent.metrics import Metrics
     from agent.model import Fetched, Snapshot, crc32c
     from agent.server import build_endpoint_app, etag_of, serve_endpoint
@@ -123,8 +123,9 @@ async def _serve(kind: str, audit: bool, token: str, max_connections: int, count
     config = load_config(None, {}, {"project": "bench-project", "secrets": [f"{n}={n}" for n in names]})
     store = SnapshotStore(config.secrets)
     items = [Fetched(n, "1", value_of(i, 1), crc32c(value_of(i, 1))) for i, n in enumerate(names)]
-    register_secret_values(item.data for item in items)  # what `run` does with every snapshot it serves
-    await store.publish(Snapshot({item.name: item for item in items}))
+    first = Snapshot({item.name: item for item in items})
+    register_served_values(item.data for item in first)  # what `run` does with every snapshot it serves
+    await store.publish(first)
     metrics = Metrics(store=store, max_staleness=config.max_staleness)
     app = build_endpoint_app(
         store=store,
@@ -167,9 +168,10 @@ async def _serve(kind: str, audit: bool, token: str, max_connections: int, count
         version = int(current.version) + 1
         data = value_of(0, version)
         rotated = Fetched(NAME, str(version), data, crc32c(data))
-        register_secret_values([data])
+        snapshot = store.snapshot.with_updates([rotated])
+        register_served_values(item.data for item in snapshot)
         published_at = time.monotonic()
-        await store.publish(store.snapshot.with_updates([rotated]))
+        await store.publish(snapshot)
         return web.json_response({"published_at": published_at, "etag": etag_of(rotated)})
 
     control = web.Application()
