@@ -92,7 +92,8 @@ class _Secret:
 
 @dataclass
 class _State:
-    env_text: str
+    env_text: str = field(repr=False)
+    """The whole .env text: every value in it."""
     secrets: dict[str, _Secret]
     last_etag: int = 0
     touched: set[str] = field(default_factory=set)
