@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from agent.errors import AgentError
 from agent.secrets.types import SecretType
+
+MAX_VALUE_BYTES: Final = 65536
+"""Secret Manager's payload limit: a longer new value cannot become a version."""
+
+
+def strip_newline(output: bytes) -> bytes:
+    """Drop one trailing newline (``\\n`` or ``\\r\\n``), as ``$(...)`` in a shell would (only one)."""
+    if output.endswith(b"\r\n"):
+        return output[:-2]
+    if output.endswith(b"\n"):
+        return output[:-1]
+    return output
 
 
 class ProviderError(AgentError):

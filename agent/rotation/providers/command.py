@@ -27,17 +27,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from agent.rotation.providers.base import (
+    MAX_VALUE_BYTES,
     ProviderError,
     ProviderSettings,
     RotationContext,
     ValidationFailed,
+    strip_newline,
 )
 from agent.rotation.providers.settings import SettingsReader
 
 DEFAULT_TIMEOUT: Final = 60.0
 MAX_TIMEOUT: Final = 3600.0
-MAX_VALUE_BYTES: Final = 65536
-"""Secret Manager's payload limit: a generate output above it cannot become a version."""
 MAX_REASON_CHARS: Final = 300
 _STDERR_KEEP: Final = 8192
 """Bytes of stderr kept (the tail) to find the reason's last line."""
@@ -94,9 +94,9 @@ class CommandProvider:
         outcome = await self._run("generate", self.generate_argv, ctx, stdin=None, capture_stdout=True)
         if outcome.status != 0:
             # What it printed may be the new credential: keep it out of the reason as well.
-            printed = (_strip_newline(outcome.stdout),)
+            printed = (strip_newline(outcome.stdout),)
             raise ProviderError(self._failure("generate", self.generate_argv, ctx, outcome, printed))
-        value = _strip_newline(outcome.stdout)
+        value = strip_newline(outcome.stdout)
         if not value:
             raise ProviderError(
                 f"secret {ctx.secret_id!r}: generate command {_program(self.generate_argv)!r} printed nothing"
@@ -232,15 +232,6 @@ async def _kill(process: asyncio.subprocess.Process, io: asyncio.Future[tuple[by
         pass
     finally:
         io.cancel()
-
-
-def _strip_newline(output: bytes) -> bytes:
-    """Drop one trailing newline (``\\n`` or ``\\r\\n``), as ``$(...)`` in a shell would (only one)."""
-    if output.endswith(b"\r\n"):
-        return output[:-2]
-    if output.endswith(b"\n"):
-        return output[:-1]
-    return output
 
 
 def _reason(stderr_tail: bytes, values: tuple[bytes, ...]) -> str:

@@ -13,12 +13,17 @@ import getpass
 import sys
 from typing import Final
 
-from agent.rotation.providers.base import ProviderError, ProviderSettings, RotationContext, ValidationFailed
+from agent.rotation.providers.base import (
+    MAX_VALUE_BYTES,
+    ProviderError,
+    ProviderSettings,
+    RotationContext,
+    ValidationFailed,
+    strip_newline,
+)
 from agent.rotation.providers.settings import SettingsReader
 
 STDIN: Final = "-"
-MAX_VALUE_BYTES: Final = 65536
-"""Secret Manager's payload limit."""
 
 
 class ManualProvider:
@@ -48,7 +53,7 @@ class ManualProvider:
             raise ProviderError(
                 f"secret {ctx.secret_id!r}: cannot read the new value from {source}: {e.strerror}"
             ) from None
-        value = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+        value = strip_newline(raw)
         if not value:
             raise ProviderError(f"secret {ctx.secret_id!r}: the new value from {source} is empty")
         if len(value) > MAX_VALUE_BYTES:
