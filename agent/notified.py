@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from agent.atomicfile import write_atomically
 from agent.config import NOTIFIED_FILE_NAME
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,8 @@ def write_notified(output_dir: Path, versions: Mapping[str, str]) -> None:
     """Record ``versions`` as told to the app (atomically). A failure is logged, never raised: losing this
     record costs at most one reload the app did not need, or one it misses after a crash."""
     path = output_dir / NOTIFIED_FILE_NAME
-    temporary = output_dir / f"{NOTIFIED_FILE_NAME}.{os.getpid()}.tmp"
+    document = json.dumps({"versions": dict(sorted(versions.items()))}).encode("utf-8")
     try:
-        temporary.write_text(json.dumps({"versions": dict(sorted(versions.items()))}), encoding="utf-8")
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
+        write_atomically(path, document, mode=0o600)
     except OSError as error:
         log.warning("cannot record the versions told to the app in %s: %s", path, error.strerror)
-        temporary.unlink(missing_ok=True)

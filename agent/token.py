@@ -6,14 +6,12 @@ configured, so the token never has to be copied into a manifest. The token is ne
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
+from agent.atomicfile import write_atomically
 from agent.config import TOKEN_FILE_NAME, ServerConfig
 from agent.errors import AgentError
 
@@ -69,34 +67,10 @@ def read_token_file(path: Path) -> str:
 
 
 def write_token_file(path: Path, token: str) -> None:
-    """Write ``token`` to ``path`` atomically (temp file, fsync, rename) with mode 0440.
-
-    Atomic, so an app polling for the file never reads half a token; the directory is created if missing.
-    """
+    """Write ``token`` to ``path`` atomically with mode 0440 (an app polling for the file never reads half a
+    token); the directory is created if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=".token-", suffix=".tmp", dir=path.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(token.encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, TOKEN_FILE_MODE)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, token.encode("utf-8"), mode=TOKEN_FILE_MODE)
 
 
 def token_matches(presented: str, expected: str) -> bool:

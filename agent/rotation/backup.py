@@ -11,8 +11,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+from agent.atomicfile import write_atomically
 from agent.errors import AgentError
-from agent.secrets.atomicfile import write_atomically
 
 
 class BackupError(AgentError):
