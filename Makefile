@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest bench soak constraints clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The agent and the emulator are two distributions of this repository (the image carries only the agent).
+$(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,dev]'
+	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,dev]' -e ./emulator
 	touch $(STAMP)
 
 ## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets
@@ -20,8 +21,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests bench
-	$(BIN)/ruff format --check agent tests bench
+	$(BIN)/ruff check agent emulator tests bench
+	$(BIN)/ruff format --check agent emulator tests bench
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP)

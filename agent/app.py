@@ -17,24 +17,24 @@ from typing import Literal, TextIO
 
 import yaml
 
-from agent.backoff import Backoff
 from agent.config import Config, EventsConfig, SecretSpec, split_listen
+from agent.core.backoff import Backoff
+from agent.core.model import Snapshot
+from agent.core.store import SnapshotStore
+from agent.endpoint.server import build_endpoint_app, serve_endpoint
+from agent.endpoint.token import resolve_token
 from agent.errors import AgentError, SinkError
-from agent.logs import configure_logging, register_served_values
-from agent.metrics import Liveness, Metrics
-from agent.model import Snapshot
-from agent.notified import read_notified, write_notified
-from agent.notify import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
-from agent.probes import build_probes_app, serve_probes
-from agent.server import build_endpoint_app, serve_endpoint
+from agent.notify.notified import read_notified, write_notified
+from agent.notify.notifiers import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
+from agent.observe.logs import configure_logging, register_served_values
+from agent.observe.metrics import Liveness, Metrics
+from agent.observe.probes import build_probes_app, serve_probes
 from agent.sinks.snapshot import SnapshotSink
 from agent.sinks.tmpfs import check_memory_backed
 from agent.sources import ChangeFeed, Source
 from agent.sources.errors import NO_CREDENTIALS
-from agent.store import SnapshotStore
 from agent.supervisor import Part, signal_handlers, supervise
 from agent.sync import BootstrapReport, Syncer, SyncSettings
-from agent.token import resolve_token
 
 log = logging.getLogger("agent")
 
@@ -305,7 +305,7 @@ def _events_config(config: Config, source: Source, mode: Mode) -> EventsConfig |
             source.name,
         )
         return None
-    from agent.events import require_pubsub
+    from agent.sources.pubsub import require_pubsub
 
     require_pubsub()  # a clear error now rather than a failed part after the bootstrap
     return config.events
@@ -322,7 +322,7 @@ async def _follow_events(
 ) -> None:
     """Follow Secret Manager's Pub/Sub events once the bootstrap has told us the service's names for our
     secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not."""
-    from agent.events import EventFeed
+    from agent.sources.pubsub import EventFeed
 
     await bootstrapped.wait()
 
@@ -372,7 +372,7 @@ def _endpoint(config: Config, store: SnapshotStore, syncer: Syncer, metrics: Met
 
 def run_exec(config: Config, argv: list[str]) -> int:
     """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
-    from agent.execmode import ExecError
+    from agent.execmode.child import ExecError
 
     configure_logging(config.log_level, config.log_format)
     try:
@@ -385,7 +385,7 @@ def run_exec(config: Config, argv: list[str]) -> int:
 
 
 async def _exec(config: Config, argv: list[str]) -> int:
-    from agent.execmode import child_environment, exec_replace
+    from agent.execmode.child import child_environment, exec_replace
 
     source = select_source(config, "exec")
     store = SnapshotStore(config.secrets)
@@ -405,7 +405,7 @@ async def _exec(config: Config, argv: list[str]) -> int:
 
 async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict[str, str]) -> int:
     """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
-    from agent.execmode import WatchedChild, child_environment
+    from agent.execmode.child import WatchedChild, child_environment
 
     reload_signal = signal.Signals[config.exec.reload_signal] if config.exec.reload_signal else None
     async with WatchedChild(argv, lambda: env, reload_signal, config.shutdown_grace) as child:

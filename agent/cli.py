@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
-from agent.rotation import cli as rotation_cli
-from agent.webhook import cli as webhook_cli
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -26,55 +24,43 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.emulator.options import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
-
-    p = sub.add_parser(
-        "emulator",
-        help="run a wire-compatible Secret Manager emulator (gRPC + REST)",
-        description="Serve google.cloud.secretmanager.v1 over plaintext gRPC and REST/JSON from memory.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument(
-        "--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port, 0 = any (default: %(default)s)"
-    )
-    p.add_argument(
-        "--http-port",
-        type=int,
-        default=DEFAULT_HTTP_PORT,
-        help="REST and admin API port, 0 = any (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=Path, help="YAML/JSON file of secrets to create at start")
-    p.add_argument("--data", type=Path, help="persist everything to this file (atomic rewrites)")
-    p.add_argument("--faults", type=Path, help="YAML file of faults and quotas")
-    p.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="METHOD:KIND=VALUE",
-        help="inject a fault, e.g. AccessSecretVersion:unavailable=0.2 or *:latency_ms=50 (repeatable)",
-    )
-    p.add_argument(
-        "--quotas", action="store_true", help="enforce the service's per-minute quotas (90000/600/600)"
-    )
-    p.set_defaults(command="emulator")
+# Commands with parsers of their own: the top-level parser only lists them, and their modules are imported
+# when one of them runs (``--help`` of the program loads neither the rotation machinery nor the webhook).
+# The emulator is another distribution, found through its entry point: the agent never imports it.
+_DELEGATED_HELP = {
+    "rotate": "rotate secrets by type or name (or --listen for SECRET_ROTATE events)",
+    "rotation": "rotation status of every secret",
+    "webhook": "serve the mutating admission webhook that injects the agent",
+    "emulator": "run a wire-compatible Secret Manager emulator (gRPC + REST), if installed",
+}
+EMULATOR_ENTRY_POINTS = "secrets_agent.commands"
+"""The entry-point group the emulator's distribution (``emulator/``) registers its ``emulator`` command in."""
 
 
-def _run_emulator(args: argparse.Namespace) -> int:
-    from agent.emulator.options import EmulatorOptions
-    from agent.emulator.server import serve_forever
+def _delegated_args(command: str, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a delegated command's own arguments; the namespace's ``run`` is its entry point."""
+    if command in ("rotate", "rotation"):
+        from agent.rotation.cli import build_parser as rotation_parser
 
-    options = EmulatorOptions(
-        host=args.host,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        seed=args.seed,
-        data=args.data,
-        faults=args.faults,
-        fault_specs=tuple(args.fault),
-        quotas=args.quotas,
-    )
-    return serve_forever(options)
+        return rotation_parser(command).parse_args(list(argv))
+    if command == "webhook":
+        from agent.webhook.cli import build_parser as webhook_parser
+
+        return webhook_parser().parse_args(list(argv))
+    return argparse.Namespace(run=_emulator_entry_point(), argv=list(argv))
+
+
+def _emulator_entry_point() -> Callable[[argparse.Namespace], int]:
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=EMULATOR_ENTRY_POINTS, name="emulator")
+    if not found:
+        raise AgentError(
+            "the Secret Manager emulator is not installed here (the production image leaves it out); "
+            "install it with: pip install ./emulator (from a checkout of secrets-agent)"
+        )
+    main: Callable[..., int] = next(iter(found)).load()
+    return lambda args: main(args.argv, prog="secrets-agent emulator")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,13 +289,9 @@ _HANDLERS: dict[str, Callable[[Invocation], int]] = {
     "dev": _run_dev,
     "exec": _run_exec,
     "check-config": _run_check_config,
-    "emulator": lambda invocation: _run_emulator(invocation.args),
     # Commands with their own parsers and options (not a Config): the parser stores its entry point.
-    "rotate": lambda invocation: int(invocation.args.run(invocation.args)),
-    "rotation": lambda invocation: int(invocation.args.run(invocation.args)),
-    "webhook": lambda invocation: int(invocation.args.run(invocation.args)),
+    **{command: lambda invocation: int(invocation.args.run(invocation.args)) for command in _DELEGATED_HELP},
 }
-_SELF_PARSED = frozenset({"emulator", "rotate", "rotation", "webhook"})
 
 _CONFIG_FILE_HELP = (
     "YAML configuration file (default: $SECRETS_AGENT_CONFIG, if set; or the text of one in "
@@ -386,20 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_agent_commands(sub)
     _add_check_config(sub)
-    _add_emulator(sub)
-    rotation_cli.add_parsers(sub)
-    webhook_cli.add_parsers(sub)
+    for command, help_text in _DELEGATED_HELP.items():
+        # Listed for --help only: parse() hands their arguments to the command's own parser.
+        sub.add_parser(command, help=help_text, add_help=False)
     return parser
 
 
 def parse(argv: Sequence[str] | None, env: Mapping[str, str]) -> Invocation:
     """Parse a command line into an Invocation. Usage errors exit 2 (argparse); an invalid configuration
     raises ConfigError with every problem."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in _DELEGATED_HELP:
+        return Invocation(words[0], None, args=_delegated_args(words[0], words[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     command: str = args.command
-    if command in _SELF_PARSED:
-        return Invocation(command, None, args=args)
     program: tuple[str, ...] = ()
     if command == "exec":
         program = tuple(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)

@@ -19,17 +19,17 @@ from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.backoff import Backoff
 from agent.config import SecretSpec
+from agent.core.backoff import Backoff
+from agent.core.model import Fetched, Snapshot
+from agent.core.repeats import RepeatedFailures
+from agent.core.retry import retry_transient
+from agent.core.store import SnapshotStore
 from agent.errors import PermanentSourceError, SinkError, SourceError
-from agent.metrics import FetchResult, Heartbeat, Metrics
-from agent.model import Fetched, Snapshot
-from agent.repeats import RepeatedFailures
-from agent.retry import retry_transient
+from agent.observe.metrics import FetchResult, Heartbeat, Metrics
 from agent.sinks import Sink
 from agent.sources import ChangeFeed, Source
 from agent.sources.errors import source_error
-from agent.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from agent.app import build_sink, select_source, sync_settings
 from agent.config import Config, load_config
-from agent.store import SnapshotStore
+from agent.core.store import SnapshotStore
 from agent.sync import Syncer
 from bench.emulator_process import emulator_process, write_seed
 

@@ -22,8 +22,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import running_emulator
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import running_emulator
 
 CALLS = 2000
 SECRET = "projects/bench-project/secrets/bench"

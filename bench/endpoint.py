@@ -112,11 +112,11 @@ async def _serve(kind: str, audit: bool, token: str, max_connections: int, count
 
     # Imported here: the bare server must not pay for (or be slowed by) anything of the agent's.
     from agent.config import ServerConfig, load_config
-    from agent.logs import configure_logging, register_served_values
-    from agent.metrics import Metrics
-    from agent.model import Fetched, Snapshot, crc32c
-    from agent.server import build_endpoint_app, etag_of, serve_endpoint
-    from agent.store import SnapshotStore
+    from agent.core.model import Fetched, Snapshot, crc32c
+    from agent.core.store import SnapshotStore
+    from agent.endpoint.server import build_endpoint_app, etag_of, serve_endpoint
+    from agent.observe.logs import configure_logging, register_served_values
+    from agent.observe.metrics import Metrics
 
     configure_logging("info", "json")  # as `run` does: JSON lines to stderr, redaction on
     names = [f"bench-{i:03d}" for i in range(SECRETS)]

@@ -125,7 +125,7 @@ class FleetAgent:
 
     def __init__(self, ident: int, config: Any, safety: float) -> None:
         from agent.app import build_sink, select_source, sync_settings
-        from agent.store import SnapshotStore
+        from agent.core.store import SnapshotStore
         from agent.sync import Syncer
 
         self.ident = ident
@@ -163,8 +163,8 @@ class FleetAgent:
 
     async def _follow_events(self) -> None:
         """As ``agent.app`` wires ``events``: the feed, health -> poll interval, follow with max_delay."""
-        from agent.backoff import Backoff
-        from agent.events import EventFeed
+        from agent.core.backoff import Backoff
+        from agent.sources.pubsub import EventFeed
 
         events = self.config.events
 
@@ -841,7 +841,7 @@ def event_message_bytes() -> int:
 
     from google.cloud.secretmanager_v1 import types
 
-    from agent.emulator.events import build_event_message
+    from agent_emulator.events import build_event_message
 
     name = "projects/123456789012/secrets/payments-db-password"
     secret = types.Secret(name=name)

@@ -14,8 +14,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.pubsub_emulator import (
     PubSubChannel,
     PubSubEmulatorUnavailable,

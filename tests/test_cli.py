@@ -13,6 +13,7 @@ import yaml
 
 from agent.cli import Invocation, main, parse
 from agent.config import Config, load_config
+from agent_emulator.cli import parse_options
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent.yaml"
 
@@ -455,9 +456,11 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
         assert re.search(rf"^\s+{command}\s+\S", out, re.MULTILINE), command
 
 
-def test_emulator_options_are_parsed_without_an_agent_config() -> None:
+def test_emulator_arguments_go_to_the_emulators_own_parser() -> None:
     invocation = parse(["emulator", "--grpc-port", "0", "--fault", "*:latency_ms=5"], {})
     assert invocation.command == "emulator"
     assert invocation.config is None
-    assert invocation.args.grpc_port == 0
-    assert invocation.args.fault == ["*:latency_ms=5"]
+    assert invocation.args.argv == ["--grpc-port", "0", "--fault", "*:latency_ms=5"]
+    options = parse_options(invocation.args.argv)
+    assert options.grpc_port == 0
+    assert options.fault_specs == ("*:latency_ms=5",)

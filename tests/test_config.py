@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from agent.config import Config, SecretSpec, load_config
+from agent.config.refs import SecretRef, parse_ref
 from agent.errors import ConfigError
-from agent.refs import SecretRef, parse_ref
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent.yaml"
 

@@ -31,7 +31,7 @@ import requests
 from google.cloud import secretmanager_v1
 
 from agent import __version__
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.server import EmulatorEndpoints
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -360,7 +360,7 @@ def test_the_entrypoint_answers_help_and_version(image: BuiltImage) -> None:
 
 def test_the_extras_work_in_the_image(image: BuiltImage) -> None:
     python = image.venv / "bin" / "python"
-    code = "import google.cloud.pubsub_v1, asyncpg, agent.events; print(asyncpg.__version__)"
+    code = "import google.cloud.pubsub_v1, asyncpg, agent.sources.pubsub; print(asyncpg.__version__)"
     result = subprocess.run([python, "-c", code], env=image.env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 

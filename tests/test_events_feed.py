@@ -1,5 +1,6 @@
-"""The events feed (``agent.events``): what each Secret Manager event means, the subscription it creates, and
-the feed itself against the official Pub/Sub emulator and our Secret Manager emulator publishing to it.
+"""The events feed (``agent.sources.pubsub``): what each Secret Manager event means, the subscription it
+creates, and the feed itself against the official Pub/Sub emulator and our Secret Manager emulator
+publishing to it.
 
 Note on filters: the Pub/Sub emulator stores a subscription's filter but does NOT apply it (every message of
 the topic is delivered). The agent therefore filters every message itself too; the tests check the filter the
@@ -23,10 +24,12 @@ from typing import Any
 import pytest
 
 from agent.config import EventsConfig, SecretSpec, load_config
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import running_emulator
+from agent.config.refs import parse_ref
+from agent.core.store import SnapshotStore
 from agent.errors import ConfigError
-from agent.events import (
+from agent.sinks.snapshot import SnapshotSink
+from agent.sources.gcp import GcpSource
+from agent.sources.pubsub import (
     MAX_FILTER_BYTES,
     MESSAGE_RETENTION_SECONDS,
     EventFeed,
@@ -39,11 +42,9 @@ from agent.events import (
     require_pubsub,
     subscription_filter,
 )
-from agent.refs import parse_ref
-from agent.sinks.snapshot import SnapshotSink
-from agent.sources.gcp import GcpSource
-from agent.store import SnapshotStore
 from agent.sync import Syncer, SyncSettings
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import running_emulator
 from tests.agent.conftest import PROJECT, Upstream
 from tests.apps import wait_until
 from tests.conftest import grpc_client
@@ -549,7 +550,7 @@ async def test_a_check_refused_with_resource_exhausted_is_retried_with_backoff(
 async def test_pinned_versions_ignore_events_and_losing_the_served_version_only_warns(
     pubsub: PubSubChannel, upstream: Upstream, make_agent: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.events")
+    caplog.set_level(logging.INFO, logger="agent.sources.pubsub")
     create(upstream, pubsub, "db", "db-v1", "db-v2")
     create(upstream, pubsub, "api-key", "api-v1")
     agent = await make_agent(

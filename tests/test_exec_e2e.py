@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.server import EmulatorEndpoints
 from tests.apps import app_argv, find_records, process_gone, wait_for_records_sync, wait_until_sync
 
 PROJECT = "exec-e2e-project"

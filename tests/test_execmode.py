@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from agent.config import SecretSpec
+from agent.config.refs import parse_ref
+from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import AgentError
-from agent.execmode import (
+from agent.execmode.child import (
     EXIT_NOT_FOUND,
     FORWARDED_SIGNALS,
     ExecError,
     WatchedChild,
     child_environment,
 )
-from agent.model import Fetched, Snapshot, crc32c
-from agent.refs import parse_ref
 from tests.apps import (
     SUPERVISE,
     app_argv,
@@ -148,7 +148,7 @@ def run_exec_replace(
     script = textwrap.dedent(
         f"""
         import json, os, signal, sys
-        from agent.execmode import ExecError, exec_replace
+        from agent.execmode.child import ExecError, exec_replace
         {prelude}
         print(json.dumps({{"pid": os.getpid()}}), flush=True)
         try:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.logs import (
+from agent.observe.logs import (
     REDACTED,
     SERVED_GENERATIONS,
     clear_secret_values,

@@ -23,18 +23,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.backoff import Backoff
 from agent.config import SecretSpec
-from agent.emulator.server import EmulatorEndpoints
-from agent.metrics import Metrics
-from agent.model import crc32c
-from agent.notify import CommandNotifier, HttpNotifier, ReloadCoordinator
-from agent.refs import parse_ref
+from agent.config.refs import parse_ref
+from agent.core.backoff import Backoff
+from agent.core.model import crc32c
+from agent.core.store import SnapshotStore
+from agent.notify.notifiers import CommandNotifier, HttpNotifier, ReloadCoordinator
+from agent.observe.metrics import Metrics
 from agent.sinks.snapshot import SnapshotSink
 from agent.sources.dotenv import DotenvSource, content_version
 from agent.sources.gcp import GcpSource
-from agent.store import SnapshotStore
 from agent.sync import Syncer, SyncSettings
+from agent_emulator.server import EmulatorEndpoints
 
 PROJECT = "metrics-tests"
 CANARY = "canary-metrics-5f0c2e-if-you-read-this-it-leaked"

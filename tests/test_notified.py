@@ -9,7 +9,7 @@ import pytest
 
 from agent.config import NOTIFIED_FILE_NAME, load_config
 from agent.errors import ConfigError
-from agent.notified import read_notified, write_notified
+from agent.notify.notified import read_notified, write_notified
 
 
 def test_versions_round_trip_in_a_private_file(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from aiohttp import web
 from google.cloud import secretmanager_v1
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.emulator.server import EmulatorEndpoints
-from agent.metrics import Liveness, Metrics
-from agent.probes import build_probes_app, serve_probes
+from agent.observe.metrics import Liveness, Metrics
+from agent.observe.probes import build_probes_app, serve_probes
 from agent.sync import SyncSettings
+from agent_emulator.server import EmulatorEndpoints
 from tests.test_metrics import (
     CANARY,
     FAST,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.config.refs import SecretRef, parse_ref
 from agent.errors import ConfigError, InvalidReference
-from agent.refs import SecretRef, parse_ref
 
 DEFAULT = "default-proj"
 

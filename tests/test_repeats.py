@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.repeats import RepeatedFailures
+from agent.core.repeats import RepeatedFailures
 
 
 class Clock:

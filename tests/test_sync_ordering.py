@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from agent.config import SecretSpec
-from agent.emulator.server import EmulatorEndpoints
-from agent.model import Fetched
-from agent.refs import parse_ref
+from agent.config.refs import parse_ref
+from agent.core.model import Fetched
+from agent.core.store import SnapshotStore
 from agent.sinks.snapshot import SnapshotSink
 from agent.sources.gcp import GcpSource
-from agent.store import SnapshotStore
 from agent.sync import Syncer, SyncSettings
+from agent_emulator.server import EmulatorEndpoints
 from tests.agent.conftest import PROJECT, Upstream
 from tests.conftest import grpc_client
 

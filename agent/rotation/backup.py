@@ -11,7 +11,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from agent.atomicfile import write_atomically
+from agent.core.atomicfile import write_atomically
 from agent.errors import AgentError
 
 

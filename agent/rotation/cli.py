@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError, Problem
-from agent.logs import configure_logging
+from agent.observe.logs import configure_logging
 from agent.secrets.types import SELECTORS
 
 if TYPE_CHECKING:  # the rotation machinery (providers, drivers) is imported only by those who rotate
@@ -30,11 +30,15 @@ EXIT_FAILURE = 1
 TARGETS_HELP = f"{' | '.join(SELECTORS)} | SECRET... (groups by the secret-type label, or secret ids)"
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``rotate`` and ``rotation``; each parser sets ``command`` and ``run`` (args -> exit code)."""
-    p = sub.add_parser(
-        "rotate",
-        help="rotate secrets by type or name (or --listen for SECRET_ROTATE events)",
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``rotate`` or ``rotation``; the namespace it returns holds ``command`` and ``run``
+    (args -> exit code)."""
+    return _rotate_parser() if command == "rotate" else _rotation_parser()
+
+
+def _rotate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="secrets-agent rotate",
         description="Rotate secrets with their providers: backup, generate, apply, add a version, validate; "
         "roll back on failure. Exit 0 when all rotated/skipped/not due/locked elsewhere, 1 when any failed "
         "or was rolled back, 2 for usage errors.",
@@ -68,8 +72,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="create a subscription of this process on the topic (repeatable)",
     )
     p.set_defaults(command="rotate", run=run_rotate)
+    return p
 
-    p = sub.add_parser("rotation", help="rotation status of every secret")
+
+def _rotation_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="secrets-agent rotation", description="Rotation status of secrets.")
     rsub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     s = rsub.add_parser(
         "status",
@@ -79,6 +86,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _add_backend_flags(s)
     s.set_defaults(run=run_status)
     p.set_defaults(command="rotation")
+    return p
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:

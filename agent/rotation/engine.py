@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final, Literal, TypeVar
 
 from agent.errors import AgentError
-from agent.logs import fields, redact, register_secret_values, unregister_secret_values
+from agent.observe.logs import fields, redact, register_secret_values, unregister_secret_values
 from agent.rotation.backup import write_backup
 from agent.rotation.choice import ProviderChoice, choose_provider
 from agent.rotation.config import RotationConfig

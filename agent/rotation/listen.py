@@ -32,12 +32,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agent.backoff import Backoff
+from agent.core.backoff import Backoff
 from agent.errors import AgentError
-from agent.events import parse_event, require_pubsub
-from agent.logs import fields
+from agent.observe.logs import fields
 from agent.rotation.engine import RotationOptions, RotationResult, rotate_one
 from agent.secrets.interface import SecretsBackend
+from agent.sources.pubsub import parse_event, require_pubsub
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.logs import fields
+from agent.observe.logs import fields
 from agent.secrets.interface import SecretsError
 
 AUDIT_LOGGER = "agent.audit"

@@ -6,7 +6,7 @@ multi-line quoted value) is found the way python-dotenv reads it, and everything
 
 Values are written so that ``dotenv_values(path, interpolate=False)`` reads them back exactly:
 
-* a value the env-file writer (``agent.sinks.envfile.render_value``) can encode is written as it would
+* a value the env-file writer (``agent.render.envfile.render_value``) can encode is written as it would
   write it: then ``set -a; . FILE`` in a POSIX shell reads it back too;
 * any other UTF-8 text without NUL (a carriage return, ``${...}``, a ``'`` with a backtick...) is written in
   double quotes with ``\\``, ``"`` and CR escaped: python-dotenv reads it back exactly, a shell may not.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from agent.sinks.envfile import render_value
-from agent.sinks.envfile import value_problem as env_file_value_problem
+from agent.render.envfile import render_value
+from agent.render.envfile import value_problem as env_file_value_problem
 
 _EXPORT = re.compile(r"export[^\S\r\n]+")  # python-dotenv's own prefix pattern
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent.atomicfile import write_atomically
+from agent.core.atomicfile import write_atomically
 from agent.secrets import envedit
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error

@@ -43,10 +43,10 @@ from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
 from google.cloud.secretmanager_v1 import types as pb
 from google.protobuf import field_mask_pb2
 
-from agent.backoff import Backoff
+from agent.core.backoff import Backoff
+from agent.core.model import crc32c
 from agent.errors import TransientSourceError
-from agent.logs import fields
-from agent.model import crc32c
+from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo

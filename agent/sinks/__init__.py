@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.model import Snapshot
+from agent.core.model import Snapshot
 
 
 class Sink(Protocol):

@@ -12,7 +12,7 @@ An ``env_file`` outside ``output_dir`` cannot share the swap; it is written righ
 its own (temporary file, fsync, rename). If that second step fails, the files are already new and the
 SinkError says so; the next write retries it (the files are then unchanged and not rewritten).
 
-A value the env file cannot carry (not UTF-8, NUL, CR, see ``agent.sinks.envfile``) does not fail the
+A value the env file cannot carry (not UTF-8, NUL, CR, see ``agent.render.envfile``) does not fail the
 snapshot: its file is written, the env file leaves the variable out, and a warning names the secret and
 the reason (once, and again whenever the set of left-out secrets changes).
 """
@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from agent.config import SecretSpec
+from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import ConfigError, Problem, SinkError
-from agent.model import Fetched, Snapshot, crc32c
+from agent.render.envfile import render_env_file, value_problem
 from agent.sinks.atomic import AtomicDirWriter, FileEntry, errno_name, validate_path
-from agent.sinks.envfile import render_env_file, value_problem
 
 log = logging.getLogger(__name__)
 

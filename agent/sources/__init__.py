@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from agent.config import SecretSpec
-from agent.model import Fetched
+from agent.core.model import Fetched
 
 
 class Source(Protocol):

@@ -24,8 +24,8 @@ import watchfiles
 from dotenv import dotenv_values
 
 from agent.config import SecretSpec
+from agent.core.model import Fetched, crc32c
 from agent.errors import PermanentSourceError
-from agent.model import Fetched, crc32c
 
 log = logging.getLogger(__name__)
 

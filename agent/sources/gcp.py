@@ -8,8 +8,8 @@ Two ways to reach the service:
   login`` locally), one client per location: global secrets use ``secretmanager.googleapis.com``, regional
   ones ``secretmanager.<location>.rep.googleapis.com`` as the service requires.
 
-Every call has a timeout and runs with the client's retry switched off: retrying is ``agent.retry``'s job,
-so each attempt is seen and counted, and no hidden retry stretches a deadline. Every payload's
+Every call has a timeout and runs with the client's retry switched off: retrying is ``agent.core.retry``'s
+job, so each attempt is seen and counted, and no hidden retry stretches a deadline. Every payload's
 ``data_crc32c`` is verified. Errors are translated by ``agent.sources.errors.translate`` only.
 """
 
@@ -27,9 +27,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import SecretSpec
+from agent.config.refs import SecretRef
+from agent.core.model import Fetched, crc32c
 from agent.errors import PermanentSourceError, TransientSourceError
-from agent.model import Fetched, crc32c
-from agent.refs import SecretRef
 from agent.sources.errors import TRANSLATABLE, hint_for, translate
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 from agent.config import LOG_LEVELS, parse_delay, parse_duration, split_listen
+from agent.config.refs import project_problem
 from agent.errors import ConfigError, Problem
-from agent.refs import project_problem
 from agent.webhook.quantity import parse_quantity
 from agent.webhook.settings import DEFAULT_IMAGE, INJECTION_MODES, InjectorSettings, Resources, WebhookOptions
 
@@ -20,12 +20,12 @@ _RESOURCE_FLAGS = {
 }
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``webhook``; the parser sets ``command`` and ``run`` (args -> exit code)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``webhook``; the namespace it returns holds ``command`` and ``run`` (args -> exit
+    code)."""
     defaults = Resources()
-    p = sub.add_parser(
-        "webhook",
-        help="serve the mutating admission webhook that injects the agent",
+    p = argparse.ArgumentParser(
+        prog="secrets-agent webhook",
         description="Serve POST /mutate (admission.k8s.io/v1 AdmissionReview of Pods) over HTTPS: pods "
         "annotated secrets-agent.io/inject: 'true' get the agent as init container and/or sidecar. The "
         "certificate files are re-read when they change.",
@@ -71,6 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--log-format", default="json", choices=("json", "text"))
     p.set_defaults(command="webhook", run=run)
+    return p
 
 
 def options_from(args: argparse.Namespace) -> WebhookOptions:
@@ -136,7 +137,7 @@ def options_from(args: argparse.Namespace) -> WebhookOptions:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 after a clean stop. Bad flags raise ConfigError (exit 2), a certificate that
     cannot be loaded raises an AgentError (exit 1): the CLI prints either as one line."""
-    from agent.logs import configure_logging
+    from agent.observe.logs import configure_logging
     from agent.webhook.server import run_webhook
 
     options = options_from(args)

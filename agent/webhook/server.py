@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from agent.config import split_listen
-from agent.logs import fields
+from agent.observe.logs import fields
 from agent.supervisor import signal_handlers, supervise
 from agent.webhook.review import answer_review
 from agent.webhook.settings import InjectorSettings, WebhookOptions

@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 
 from agent.errors import AgentError
-from agent.logs import fields
+from agent.observe.logs import fields
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.server import EmulatorEndpoints
 
 CANARY = "canary-e2e-9d41b7-if-you-read-this-it-leaked"
 """A secret value every agent in these tests serves; no agent output may ever contain it."""

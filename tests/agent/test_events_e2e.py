@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests import pubsub_emulator
 from tests.agent.conftest import PROJECT, AgentProcess, Agents, Apps, Upstream, read_file, write_config
 from tests.apps import app_argv, find_records, wait_for_records_sync

@@ -1,4 +1,4 @@
-"""Runs ``agent.execmode.WatchedChild`` as its own process, as ``secrets-agent exec --watch`` will.
+"""Runs ``agent.execmode.child.WatchedChild`` as its own process, as ``secrets-agent exec --watch`` will.
 
 ``python tests/apps/supervise.py --status FILE [--subreaper] [--reload-signal NAME] [--grace S] -- CMD...``
 
@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.execmode import ExecError, WatchedChild, is_reaper
+from agent.execmode.child import ExecError, WatchedChild, is_reaper
 
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests import pubsub_emulator
 from tests.agent.conftest import PROJECT, Agents, Upstream, read_file, write_config
 from tests.drills.conftest import Listeners

@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from agent.emulator.admin import rfc3339
+from agent_emulator.admin import rfc3339
 
 
 def url(emulator: Any, path: str) -> str:

@@ -18,9 +18,9 @@ from google.cloud import secretmanager_v1
 from google.cloud.secretmanager_v1 import types
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
-from agent.emulator.events import CLOSE_TIMEOUT_SECONDS, EventPublisher, build_event_message, make_publisher
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
+from agent_emulator.events import CLOSE_TIMEOUT_SECONDS, EventPublisher, build_event_message, make_publisher
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.conftest import grpc_client
 from tests.pubsub_emulator import PubSubChannel, ReceivedMessage, free_port
 
@@ -87,7 +87,7 @@ def test_without_pubsub_emulator_host_events_are_dropped_and_the_reason_logged_o
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
-    caplog.set_level(logging.INFO, logger="agent.emulator.events")
+    caplog.set_level(logging.INFO, logger="agent_emulator.events")
     publisher = make_publisher()
     assert type(publisher) is EventPublisher
     secret = _secret(topics=("projects/p/topics/t",))
@@ -298,7 +298,7 @@ class _RecordWaiter(logging.Handler):
 def test_a_missing_topic_is_logged_and_does_not_fail_the_rpc(rig: EventsRig) -> None:
     missing = f"projects/{rig.channel.project}/topics/does-not-exist"
     waiter = _RecordWaiter(missing)
-    events_log = logging.getLogger("agent.emulator.events")
+    events_log = logging.getLogger("agent_emulator.events")
     events_log.addHandler(waiter)
     try:
         secret = rig.client.create_secret(
@@ -331,7 +331,7 @@ def test_an_unreachable_pubsub_emulator_neither_fails_nor_holds_the_rpcs(
 ) -> None:
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
     waiter = _RecordWaiter("not published by shutdown")
-    events_log = logging.getLogger("agent.emulator.events")
+    events_log = logging.getLogger("agent_emulator.events")
     events_log.addHandler(waiter)
     try:
         with running_emulator(EmulatorOptions(grpc_port=0, http_port=0)) as endpoints:

@@ -15,8 +15,9 @@ import yaml
 from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 
-from agent.emulator.errors import EmulatorError
-from agent.emulator.faults import (
+from agent.errors import ConfigError, Problem
+from agent_emulator.errors import EmulatorError
+from agent_emulator.faults import (
     CallCounters,
     Decision,
     FaultConfig,
@@ -28,10 +29,9 @@ from agent.emulator.faults import (
     load_fault_config,
     parse_fault_config,
 )
-from agent.emulator.methods import METHODS
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.quotas import SERVICE_LIMITS, QuotaLimits
-from agent.errors import ConfigError, Problem
+from agent_emulator.methods import METHODS
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.quotas import SERVICE_LIMITS, QuotaLimits
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "emulator-faults.yaml"
 ACCESS = METHODS["AccessSecretVersion"]
@@ -608,7 +608,7 @@ def test_latency_longer_than_the_client_timeout_gives_deadline_exceeded(
 
 
 def test_faults_from_flags_apply_from_the_start() -> None:
-    from agent.emulator.server import running_emulator
+    from agent_emulator.server import running_emulator
     from tests.conftest import grpc_client
 
     options = EmulatorOptions(grpc_port=0, http_port=0, fault_specs=("ListSecrets:internal=1",))

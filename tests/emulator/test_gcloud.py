@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.server import EmulatorEndpoints
 
 
 def gcloud(

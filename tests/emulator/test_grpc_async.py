@@ -10,7 +10,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 from google.protobuf import field_mask_pb2
 
-from agent.emulator.store import ETAG_MISMATCH
+from agent_emulator.store import ETAG_MISMATCH
 
 AsyncClient = secretmanager_v1.SecretManagerServiceAsyncClient
 State = secretmanager_v1.SecretVersion.State

@@ -12,8 +12,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from agent.emulator.server import EmulatorEndpoints
-from agent.emulator.store import ETAG_MISMATCH
+from agent_emulator.server import EmulatorEndpoints
+from agent_emulator.store import ETAG_MISMATCH
 
 Client = secretmanager_v1.SecretManagerServiceClient
 State = secretmanager_v1.SecretVersion.State

@@ -22,9 +22,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 from google.protobuf import field_mask_pb2
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorStartError, running_emulator
 from agent.errors import ConfigError
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorStartError, running_emulator
 from tests.conftest import grpc_client
 
 REPO = Path(__file__).resolve().parents[2]

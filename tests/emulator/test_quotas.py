@@ -12,8 +12,8 @@ import yaml
 from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.quotas import (
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.quotas import (
     SERVICE_LIMITS,
     WINDOW_SECONDS,
     QuotaLimits,
@@ -155,7 +155,7 @@ def test_quotas_are_off_by_default(
 
 
 def test_quotas_flag_and_file_at_start(tmp_path: Path) -> None:
-    from agent.emulator.server import running_emulator
+    from agent_emulator.server import running_emulator
     from tests.conftest import grpc_client
 
     with running_emulator(EmulatorOptions(grpc_port=0, http_port=0, quotas=True)) as endpoints:

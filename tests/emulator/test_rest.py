@@ -15,7 +15,7 @@ from google.cloud import secretmanager_v1
 from google.cloud.secretmanager_v1 import types
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import rest_base
 
-from agent.emulator.rest_routes import ROUTES
+from agent_emulator.rest_routes import ROUTES
 
 Client = secretmanager_v1.SecretManagerServiceClient
 State = types.SecretVersion.State

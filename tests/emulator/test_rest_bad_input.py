@@ -20,11 +20,11 @@ from google.api_core import exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.emulator.dispatch import Dispatcher
-from agent.emulator.faults import CallCounters
-from agent.emulator.methods import Method
-from agent.emulator.rest import HTTP_STATUS, add_rest_routes
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.dispatch import Dispatcher
+from agent_emulator.faults import CallCounters
+from agent_emulator.methods import Method
+from agent_emulator.rest import HTTP_STATUS, add_rest_routes
+from agent_emulator.server import EmulatorEndpoints
 
 CANARY = "CANARY-7c1f9e-do-not-echo"
 """Planted in bad values: it must show up in no response and no log line."""

@@ -11,10 +11,10 @@ import pytest
 from google.cloud.secretmanager_v1 import types
 from google.protobuf import field_mask_pb2
 
-from agent.emulator.clock import Clock
-from agent.emulator.errors import EmulatorError
-from agent.emulator.events import EventPublisher
-from agent.emulator.store import SecretStore
+from agent_emulator.clock import Clock
+from agent_emulator.errors import EmulatorError
+from agent_emulator.events import EventPublisher
+from agent_emulator.store import SecretStore
 
 TOPIC = "projects/p/topics/events"
 SECRET = "projects/p/secrets/s"

@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.secrets.interface import SecretsBackend
+from agent_emulator.server import EmulatorEndpoints
 from tests.postgres_server import PostgresServer, PostgresUnavailable, start_postgres
 from tests.rotation.helpers_engine import Programs, manager
 

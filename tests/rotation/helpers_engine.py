@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.secrets.manager import SecretManager
+from agent_emulator.server import EmulatorEndpoints
 
 PROJECT = "test-project"
 TOPIC = f"projects/{PROJECT}/topics/secret-events"

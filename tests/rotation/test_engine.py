@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.emulator.server import EmulatorEndpoints
-from agent.logs import FIELDS_KEY, REDACTED
+from agent.observe.logs import FIELDS_KEY, REDACTED
 from agent.rotation.config import RotationConfig, parse_rotation_config
 from agent.rotation.engine import RotationOptions, rotate_many, rotate_one
 from agent.rotation.lock import ANNOTATION
@@ -26,6 +25,7 @@ from agent.rotation.status import rotation_status
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.local import LocalSecretManager
 from agent.secrets.types import SecretType
+from agent_emulator.server import EmulatorEndpoints
 from tests.rotation.helpers_engine import (
     CANARY,
     Programs,

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from agent.logs import REDACTED
+from agent.observe.logs import REDACTED
 from agent.rotation.config import parse_rotation_config
 from agent.rotation.engine import RotationOptions, rotate_one
 from agent.rotation.selection import select_secrets

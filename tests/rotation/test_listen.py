@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
 from agent.rotation.lock import ANNOTATION, Holder, RotationState
 from agent.secrets.manager import SecretManager
 from agent.secrets.types import SecretType
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.pubsub_emulator import PubSubChannel
 from tests.rotation.helpers_engine import CANARY, PROJECT, Programs, advance_clock, command_settings
 

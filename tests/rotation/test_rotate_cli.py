@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.rotation.lock import ANNOTATION
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
+from agent_emulator.server import EmulatorEndpoints
 from tests.rotation.helpers_engine import (
     CANARY,
     PROJECT,

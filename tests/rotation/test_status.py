@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.rotation.lock import ANNOTATION, Holder, RotationState
 from agent.rotation.status import rotation_status
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
+from agent_emulator.server import EmulatorEndpoints
 from tests.rotation.helpers_engine import CANARY, PROJECT, advance_clock, emulator_now, parse_time
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import requests
 
-from agent.emulator.server import EmulatorEndpoints
-from agent.logs import FIELDS_KEY
+from agent.observe.logs import FIELDS_KEY
 from agent.secrets import SecretManager
+from agent_emulator.server import EmulatorEndpoints
 
 PROJECT = "test-project"
 TOPIC = f"projects/{PROJECT}/topics/secret-events"

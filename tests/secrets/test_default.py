@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
 from agent.errors import ConfigError
 from agent.secrets import LocalSecretManager, SecretManager, default_manager, get_secret, get_secret_bytes
 from agent.secrets import default as default_module
+from agent_emulator.server import EmulatorEndpoints
 
 CANARY = "canary-0d7a-module-level-value"
 OUR_VARIABLES = (
@@ -180,7 +180,7 @@ def test_a_real_process_logs_audit_events_and_never_the_value(
     done = run_python(
         f"""
         import asyncio, sys
-        from agent.logs import configure_logging
+        from agent.observe.logs import configure_logging
         from agent.secrets import default_manager, VersionNotEnabled, SecretType
         configure_logging("debug", "json")
 

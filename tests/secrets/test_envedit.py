@@ -11,16 +11,16 @@ from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.render.envfile import value_problem as env_file_value_problem
 from agent.secrets import LocalSecretManager, SecretType
 from agent.secrets.envedit import remove, render, set_value, split, value_problem, values
-from agent.sinks.envfile import value_problem as env_file_value_problem
 
 # The characters that make quoting hard (as in the env-file writer's tests), plus harmless ones.
 HARD = [*"'\"$\\`#{}()\n\r \t=!*@?-_:%~[]aZ9", "é", "中", "😀", "\u00a0", "\x0b", "\x0c", "\x85", "\u2028"]
 hard_text = st.text(alphabet=st.sampled_from(HARD), max_size=16)
 any_text = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40)
 texts = st.one_of(hard_text, any_text, st.sampled_from(["", "$", "\\", "'", "${X}", "it's $HOME", "a\r\nb"]))
-# What the env-file writer (agent.sinks.envfile) accepts: every such value must round-trip here too.
+# What the env-file writer (agent.render.envfile) accepts: every such value must round-trip here too.
 writer_values = texts.filter(lambda t: env_file_value_problem(t.encode()) is None)
 
 PREAMBLE = "# comment = 'not a value'\nOTHER=keep me  # inline\n\nexport EXPORTED='x'\nNOVALUE\n"

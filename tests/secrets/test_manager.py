@@ -11,8 +11,7 @@ import pytest
 import requests
 from google.cloud import secretmanager_v1
 
-from agent.backoff import Backoff
-from agent.emulator.server import EmulatorEndpoints
+from agent.core.backoff import Backoff
 from agent.secrets import (
     ConcurrentModification,
     SecretManager,
@@ -21,6 +20,7 @@ from agent.secrets import (
     SecretType,
     VersionNotEnabled,
 )
+from agent_emulator.server import EmulatorEndpoints
 from tests.secrets.conftest import CALLER, PROJECT, TOPIC, audit_events, logged_text, put_faults
 
 CANARY = "canary-9c1f-secret-value-never-logged"

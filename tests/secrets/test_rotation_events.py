@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 import requests
 
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
 from agent.secrets import SecretManager, SecretType
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.pubsub_emulator import PubSubChannel, ReceivedMessage
 from tests.secrets.conftest import PROJECT
 

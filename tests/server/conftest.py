@@ -23,13 +23,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.config import SecretSpec
-from agent.logs import FIELDS_KEY
-from agent.metrics import Metrics
-from agent.model import Fetched, Snapshot, crc32c
-from agent.refs import parse_ref
-from agent.server import build_endpoint_app, serve_endpoint
-from agent.store import SnapshotStore
-from agent.token import TOKEN_HEADER
+from agent.config.refs import parse_ref
+from agent.core.model import Fetched, Snapshot, crc32c
+from agent.core.store import SnapshotStore
+from agent.endpoint.server import build_endpoint_app, serve_endpoint
+from agent.endpoint.token import TOKEN_HEADER
+from agent.observe.logs import FIELDS_KEY
+from agent.observe.metrics import Metrics
 
 TOKEN = "endpoint-test-token-5d0c1e77"
 CANARY = b"canary-endpoint-3b9f-if-you-read-this-it-leaked"

@@ -12,10 +12,10 @@ from importlib.resources import files
 import aiohttp
 import pytest
 
+from agent.core.model import crc32c
+from agent.core.store import SnapshotStore
+from agent.endpoint.server import build_endpoint_app, parse_wait, serve_endpoint
 from agent.errors import AgentError
-from agent.model import crc32c
-from agent.server import build_endpoint_app, parse_wait, serve_endpoint
-from agent.store import SnapshotStore
 from tests.server.conftest import (
     BINARY,
     CANARY,
@@ -354,7 +354,7 @@ async def test_openapi_document_is_served_without_a_token(
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("application/json")
         served = await response.read()
-    assert served == files("agent").joinpath("openapi.json").read_bytes()
+    assert served == files("agent.endpoint").joinpath("openapi.json").read_bytes()
     assert json.loads(served)["openapi"].startswith("3.")
 
 

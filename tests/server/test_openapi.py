@@ -1,5 +1,6 @@
-"""agent/openapi.json says what the server does: every route is documented, and schemathesis, fuzzing the
-running server from the document, finds no 5xx and no status, header or body the document does not allow."""
+"""agent/endpoint/openapi.json says what the server does: every route is documented, and schemathesis,
+fuzzing the running server from the document, finds no 5xx and no status, header or body the document does
+not allow."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
-from agent.server import build_endpoint_app
-from agent.store import SnapshotStore
-from agent.token import TOKEN_HEADER
+from agent.core.store import SnapshotStore
+from agent.endpoint.server import build_endpoint_app
+from agent.endpoint.token import TOKEN_HEADER
 from tests.server.conftest import SPECS, TOKEN, Endpoint, threaded_endpoint
 
-DOCUMENT: dict[str, Any] = json.loads(files("agent").joinpath("openapi.json").read_text())
+DOCUMENT: dict[str, Any] = json.loads(files("agent.endpoint").joinpath("openapi.json").read_text())
 
 STREAM = ("/v1/events", "GET")
 """An endless stream: a fuzzed request would never finish; it is checked on its own below."""

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from agent.config import ServerConfig
+from agent.core.model import crc32c
+from agent.endpoint.token import TOKEN_FILE_MODE, TOKEN_HEADER, resolve_token, token_matches
 from agent.errors import AgentError
-from agent.model import crc32c
-from agent.token import TOKEN_FILE_MODE, TOKEN_HEADER, resolve_token, token_matches
 from tests.server.conftest import (
     CANARY,
     TOKEN,

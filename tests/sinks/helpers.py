@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from agent.config import SecretSpec
-from agent.model import Fetched, Snapshot, crc32c
-from agent.refs import parse_ref
+from agent.config.refs import parse_ref
+from agent.core.model import Fetched, Snapshot, crc32c
 
 
 def spec(name: str, ref: str | None = None, **fields: object) -> SecretSpec:

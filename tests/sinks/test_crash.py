@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.config import SecretSpec
-from agent.model import Snapshot
+from agent.core.model import Snapshot
 from agent.sinks.snapshot import SnapshotSink
 from tests.sinks.helpers import internal_entries, read_consistent, snapshot, snapshot_dirs, spec
 

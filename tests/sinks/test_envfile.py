@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import SinkError
-from agent.sinks.envfile import EnvValueError, quoting_for, render_env_file, render_value, value_problem
+from agent.render.envfile import EnvValueError, quoting_for, render_env_file, render_value, value_problem
 
 SHELLS = {shell: path for shell in ("sh", "bash") if (path := shutil.which(shell))}
 

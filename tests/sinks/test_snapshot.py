@@ -12,8 +12,8 @@ import pytest
 from dotenv import dotenv_values
 
 from agent.config import SecretSpec
+from agent.core.model import Snapshot
 from agent.errors import ConfigError, SinkError
-from agent.model import Snapshot
 from agent.sinks.snapshot import MANIFEST, SnapshotSink
 from tests.sinks.helpers import fetched, internal_entries, read_consistent, snapshot, snapshot_dirs, spec
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import SecretSpec
+from agent.config.refs import parse_ref
+from agent.core.model import crc32c
 from agent.errors import PermanentSourceError
-from agent.model import crc32c
-from agent.refs import parse_ref
 from agent.sources import ChangeFeed
 from agent.sources.dotenv import DotenvSource, content_version
 

@@ -17,17 +17,17 @@ import pytest
 from google.cloud import secretmanager_v1
 from google.protobuf import field_mask_pb2
 
-from agent.backoff import Backoff
 from agent.config import SecretSpec
-from agent.emulator.options import EmulatorOptions
-from agent.emulator.server import EmulatorEndpoints, running_emulator
+from agent.config.refs import parse_ref
+from agent.core.backoff import Backoff
+from agent.core.model import crc32c
+from agent.core.retry import retry_transient
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
-from agent.model import crc32c
-from agent.refs import parse_ref
-from agent.retry import retry_transient
 from agent.sources.credentials import google_credentials_available, metadata_server_hinted
 from agent.sources.errors import NO_CREDENTIALS
 from agent.sources.gcp import GcpSource
+from agent_emulator.options import EmulatorOptions
+from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.conftest import async_client
 
 AsyncClient = secretmanager_v1.SecretManagerServiceAsyncClient

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from agent.backoff import Backoff
+from agent.core.backoff import Backoff
+from agent.core.retry import retry_transient
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
-from agent.retry import retry_transient
 
 
 class FakeClock:

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from agent.config import CONFIG_FILE_ENV, CONFIG_YAML_ENV, load_config
+from agent.config.refs import parse_ref
 from agent.errors import ConfigError
-from agent.refs import parse_ref
 
 INLINE = textwrap.dedent(
     """\

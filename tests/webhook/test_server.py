@@ -21,7 +21,7 @@ import pytest
 import yaml
 from google.cloud import secretmanager_v1
 
-from agent.emulator.server import EmulatorEndpoints
+from agent_emulator.server import EmulatorEndpoints
 from tests.webhook.conftest import Webhook
 from tests.webhook.helpers import (
     DB_REF,

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from agent.logs import fields
+from agent.observe.logs import fields
 from agent.rotation.providers.base import (
     ProviderConfigError,
     ProviderError,

@@ -1,0 +1,112 @@
+"""The current Snapshot and the health of every secret: the single truth that sinks, probes and the
+local endpoint read.
+
+Only the sync loop writes here, and only after the sinks have written a snapshot successfully, so what the
+store serves is always what is on disk (last-known-good when the backend fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.config import SecretSpec
+from agent.core.model import Snapshot
+from agent.errors import SourceError
+
+
+@dataclass
+class SecretHealth:
+    """What we know about one secret's freshness. Holds no value."""
+
+    last_success: float | None = None
+    """Unix time of the last successful fetch or version check."""
+    last_error: SourceError | None = None
+    """The most recent failure since the last success (None once a check succeeds again)."""
+    consecutive_failures: int = 0
+
+
+class SnapshotStore:
+    def __init__(self, specs: Sequence[SecretSpec], clock: Callable[[], float] = time.time) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self._clock = clock
+        self._snapshot = Snapshot()
+        self._generation = 0
+        self._next_change: asyncio.Future[None] | None = None
+        self.health: dict[str, SecretHealth] = {name: SecretHealth() for name in self.specs}
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot that is on disk now (empty before the first successful write)."""
+        return self._snapshot
+
+    @property
+    def generation(self) -> int:
+        """Grows by one with every published snapshot; long-pollers wait for it to move."""
+        return self._generation
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        """Adopt ``snapshot`` (already written by the sinks) and wake everyone waiting for a change."""
+        self._snapshot = snapshot
+        self._generation += 1
+        change, self._next_change = self._next_change, None
+        if change is not None and not change.done():
+            change.set_result(None)
+
+    def next_change(self) -> asyncio.Future[None]:
+        """A future that completes at the next ``publish``. It is shared by every waiter (waking 1,000
+        long-polls is then 1,000 callbacks; an asyncio.Condition hands its lock from one waiter to the next,
+        an event-loop iteration each): wait on it with ``asyncio.wait`` or ``asyncio.shield``, never cancel
+        it."""
+        loop = asyncio.get_running_loop()
+        if self._next_change is None or self._next_change.get_loop() is not loop:
+            self._next_change = loop.create_future()
+        return self._next_change
+
+    async def wait_for_generation(
+        self, after: int, within: float, *, unless: asyncio.Future[None] | None = None
+    ) -> int:
+        """Wait until the generation exceeds ``after``, ``within`` seconds pass, or ``unless`` (say, the
+        endpoint shutting down) completes; return the generation."""
+        if self._generation <= after and (unless is None or not unless.done()):
+            awaited = [self.next_change()] if unless is None else [self.next_change(), unless]
+            # asyncio.wait never cancels what it waits on: the shared future survives a timeout.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
+        return self._generation
+
+    def record_success(self, name: str) -> None:
+        health = self.health[name]
+        health.last_success = self._clock()
+        health.last_error = None
+        health.consecutive_failures = 0
+
+    def record_failure(self, name: str, error: SourceError) -> None:
+        health = self.health[name]
+        health.last_error = error
+        health.consecutive_failures += 1
+
+    def staleness(self, name: str) -> float | None:
+        """Seconds since the last successful check of ``name``; None if it never succeeded."""
+        last = self.health[name].last_success
+        return None if last is None else max(0.0, self._clock() - last)
+
+    def not_ready_reasons(self, max_staleness: float) -> list[str]:
+        """Why the agent is not ready (empty list = ready): required secrets never fetched, or stale."""
+        reasons = []
+        for name, spec in self.specs.items():
+            if not spec.required:
+                continue
+            age = self.staleness(name)
+            # A value adopted from disk after a restart does not count until this process has checked it.
+            if age is None or self._snapshot.get(name) is None:
+                reasons.append(f"{name}: not fetched yet")
+            elif age > max_staleness:
+                reasons.append(
+                    f"{name}: last successful check {age:.0f}s ago (max_staleness {max_staleness:.0f}s)"
+                )
+        return reasons

@@ -1,5 +1,0 @@
-"""A wire-compatible Google Cloud Secret Manager emulator (gRPC + REST over one in-memory store).
-
-A separate program: the agent never imports it. Start it with ``secrets-agent emulator`` or, in-process,
-with :func:`agent.emulator.server.running_emulator`.
-"""

@@ -1,0 +1,44 @@
+"""What the app was last told about: the versions of the snapshot it reloaded (or started) with.
+
+The agent swaps the files, then signals the app after a short debounce. An agent killed in between leaves
+new files the app never heard of, and the restarted agent, finding the files already current, would not
+signal either: the app would run on the old values until the next rotation. So the versions the app was
+told about are kept beside the files (``.notified``, versions only, never values): ``init`` writes them (the
+app starts after it and reads what is there), ``run`` after each delivered notification; a ``run`` that
+starts and finds the files ahead of them tells the app once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from agent.config import NOTIFIED_FILE_NAME
+from agent.core.atomicfile import write_atomically
+
+log = logging.getLogger(__name__)
+
+
+def read_notified(output_dir: Path) -> dict[str, str] | None:
+    """The versions last told to the app; ``None`` when unknown (no file, or one we cannot read)."""
+    try:
+        document = json.loads((output_dir / NOTIFIED_FILE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    versions = document.get("versions") if isinstance(document, dict) else None
+    if not isinstance(versions, dict):
+        return None
+    return {str(name): str(version) for name, version in versions.items()}
+
+
+def write_notified(output_dir: Path, versions: Mapping[str, str]) -> None:
+    """Record ``versions`` as told to the app (atomically). A failure is logged, never raised: losing this
+    record costs at most one reload the app did not need, or one it misses after a crash."""
+    path = output_dir / NOTIFIED_FILE_NAME
+    document = json.dumps({"versions": dict(sorted(versions.items()))}).encode("utf-8")
+    try:
+        write_atomically(path, document, mode=0o600)
+    except OSError as error:
+        log.warning("cannot record the versions told to the app in %s: %s", path, error.strerror)
