@@ -21,8 +21,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent emulator tests bench
-	$(BIN)/ruff format --check agent emulator tests bench
+	$(BIN)/ruff check agent emulator testing tests bench
+	$(BIN)/ruff format --check agent emulator testing tests bench
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP)

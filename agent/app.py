@@ -18,8 +18,8 @@ from typing import Literal, TextIO
 import yaml
 
 from agent.config import Config, EventsConfig, SecretSpec, split_listen
-from agent.core.backoff import Backoff
 from agent.core.model import Snapshot
+from agent.core.retry import Backoff
 from agent.core.store import SnapshotStore
 from agent.endpoint.server import build_endpoint_app, serve_endpoint
 from agent.endpoint.token import resolve_token

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.config import SecretSpec
-from agent.core.backoff import Backoff
 from agent.core.model import Fetched, Snapshot
-from agent.core.repeats import RepeatedFailures
-from agent.core.retry import retry_transient
+from agent.core.retry import Backoff, RepeatedFailures, retry_transient
 from agent.core.store import SnapshotStore
 from agent.errors import PermanentSourceError, SinkError, SourceError
 from agent.observe.metrics import FetchResult, Heartbeat, Metrics

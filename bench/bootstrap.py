@@ -39,7 +39,7 @@ from agent.app import build_sink, select_source, sync_settings
 from agent.config import Config, load_config
 from agent.core.store import SnapshotStore
 from agent.sync import Syncer
-from bench.emulator_process import emulator_process, write_seed
+from testing.emulator_process import emulator_process, write_seed
 
 PROJECT = "bench-project"
 SIZES = (1, 10, 50, 200)

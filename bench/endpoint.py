@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.emulator_process import stop_process
 from bench.run_footprint import cpu_seconds
+from testing.emulator_process import stop_process
 
 CONNECTIONS = 32
 DURATION_SECONDS = 8

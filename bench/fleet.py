@@ -65,9 +65,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
-from bench.emulator_process import write_seed as emulator_seed
 from bench.propagation import pubsub_topic
+from testing.emulator_process import EmulatorProcess, emulator_process, patched_environ
+from testing.emulator_process import write_seed as emulator_seed
 
 PROJECT = "bench-project"
 TOPIC = f"projects/{PROJECT}/topics/secret-events"
@@ -163,7 +163,7 @@ class FleetAgent:
 
     async def _follow_events(self) -> None:
         """As ``agent.app`` wires ``events``: the feed, health -> poll interval, follow with max_delay."""
-        from agent.core.backoff import Backoff
+        from agent.core.retry import Backoff
         from agent.sources.pubsub import EventFeed
 
         events = self.config.events

@@ -9,7 +9,7 @@ secret rotated ``ROTATIONS`` times through the official client. Watching it:
   default), no events.
 
 Every agent is a real process with its own output directory on ``/dev/shm`` and its own app: a real child
-(``tests/apps/reloading_app.py``) that re-reads its file on SIGHUP and logs what it read; the agent finds it
+(``testing/apps/reloading_app.py``) that re-reads its file on SIGHUP and logs what it read; the agent finds it
 by ``--pid-file``. ``notify.debounce`` is 0 for every agent (its default, 1 s, would add a second to every
 signal: the debounce waits for quiet before it signals). The bench process watches, with inotify, each
 output directory (the rename of ``..data``: files swapped) and each app's log (the line the app writes after
@@ -57,9 +57,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import Config
-from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ, stop_process
-from bench.emulator_process import write_seed as emulator_seed
-from tests.apps import app_argv
+from testing.apps import app_argv
+from testing.emulator_process import EmulatorProcess, emulator_process, patched_environ, stop_process
+from testing.emulator_process import write_seed as emulator_seed
 
 PROJECT = "bench-project"
 SECRET_ID = "rotating"
@@ -341,7 +341,7 @@ def started_agent(
 @contextmanager
 def pubsub_topic() -> Iterator[tuple[str | None, str]]:
     """The Pub/Sub emulator with ``TOPIC`` created: (host:port, "") or (None, why not)."""
-    from tests.pubsub_emulator import PubSubEmulatorUnavailable, start_pubsub_emulator
+    from testing.pubsub_emulator import PubSubEmulatorUnavailable, start_pubsub_emulator
 
     if not events_supported():
         yield None, "this agent has no `events` configuration yet"

@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.emulator_process import EmulatorProcess, emulator_process, stop_process, write_seed
+from testing.emulator_process import EmulatorProcess, emulator_process, stop_process, write_seed
 
 PROJECT = "bench-project"
 SECRETS = 100

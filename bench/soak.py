@@ -4,7 +4,7 @@
 
 One real ``secrets-agent run`` (a child process) against the Secret Manager emulator (a process of its own)
 with Pub/Sub events from the official Pub/Sub emulator, writing to a small tmpfs of its own, telling a real
-app (``tests/apps/reloading_app.py``) to reload. For ``--duration`` the soak (see ``bench/soak_plan.py`` for
+app (``testing/apps/reloading_app.py``) to reload. For ``--duration`` the soak (see ``bench/soak_plan.py`` for
 the schedule, drawn from ``--seed``):
 
 * rotates secrets every second through the official client: one username/password **pair** (two secrets,
@@ -56,8 +56,6 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from agent.config import parse_duration
-from bench.emulator_process import EmulatorProcess, emulator_process, patched_environ
-from bench.emulator_process import write_seed as emulator_seed
 from bench.soak_observers import (
     AppLogReader,
     EndpointClient,
@@ -83,6 +81,8 @@ from bench.soak_values import (
     secret_set,
 )
 from bench.soak_world import AgentRunner, App, PubSub, Volume, agent_config, agent_environment
+from testing.emulator_process import EmulatorProcess, emulator_process, patched_environ
+from testing.emulator_process import write_seed as emulator_seed
 
 TOPIC = f"projects/{PROJECT}/topics/secret-events"
 DEFAULT_CONVERGE_WITHIN = 60.0

@@ -336,7 +336,7 @@ class LongPollWatcher(Observer):
 
 
 # --------------------------------------------------------------------------------------------------
-# The app's reloads (tests/apps/reloading_app.py logs each read)
+# The app's reloads (testing/apps/reloading_app.py logs each read)
 # --------------------------------------------------------------------------------------------------
 
 

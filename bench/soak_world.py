@@ -1,7 +1,7 @@
 """The real processes and mounts of a soak: the output volume, the Pub/Sub emulator, the app, the agent.
 
 Each class owns one thing and cleans it up; the soak composes them (``bench/soak.py``). The Secret Manager
-emulator comes from ``bench.emulator_process`` (a process of its own, so its work is not billed to us).
+emulator comes from ``testing.emulator_process`` (a process of its own, so its work is not billed to us).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.emulator_process import patched_environ, stop_process
+from testing.emulator_process import patched_environ, stop_process
 
 TMPFS_SIZE = "2m"
 """The output volume: room for a few snapshots of the soak's small secrets (each file takes a 4 KiB page)."""
@@ -105,10 +105,10 @@ class Volume:
 
 
 class PubSub:
-    """The official Pub/Sub emulator (tests/pubsub_emulator.py) with a topic, restartable on its port."""
+    """The official Pub/Sub emulator (testing/pubsub_emulator.py) with a topic, restartable on its port."""
 
     def __init__(self, topic: str) -> None:
-        from tests import pubsub_emulator
+        from testing import pubsub_emulator
 
         self._module = pubsub_emulator
         self.topic = topic
@@ -154,13 +154,13 @@ class PubSub:
 
 
 # --------------------------------------------------------------------------------------------------
-# The app: tests/apps/reloading_app.py, re-reading a whole snapshot on every SIGHUP
+# The app: testing/apps/reloading_app.py, re-reading a whole snapshot on every SIGHUP
 # --------------------------------------------------------------------------------------------------
 
 
 class App:
     def __init__(self, base: Path, output_dir: Path, files: list[str]) -> None:
-        from tests.apps import app_argv
+        from testing.apps import app_argv
 
         self.log = base / "app.log"
         self.pid_file = base / "app.pid"

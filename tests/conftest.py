@@ -16,7 +16,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
-from tests.pubsub_emulator import (
+from testing.pubsub_emulator import (
     PubSubChannel,
     PubSubEmulatorUnavailable,
     open_channel,

@@ -21,8 +21,8 @@ from agent.sinks.snapshot import SnapshotSink
 from agent.sources.gcp import GcpSource
 from agent.sync import Syncer, SyncSettings
 from agent_emulator.server import EmulatorEndpoints
-from tests.agent.conftest import PROJECT, Upstream
 from tests.conftest import grpc_client
+from tests.e2e.conftest import PROJECT, Upstream
 
 DB = SecretSpec(name="db", ref=parse_ref(f"projects/{PROJECT}/secrets/db"))
 

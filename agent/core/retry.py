@@ -1,9 +1,19 @@
-"""Retrying transient source errors: capped exponential backoff with full jitter, bounded by a deadline.
+"""The one retry policy: how long to wait (``Backoff``), retrying transient errors (``retry_transient``),
+and which repeated failures are worth a log line (``RepeatedFailures``).
 
-This is the one retry policy in force for Secret Manager calls: the Google client's own retry is switched
-off (``retry=None``) so that every attempt is visible here (logs, metrics) and no hidden retry stretches a
-deadline. Only ``TransientSourceError`` is retried; anything else, ``PermanentSourceError`` included,
-propagates at once.
+Backoff is capped exponential with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
+full jitter spreads retries of a whole fleet evenly over [0, cap], so pods that failed together do not
+retry together. Schedules are data (``Backoff``) so they can come from configuration.
+
+``retry_transient`` is the policy in force for Secret Manager calls: the Google client's own retry is
+switched off (``retry=None``) so that every attempt is visible here (logs, metrics) and no hidden retry
+stretches a deadline. Only ``TransientSourceError`` is retried; anything else, ``PermanentSourceError``
+included, propagates at once.
+
+``RepeatedFailures``: during an outage every secret fails at every retry, several times a second across a
+pod's secrets; one warning per attempt buries everything else in the log. It lets the first failure of
+each secret (and any change of status) through at once, then at most one line per ``interval`` that says
+how many it held back, and a line when the secret works again.
 """
 
 from __future__ import annotations
@@ -12,10 +22,30 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
-from agent.core.backoff import Backoff
 from agent.errors import TransientSourceError
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 0.5
+    """Cap of the first delay, in seconds."""
+    maximum: float = 30.0
+    """Largest cap, in seconds."""
+    multiplier: float = 2.0
+    """Growth of the cap per attempt."""
+
+    def cap(self, attempt: int) -> float:
+        """Upper bound of the delay before retry number ``attempt`` (0-based)."""
+        # min() before the power would overflow for large attempts; cap the exponent instead.
+        return min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """A random delay in [0, cap(attempt)] (full jitter)."""
+        return (rng or random).uniform(0.0, self.cap(attempt))
+
 
 T = TypeVar("T")
 
@@ -59,3 +89,46 @@ async def retry_transient(
             if on_retry is not None:
                 on_retry(error, attempt, delay)
             await sleep(delay)
+
+
+DEFAULT_INTERVAL = 60.0
+"""Seconds between two warnings about the same failing secret and status."""
+
+
+@dataclass
+class _Streak:
+    code: str
+    last_logged: float
+    held_back: int = 0
+    failures: int = 1
+
+
+class RepeatedFailures:
+    """Per key (a secret's name): decide whether a failure is worth a line. One event loop, no locks."""
+
+    def __init__(
+        self, interval: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._streaks: dict[str, _Streak] = {}
+
+    def failed(self, key: str, code: str) -> int | None:
+        """Record a failure. ``None``: hold this one back. Otherwise log it, and mention the returned number
+        of failures held back since the last line (0 for the first of a streak or a new status)."""
+        now = self._clock()
+        streak = self._streaks.get(key)
+        if streak is None or streak.code != code:
+            self._streaks[key] = _Streak(code, now)
+            return 0
+        streak.failures += 1
+        if now - streak.last_logged < self.interval:
+            streak.held_back += 1
+            return None
+        held_back, streak.held_back, streak.last_logged = streak.held_back, 0, now
+        return held_back
+
+    def succeeded(self, key: str) -> int:
+        """Record a success: the number of failures of the streak it ends (0 when there was none)."""
+        streak = self._streaks.pop(key, None)
+        return 0 if streak is None else streak.failures

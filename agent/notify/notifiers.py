@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from agent.core.backoff import Backoff
+from agent.core.retry import Backoff
 from agent.errors import AgentError, NotifyError
 from agent.notify import procfind
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agent.core.backoff import Backoff
+from agent.core.retry import Backoff
 from agent.errors import AgentError
 from agent.observe.logs import fields
 from agent.rotation.engine import RotationOptions, RotationResult, rotate_one

@@ -43,8 +43,8 @@ from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
 from google.cloud.secretmanager_v1 import types as pb
 from google.protobuf import field_mask_pb2
 
-from agent.core.backoff import Backoff
 from agent.core.model import crc32c
+from agent.core.retry import Backoff
 from agent.errors import TransientSourceError
 from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller

@@ -49,7 +49,7 @@ from typing import Any, Final, Literal
 
 from agent.config import EventsConfig, SecretSpec
 from agent.config.refs import LATEST
-from agent.core.backoff import Backoff
+from agent.core.retry import Backoff
 from agent.errors import AgentError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 ``backend`` is the emulator as a process of its own on two fixed ports, keeping its data in a file
 (``--data``): it can be stopped (SIGKILL: a crash, not a goodbye) and started again on the same ports with
 the same secrets, which is what "the backend was down and came back" means to an agent. The in-process
-``emulator`` fixture cannot do that (injected UNAVAILABLE faults are the other way, used by tests/agent).
+``emulator`` fixture cannot do that (injected UNAVAILABLE faults are the other way, used by tests/e2e).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent.conftest import (  # noqa: F401 - fixtures shared with tests/agent, used by the drills
+from testing.pubsub_emulator import free_port
+from tests.e2e.conftest import (  # noqa: F401 - fixtures shared with tests/e2e, used by the drills
     AGENT_OUTPUTS,
     CANARY,
     PROJECT,
@@ -40,7 +41,6 @@ from tests.agent.conftest import (  # noqa: F401 - fixtures shared with tests/ag
     output_dir,
     upstream,
 )
-from tests.pubsub_emulator import free_port
 from tests.sinks.conftest import mount_tmpfs  # noqa: F401 - a tiny tmpfs for the disk-full drill
 
 TOKEN_HEADER = "X-Secrets-Agent-Token"

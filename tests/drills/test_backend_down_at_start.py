@@ -4,8 +4,8 @@
 status, the address it could not reach and what to do; ``run`` must stay up, not ready, retrying, and
 become ready on its own once the backend is started on the same port.
 
-Related, not repeated here: tests/agent/test_run.py::test_a_backend_down_at_start_is_retried_until_it_is_back
-and tests/agent/test_init.py::test_init_timeout_bounds_a_backend_that_is_down, where the backend answers
+Related, not repeated here: tests/e2e/test_run.py::test_a_backend_down_at_start_is_retried_until_it_is_back
+and tests/e2e/test_init.py::test_init_timeout_bounds_a_backend_that_is_down, where the backend answers
 UNAVAILABLE (an injected fault) instead of being absent.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Upstream, write_config
 from tests.drills.conftest import Backend, Listeners, read_through_data, seed_backend
+from tests.e2e.conftest import Agents, Upstream, write_config
 
 
 def test_init_exits_1_naming_each_secret_the_backend_and_what_to_do(

@@ -4,7 +4,7 @@ Last-known-good: the files and the endpoint keep serving what the agent had; the
 /readyz fails once nothing was checked for ``max_staleness`` (liveness stays green: stale is not dead); when
 the backend is back on the same port the agent catches up on its own and is ready again.
 
-Related: readiness is also tested with injected UNAVAILABLE faults, in tests/agent/test_endpoint_e2e.py
+Related: readiness is also tested with injected UNAVAILABLE faults, in tests/e2e/test_endpoint_e2e.py
 (``test_readiness_fails_after_max_staleness_and_recovers_with_the_backend``); here the backend is really gone.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import requests
 
-from tests.agent.conftest import Agents, Upstream, write_config
 from tests.drills.conftest import (
     Backend,
     Listeners,
@@ -22,6 +21,7 @@ from tests.drills.conftest import (
     read_through_data,
     seed_backend,
 )
+from tests.e2e.conftest import Agents, Upstream, write_config
 
 STALENESS = "secrets_agent_staleness_seconds"
 

@@ -1,7 +1,7 @@
 """Drill: Secret Manager answers with payloads whose ``data_crc32c`` does not match (corruption in transit).
 
 The files part of this drill (run keeps the old file until the payloads are sound again) is
-tests/agent/test_run.py::test_crc_corruption_keeps_the_old_value_until_the_payloads_are_sound_again. Here:
+tests/e2e/test_run.py::test_crc_corruption_keeps_the_old_value_until_the_payloads_are_sound_again. Here:
 ``init`` never writes a payload that failed its check, and ``run`` keeps serving the old value from its
 endpoint too, counting DATA_LOSS in its metrics.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Upstream, write_config
 from tests.drills.conftest import Listeners, assert_values_not_logged, read_through_data
+from tests.e2e.conftest import Agents, Upstream, write_config
 
 
 def test_init_writes_nothing_it_could_not_verify(

@@ -19,7 +19,7 @@ import pytest
 
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
-from tests.agent.conftest import PROJECT, Agents, Upstream, read_file, write_config
+from tests.e2e.conftest import PROJECT, Agents, Upstream, read_file, write_config
 
 # Found by `make soak`: before every fetch was numbered (agent/sync.py), a check that read `latest` before
 # another committed a newer version could commit its older value afterwards, about every second run.

@@ -14,9 +14,9 @@ import errno
 import os
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Apps, Upstream, write_config
-from tests.apps import app_argv, find_records, wait_for_records_sync
+from testing.apps import app_argv, find_records, wait_for_records_sync
 from tests.drills.conftest import Listeners, assert_values_not_logged, read_through_data
+from tests.e2e.conftest import Agents, Apps, Upstream, write_config
 from tests.sinks.conftest import MountTmpfs
 from tests.sinks.helpers import snapshot_dirs
 

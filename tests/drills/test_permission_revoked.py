@@ -5,15 +5,15 @@ names the secret and the status, counts the error by code in its metrics, and pi
 itself once access is granted again. (The emulator has no IAM: an injected PERMISSION_DENIED fault is how
 access is revoked; it applies to every AccessSecretVersion call.)
 
-Related: tests/agent/test_init.py::test_init_names_a_forbidden_secret_with_a_permission_hint (init).
+Related: tests/e2e/test_init.py::test_init_names_a_forbidden_secret_with_a_permission_hint (init).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Upstream, write_config
 from tests.drills.conftest import Listeners, assert_values_not_logged, read_through_data
+from tests.e2e.conftest import Agents, Upstream, write_config
 
 
 def test_a_revoked_permission_keeps_the_last_known_good_value_and_says_so(

@@ -4,7 +4,7 @@ Expected: the agent starts anyway (secrets come from Secret Manager, events are 
 that Pub/Sub is unreachable, polls at the normal interval meanwhile (a rotation still arrives), keeps
 trying, and once Pub/Sub is up creates its subscription, catches up, and takes rotations by event again.
 
-Related: Pub/Sub going down (and coming back) while the agent runs is tests/agent/test_events_e2e.py's
+Related: Pub/Sub going down (and coming back) while the agent runs is tests/e2e/test_events_e2e.py's
 ``test_pubsub_stopped_mid_run_polling_converges_and_events_resume_when_it_returns``.
 """
 
@@ -19,10 +19,10 @@ import pytest
 
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
-from tests import pubsub_emulator
-from tests.agent.conftest import PROJECT, Agents, Upstream, read_file, write_config
+from testing import pubsub_emulator
+from testing.pubsub_emulator import PubSubEmulator, PubSubEmulatorUnavailable, free_port
 from tests.drills.conftest import Listeners
-from tests.pubsub_emulator import PubSubEmulator, PubSubEmulatorUnavailable, free_port
+from tests.e2e.conftest import PROJECT, Agents, Upstream, read_file, write_config
 
 pytestmark = pytest.mark.pubsub
 

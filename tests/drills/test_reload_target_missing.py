@@ -4,7 +4,8 @@ Expected: the files are still swapped (the app reads them when it starts), the a
 logs a warning per attempt that names the pid file or the pattern, gives up after ``notify.max_attempts``
 with one error, counts the failures in its metrics, and signals the app at the next rotation once it exists.
 
-Related: tests/test_notify.py checks the signal notifier's own errors (missing or bad pid file, no match).
+Related: tests/notify/test_notify.py checks the signal notifier's own errors (missing or bad pid file, no
+match).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Apps, Upstream, write_config
-from tests.apps import app_argv, wait_for_records_sync
+from testing.apps import app_argv, wait_for_records_sync
 from tests.drills.conftest import Listeners, read_through_data
+from tests.e2e.conftest import Agents, Apps, Upstream, write_config
 
 FAST_NOTIFY = {"debounce": "0", "max_attempts": 3}
 FAST_BACKOFF = {"backoff_initial": "100ms", "backoff_max": "200ms"}

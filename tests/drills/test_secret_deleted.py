@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.agent.conftest import Agents, Upstream, write_config
 from tests.drills.conftest import Listeners, assert_values_not_logged, read_through_data
+from tests.e2e.conftest import Agents, Upstream, write_config
 
 
 def test_a_deleted_secret_keeps_its_last_value_warns_and_a_recreated_one_is_picked_up(

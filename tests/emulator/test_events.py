@@ -21,8 +21,8 @@ from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from agent_emulator.events import CLOSE_TIMEOUT_SECONDS, EventPublisher, build_event_message, make_publisher
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
+from testing.pubsub_emulator import PubSubChannel, ReceivedMessage, free_port
 from tests.conftest import grpc_client
-from tests.pubsub_emulator import PubSubChannel, ReceivedMessage, free_port
 
 PROJECT = "events-project"
 CANARY = b"canary-payload-7f3a9c-never-in-an-event"

@@ -13,7 +13,7 @@ import pytest
 
 from agent.secrets.interface import SecretsBackend
 from agent_emulator.server import EmulatorEndpoints
-from tests.postgres_server import PostgresServer, PostgresUnavailable, start_postgres
+from testing.postgres_server import PostgresServer, PostgresUnavailable, start_postgres
 from tests.rotation.helpers_engine import Programs, manager
 
 

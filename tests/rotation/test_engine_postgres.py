@@ -15,7 +15,7 @@ from agent.rotation.engine import RotationOptions, rotate_one
 from agent.rotation.selection import select_secrets
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
-from tests.postgres_server import PostgresServer
+from testing.postgres_server import PostgresServer
 from tests.rotation.conftest import PgRole
 from tests.rotation.helpers_engine import logged_text
 

@@ -26,7 +26,7 @@ from agent.secrets.manager import SecretManager
 from agent.secrets.types import SecretType
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
-from tests.pubsub_emulator import PubSubChannel
+from testing.pubsub_emulator import PubSubChannel
 from tests.rotation.helpers_engine import CANARY, PROJECT, Programs, advance_clock, command_settings
 
 pytestmark = pytest.mark.pubsub

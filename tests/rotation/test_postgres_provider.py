@@ -22,7 +22,7 @@ from agent.rotation.providers.pgurl import PgUrl
 from agent.rotation.providers.postgres import PostgresProvider
 from agent.rotation.providers.registry import build_provider
 from agent.secrets.types import SecretType
-from tests.postgres_server import PostgresServer
+from testing.postgres_server import PostgresServer
 from tests.rotation.conftest import PgRole
 
 pytestmark = pytest.mark.postgres

@@ -11,7 +11,7 @@ import pytest
 import requests
 from google.cloud import secretmanager_v1
 
-from agent.core.backoff import Backoff
+from agent.core.retry import Backoff
 from agent.secrets import (
     ConcurrentModification,
     SecretManager,

@@ -11,7 +11,7 @@ import requests
 from agent.secrets import SecretManager, SecretType
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
-from tests.pubsub_emulator import PubSubChannel, ReceivedMessage
+from testing.pubsub_emulator import PubSubChannel, ReceivedMessage
 from tests.secrets.conftest import PROJECT
 
 pytestmark = pytest.mark.pubsub

@@ -19,9 +19,8 @@ from google.protobuf import field_mask_pb2
 
 from agent.config import SecretSpec
 from agent.config.refs import parse_ref
-from agent.core.backoff import Backoff
 from agent.core.model import crc32c
-from agent.core.retry import retry_transient
+from agent.core.retry import Backoff, retry_transient
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
 from agent.sources.credentials import google_credentials_available, metadata_server_hinted
 from agent.sources.errors import NO_CREDENTIALS
