@@ -287,7 +287,8 @@ def _at_least(minimum: int) -> Callable[[object], object]:
     return parse
 
 
-_ZERO_DURATION = re.compile(r"0+(?:\.0*)?(?:ms|s|m|h)?")
+# Zero in every spelling parse_duration reads: 0, 0s, 0.0, .0s, 0ms...
+_ZERO_DURATION = re.compile(r"(?:0+(?:\.0*)?|\.0+)(?:ms|s|m|h)?")
 
 
 def parse_delay(value: object) -> float:

@@ -28,7 +28,6 @@ import email.utils
 import importlib.resources
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from agent.config import is_loopback, parse_duration
+from agent.config import is_loopback, parse_delay
 from agent.core.model import Fetched
 from agent.core.store import SnapshotStore
 from agent.endpoint.token import TOKEN_HEADER, token_matches
@@ -143,19 +142,13 @@ def _value_response(item: Fetched, as_json: bool, headers: dict[str, str]) -> we
 
 # -- request parsing ---------------------------------------------------------------------------------
 
-_ZERO_DURATION = re.compile(r"(?:0+(?:\.0*)?|\.0+)(?:ms|s|m|h)?")
-
-
 def parse_wait(raw: str | None, cap: float) -> float | None:
     """``?wait=`` -> seconds capped at ``cap``; None when absent. ``0`` means do not wait.
 
     Raises ValueError (whose text must not be shown: it quotes the input) for anything else."""
     if raw is None:
         return None
-    text = raw.strip()
-    if _ZERO_DURATION.fullmatch(text):
-        return 0.0
-    return min(parse_duration(text), cap)
+    return min(parse_delay(raw), cap)
 
 
 def _matches(if_none_match: tuple[Any, ...] | None, item: Fetched) -> bool:
