@@ -24,8 +24,12 @@ from agent.core.store import SnapshotStore
 from agent.endpoint.server import build_endpoint_app, serve_endpoint
 from agent.endpoint.token import resolve_token
 from agent.errors import AgentError, SinkError
+from agent.notify.base import Notifier
+from agent.notify.command import CommandNotifier
+from agent.notify.coordinator import ReloadCoordinator
+from agent.notify.http import HttpNotifier
 from agent.notify.notified import read_notified, write_notified
-from agent.notify.notifiers import CommandNotifier, HttpNotifier, Notifier, ReloadCoordinator, SignalNotifier
+from agent.notify.signal import SignalNotifier
 from agent.observe.logs import configure_logging, register_served_values
 from agent.observe.metrics import Liveness, Metrics
 from agent.observe.probes import build_probes_app, serve_probes
@@ -372,7 +376,7 @@ def _endpoint(config: Config, store: SnapshotStore, syncer: Syncer, metrics: Met
 
 def run_exec(config: Config, argv: list[str]) -> int:
     """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
-    from agent.execmode.child import ExecError
+    from agent.execmode.launch import ExecError
 
     configure_logging(config.log_level, config.log_format)
     try:
@@ -385,7 +389,7 @@ def run_exec(config: Config, argv: list[str]) -> int:
 
 
 async def _exec(config: Config, argv: list[str]) -> int:
-    from agent.execmode.child import child_environment, exec_replace
+    from agent.execmode.launch import child_environment, exec_replace
 
     source = select_source(config, "exec")
     store = SnapshotStore(config.secrets)
@@ -405,7 +409,8 @@ async def _exec(config: Config, argv: list[str]) -> int:
 
 async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict[str, str]) -> int:
     """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
-    from agent.execmode.child import WatchedChild, child_environment
+    from agent.execmode.launch import child_environment
+    from agent.execmode.watch import WatchedChild
 
     reload_signal = signal.Signals[config.exec.reload_signal] if config.exec.reload_signal else None
     async with WatchedChild(argv, lambda: env, reload_signal, config.shutdown_grace) as child:

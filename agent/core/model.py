@@ -71,9 +71,3 @@ class Snapshot:
         merged = dict(self.items)
         merged.update({f.name: f for f in updates})
         return Snapshot(merged)
-
-    def same_values(self, other: Snapshot) -> bool:
-        """True when both hold the same names, versions and bytes (so nothing needs rewriting)."""
-        return self.items.keys() == other.items.keys() and all(
-            f.same_value(other.items[f.name]) for f in self.items.values()
-        )

@@ -40,17 +40,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from agent.core.atomicfile import write_atomically
 from agent.secrets import envedit
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
+from agent.secrets.rotating import rotator
 from agent.secrets.types import TYPE_LABEL, SecretType
-
-if TYPE_CHECKING:
-    from agent.rotation.config import RotationConfig
 
 T = TypeVar("T")
 
@@ -111,7 +109,7 @@ class LocalSecretManager:
     backend = BACKEND
 
     def __init__(
-        self, path: Path | str, *, caller: str | None = None, rotation_config: RotationConfig | None = None
+        self, path: Path | str, *, caller: str | None = None, rotation_config: object | None = None
     ) -> None:
         self.path = Path(path)
         """The ``.env`` file (created on the first write when missing)."""
@@ -120,7 +118,8 @@ class LocalSecretManager:
         self.caller = caller or default_caller()
         """Who is acting, for the audit log."""
         self.rotation_config = rotation_config
-        """Passed to ``agent.rotation.engine.RotationOptions(config=...)`` by ``rotate_secret``."""
+        """The rotation tooling's config (``agent.rotation.config.RotationConfig``), handed to it unchanged by
+        ``rotate_secret``."""
 
     async def __aenter__(self) -> LocalSecretManager:
         return self
@@ -342,14 +341,9 @@ class LocalSecretManager:
             return await self._run(change, write=True)
 
     async def rotate_secret(self, secret_id: str) -> str:
-        """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
-        # Imported here: rotation (providers, database drivers) is only loaded by those who rotate.
-        from agent.rotation.engine import RotationOptions, rotate_one
-
-        result = await rotate_one(self, secret_id, RotationOptions(config=self.rotation_config))
-        if result.result != "rotated":
-            raise SecretsError(result.message, code="ABORTED", secret_id=secret_id)
-        return str(result.new_version)
+        """Rotate with the secret's provider (the rotation tooling, ``agent.rotation``); return the new
+        version number. The tooling is loaded on first use (see ``agent.secrets.rotating``)."""
+        return await rotator()(self, secret_id, self.rotation_config)
 
     # -- state -------------------------------------------------------------------------------------
 

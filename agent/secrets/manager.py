@@ -36,7 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import google.auth
 from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
@@ -50,6 +50,7 @@ from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
+from agent.secrets.rotating import rotator
 from agent.secrets.types import TYPE_LABEL, SecretType
 from agent.sources.errors import TRANSLATABLE, translate
 from agent.sources.gcp import (
@@ -59,9 +60,6 @@ from agent.sources.gcp import (
     payload_problem,
     version_of,
 )
-
-if TYPE_CHECKING:
-    from agent.rotation.config import RotationConfig
 
 T = TypeVar("T")
 
@@ -85,7 +83,7 @@ class SecretManager:
         topics: Sequence[str] = (),
         caller: str | None = None,
         call_timeout: float = 10.0,
-        rotation_config: RotationConfig | None = None,
+        rotation_config: object | None = None,
         max_attempts: int = 8,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
@@ -106,7 +104,8 @@ class SecretManager:
         self.call_timeout = call_timeout
         """Seconds each call may take."""
         self.rotation_config = rotation_config
-        """Passed to ``agent.rotation.engine.RotationOptions(config=...)`` by ``rotate_secret``."""
+        """The rotation tooling's config (``agent.rotation.config.RotationConfig``), handed to it unchanged by
+        ``rotate_secret``."""
         self.max_attempts = max_attempts
         """Calls per operation at most, first one included (see the module docstring for which retry)."""
         self.backoff = backoff
@@ -377,14 +376,9 @@ class SecretManager:
             return version_info(secret_id, await self._call(secret_id, call, request, idempotent=repeatable))
 
     async def rotate_secret(self, secret_id: str) -> str:
-        """Rotate with the secret's provider (``agent.rotation.engine``); return the new version number."""
-        # Imported here: rotation (providers, database drivers) is only loaded by those who rotate.
-        from agent.rotation.engine import RotationOptions, rotate_one
-
-        result = await rotate_one(self, secret_id, RotationOptions(config=self.rotation_config))
-        if result.result != "rotated":
-            raise SecretsError(result.message, code="ABORTED", secret_id=secret_id)
-        return str(result.new_version)
+        """Rotate with the secret's provider (the rotation tooling, ``agent.rotation``); return the new
+        version number. The tooling is loaded on first use (see ``agent.secrets.rotating``)."""
+        return await rotator()(self, secret_id, self.rotation_config)
 
     async def close(self) -> None:
         """Close the channel; the manager may be used again (a new client is built on the next call)."""

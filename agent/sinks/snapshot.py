@@ -19,17 +19,15 @@ the reason (once, and again whenever the set of left-out secrets changes).
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from agent.config import SecretSpec
+from agent.core.atomicfile import remove_leftovers, write_atomically
 from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import ConfigError, Problem, SinkError
 from agent.render.envfile import render_env_file, value_problem
@@ -39,8 +37,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "..manifest.json"
 MANIFEST_FORMAT = 1
-_ENV_TMP_INFIX = ".tmp-"
-_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class SnapshotSink:
@@ -166,24 +162,12 @@ class SnapshotSink:
             log.info("adopted %d secret(s) already in %s", len(adopted), self.output_dir)
         return Snapshot({f.name: f for f in adopted})
 
-    def versions_on_disk(self) -> dict[str, tuple[str, int]]:
-        """Local name -> (version, crc32c) per the current manifest; {} when there is none. No values."""
-        try:
-            files = self.writer.current()
-        except SinkError:
-            return {}
-        return {
-            name: (str(entry["version"]), checksum)
-            for name, entry in _parse_manifest(files.get(MANIFEST)).items()
-            if isinstance(checksum := entry["crc32c"], int)
-        }
-
     def _cleanup_once(self) -> None:
         if self._cleaned:
             return
         self.writer.cleanup()
         if self.env_outside is not None:
-            _remove_env_temporaries(self.env_outside)
+            remove_leftovers(self.env_outside)
         self._cleaned = True
 
     # -- an env file outside output_dir -----------------------------------------------------------
@@ -194,27 +178,10 @@ class SnapshotSink:
                 return False
         except OSError:
             pass  # missing or unreadable: (re)write it
-        temporary = path.with_name(f".{path.name}{_ENV_TMP_INFIX}{secrets.token_hex(6)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temporary, _CREATE_NEW, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, self.env_file_mode)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temporary, path)
-            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            write_atomically(path, data, mode=self.env_file_mode)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             files = "the secret files were swapped but " if files_changed else ""
             raise SinkError(f"{files}the env file {path} was not written: {errno_name(error)}") from None
         return True
@@ -241,14 +208,3 @@ def _parse_manifest(data: bytes | None) -> dict[str, dict[str, object]]:
         for name, entry in entries.items()
         if isinstance(entry, dict) and {"version", "crc32c", "file"} <= entry.keys()
     }
-
-
-def _remove_env_temporaries(path: Path) -> None:
-    """Temporary env files a crash left next to ``path``."""
-    try:
-        leftovers = list(path.parent.glob(f".{glob.escape(path.name)}{_ENV_TMP_INFIX}*"))
-    except OSError:
-        return
-    for leftover in leftovers:
-        with contextlib.suppress(OSError):
-            leftover.unlink(missing_ok=True)

@@ -33,12 +33,6 @@ class CallRecorder(Protocol):
     def record(self, method: Method, code: grpc.StatusCode) -> None: ...
 
 
-class Store(Protocol):
-    """The in-memory service: one method per RPC, named ``Method.store_attr``."""
-
-    def __getattr__(self, name: str) -> Any: ...
-
-
 def project_of(request: Any) -> str:
     """The project a request addresses ('' when its name is malformed; the store then rejects it)."""
     for attr in ("name", "parent"):
@@ -54,6 +48,7 @@ def project_of(request: Any) -> str:
 
 class Dispatcher:
     def __init__(self, store: Any, faults: FaultInjector, recorder: CallRecorder) -> None:
+        # store: the SecretStore; one method per RPC, named ``Method.store_attr``, found by name.
         self.store = store
         self.faults = faults
         self.recorder = recorder

@@ -31,9 +31,7 @@ import binascii
 import datetime as dt
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ import yaml
 from google.cloud.secretmanager_v1 import types
 from google.protobuf import field_mask_pb2
 
+from agent.core.atomicfile import write_atomically
 from agent.errors import ConfigError, Problem
 from agent_emulator.errors import EmulatorError
 from agent_emulator.resource_names import SECRET_ID, parse_secret_name
@@ -367,28 +366,9 @@ def load_data(store: SecretStore, path: Path) -> bool:
 
 
 def write_data(path: Path, data: dict[str, Any]) -> None:
-    """Replace the data file atomically: a reader sees the old file or the new one, never half of one."""
-    directory = path.parent if str(path.parent) else Path(".")
-    encoded = json.dumps(data, indent=1, sort_keys=True).encode()
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        # mkstemp creates the file 0600: the data file holds payloads.
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace the data file atomically: a reader sees the old file or the new one, never half of one.
+    New files are 0600: the data file holds payloads."""
+    write_atomically(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def persister(store: SecretStore, path: Path) -> Callable[[], None]:

@@ -1,4 +1,4 @@
-"""Runs ``agent.execmode.child.WatchedChild`` as its own process, as ``secrets-agent exec --watch`` will.
+"""Runs ``agent.execmode.watch.WatchedChild`` as its own process, as ``secrets-agent exec --watch`` will.
 
 ``python testing/apps/supervise.py --status FILE [--subreaper] [--reload-signal NAME] [--grace S] -- CMD...``
 
@@ -19,7 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.execmode.child import ExecError, WatchedChild, is_reaper
+from agent.execmode.launch import ExecError
+from agent.execmode.watch import WatchedChild, is_reaper
 
 PR_SET_CHILD_SUBREAPER = 36
 

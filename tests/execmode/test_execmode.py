@@ -17,13 +17,8 @@ from agent.config import SecretSpec
 from agent.config.refs import parse_ref
 from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import AgentError
-from agent.execmode.child import (
-    EXIT_NOT_FOUND,
-    FORWARDED_SIGNALS,
-    ExecError,
-    WatchedChild,
-    child_environment,
-)
+from agent.execmode.launch import EXIT_NOT_FOUND, ExecError, child_environment
+from agent.execmode.watch import FORWARDED_SIGNALS, WatchedChild
 from testing.apps import (
     SUPERVISE,
     app_argv,
@@ -148,7 +143,7 @@ def run_exec_replace(
     script = textwrap.dedent(
         f"""
         import json, os, signal, sys
-        from agent.execmode.child import ExecError, exec_replace
+        from agent.execmode.launch import ExecError, exec_replace
         {prelude}
         print(json.dumps({{"pid": os.getpid()}}), flush=True)
         try:

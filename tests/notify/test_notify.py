@@ -21,16 +21,11 @@ from aiohttp import web
 from agent.core.retry import Backoff
 from agent.errors import NotifyError
 from agent.notify import procfind
-from agent.notify.notifiers import (
-    OUTPUT_LOG_LIMIT,
-    VERSIONS_ENV,
-    CommandNotifier,
-    HttpNotifier,
-    ReloadCoordinator,
-    SignalNotifier,
-    compile_process_pattern,
-    redact_url,
-)
+from agent.notify.base import VERSIONS_ENV
+from agent.notify.command import OUTPUT_LOG_LIMIT, CommandNotifier
+from agent.notify.coordinator import ReloadCoordinator
+from agent.notify.http import HttpNotifier, redact_url
+from agent.notify.signal import SignalNotifier, compile_process_pattern
 from testing.apps import app_argv, find_records, wait_for_records, wait_until
 
 FAST = Backoff(initial=0.01, maximum=0.02)
@@ -107,7 +102,7 @@ async def test_signal_reaches_every_matching_process(
 ) -> None:
     marker = f"shared-marker-{uuid.uuid4().hex}"
     apps = [await started(start_app(marker=marker)) for _ in range(2)]
-    caplog.set_level(logging.INFO, logger="agent.notify.notifiers")
+    caplog.set_level(logging.INFO, logger="agent.notify")
     await SignalNotifier(signal.SIGHUP, process=marker).notify(VERSIONS)
     for app in apps:
         await wait_for_records(app.log, event="signal", signal="SIGHUP")
@@ -308,7 +303,7 @@ def python(code: str) -> list[str]:
 
 async def test_command_gets_the_versions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "versions.json"
-    caplog.set_level(logging.INFO, logger="agent.notify.notifiers")
+    caplog.set_level(logging.INFO, logger="agent.notify")
     code = f"import os; open({str(out)!r}, 'w').write(os.environ[{VERSIONS_ENV!r}]); print('reloaded ok')"
     await CommandNotifier(python(code), timeout=30).notify(VERSIONS)
     assert json.loads(out.read_text()) == VERSIONS
@@ -316,7 +311,7 @@ async def test_command_gets_the_versions(tmp_path: Path, caplog: pytest.LogCaptu
 
 
 async def test_command_output_is_truncated_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.notify.notifiers")
+    caplog.set_level(logging.INFO, logger="agent.notify")
     await CommandNotifier(python("print('a' * 10000 + 'END', end='')"), timeout=30).notify(VERSIONS)
     (record,) = [r for r in caplog.records if "output" in r.getMessage()]
     message = record.getMessage()

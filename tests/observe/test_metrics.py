@@ -28,7 +28,9 @@ from agent.config.refs import parse_ref
 from agent.core.model import crc32c
 from agent.core.retry import Backoff
 from agent.core.store import SnapshotStore
-from agent.notify.notifiers import CommandNotifier, HttpNotifier, ReloadCoordinator
+from agent.notify.command import CommandNotifier
+from agent.notify.coordinator import ReloadCoordinator
+from agent.notify.http import HttpNotifier
 from agent.observe.metrics import Metrics
 from agent.sinks.snapshot import SnapshotSink
 from agent.sources.dotenv import DotenvSource, content_version

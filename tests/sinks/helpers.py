@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -52,3 +53,10 @@ def snapshot_dirs(root: Path) -> list[str]:
 def internal_entries(root: Path) -> list[str]:
     """Every ``..``-prefixed entry of ``root``."""
     return sorted(name for name in os.listdir(root) if name.startswith(".."))
+
+
+def manifest_versions(root: Path) -> dict[str, tuple[str, int]]:
+    """Local name -> (version, crc32c) as the current snapshot's manifest records them, read the way any
+    reader of the output directory would (``..data/..manifest.json``)."""
+    document = json.loads((root / "..data" / "..manifest.json").read_bytes())
+    return {name: (entry["version"], entry["crc32c"]) for name, entry in document["secrets"].items()}

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from agent.core.process import describe_exit, kill_session
 from agent.rotation.providers.base import (
     MAX_VALUE_BYTES,
     ProviderError,
@@ -161,13 +161,13 @@ class CommandProvider:
                 stdout, stderr_tail = await asyncio.shield(io)
                 status = await process.wait()
         except TimeoutError:
-            await _kill(process, io)
+            await kill_session(process, io)
             raise ProviderError(
                 f"secret {ctx.secret_id!r}: {step} command {_program(argv)!r} did not finish within "
                 f"{self.timeout:g} s; killed"
             ) from None
         except BaseException:  # cancelled: leave nothing running behind us
-            await _kill(process, io)
+            await kill_session(process, io)
             raise
         return Outcome(status, stdout, stderr_tail)
 
@@ -179,7 +179,9 @@ class CommandProvider:
         outcome: Outcome,
         values: tuple[bytes, ...],
     ) -> str:
-        message = f"secret {ctx.secret_id!r}: {step} command {_program(argv)!r} {_describe(outcome.status)}"
+        message = (
+            f"secret {ctx.secret_id!r}: {step} command {_program(argv)!r} {describe_exit(outcome.status)}"
+        )
         reason = _reason(outcome.stderr_tail, (*values, *((ctx.old_value,) if ctx.old_value else ())))
         return f"{message}: {reason}" if reason else message
 
@@ -217,23 +219,6 @@ async def _exchange(process: asyncio.subprocess.Process, stdin: bytes | None) ->
     return stdout, stderr_tail
 
 
-async def _kill(process: asyncio.subprocess.Process, io: asyncio.Future[tuple[bytes, bytes]]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    await process.wait()
-    # After the group kill the pipes reach EOF at once; a process that escaped the session could hold them
-    # open, so bound the wait.
-    try:
-        async with asyncio.timeout(2.0):
-            await io
-    except (TimeoutError, asyncio.CancelledError):
-        pass
-    finally:
-        io.cancel()
-
-
 def _reason(stderr_tail: bytes, values: tuple[bytes, ...]) -> str:
     """The last non-empty line of stderr, with any copy of a value blanked out, cut to a sane length."""
     lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()]
@@ -246,15 +231,6 @@ def _reason(stderr_tail: bytes, values: tuple[bytes, ...]) -> str:
             line = line.replace(stripped, b"[REDACTED]")
     text = line.decode("utf-8", "replace")
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
-
-
-def _describe(status: int) -> str:
-    if status < 0:
-        try:
-            return f"was killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"was killed by signal {-status}"
-    return f"exited with status {status}"
 
 
 def _program(argv: tuple[str, ...]) -> str:
