@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench soak constraints clean
+.PHONY: run test lint imports typecheck pytest bench soak constraints clean
 
 # The agent and the emulator are two distributions of this repository (the image carries only the agent).
 $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
@@ -17,13 +17,17 @@ $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 run: $(STAMP)
 	bash examples/demo.sh
 
-## test: lint + type-check + every test
-test: lint typecheck pytest
+## test: lint + import contracts + type-check + every test
+test: lint imports typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent emulator testing tests bench
 	$(BIN)/ruff format --check agent emulator testing tests bench
 	$(BIN)/hadolint Dockerfile
+
+## imports: the layering of DESIGN.md, as import-linter contracts (.importlinter)
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

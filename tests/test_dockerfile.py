@@ -358,6 +358,19 @@ def test_the_entrypoint_answers_help_and_version(image: BuiltImage) -> None:
     assert version.stdout.strip() == f"secrets-agent {__version__}"
 
 
+def test_the_image_carries_no_emulator_and_says_so(image: BuiltImage) -> None:
+    """The emulator is a test and development tool with an unauthenticated admin API: the production image
+    leaves it out, and `secrets-agent emulator` there explains instead of failing with a traceback."""
+    python = image.venv / "bin" / "python"
+    code = "import importlib.util; print(importlib.util.find_spec('agent_emulator'))"
+    found = subprocess.run([python, "-c", code], env=image.env, capture_output=True, text=True, check=False)
+    assert found.stdout.strip() == "None", found.stderr
+    result = run_image(image, "emulator", "--help")
+    assert result.returncode == 1
+    assert "emulator is not installed here" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_extras_work_in_the_image(image: BuiltImage) -> None:
     python = image.venv / "bin" / "python"
     code = "import google.cloud.pubsub_v1, asyncpg, agent.sources.pubsub; print(asyncpg.__version__)"
