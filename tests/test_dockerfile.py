@@ -125,6 +125,11 @@ FINAL = STAGES[-1]
 # --------------------------------------------------------------------------------------------------
 
 
+def test_the_image_label_carries_the_package_version() -> None:
+    """pyproject.toml is the one place the version is written; the label's default must follow it."""
+    assert re.search(rf"^ARG VERSION={re.escape(__version__)}$", DOCKERFILE.read_text(), re.MULTILINE)
+
+
 def test_two_stages_a_builder_and_the_image() -> None:
     assert len(STAGES) == 2
     assert BUILDER.name == "builder"
