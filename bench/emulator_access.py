@@ -35,14 +35,14 @@ def bare_grpc_server(response: bytes) -> Iterator[str]:
     """A gRPC server that answers every unary call with ``response``: the floor for any server."""
     ready = threading.Event()
     target: list[str] = []
-    stop: list[Callable[[], None]] = []
+    stop: list[Callable[[], object]] = []
 
     def run() -> None:
         async def serve() -> None:
             async def handler(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
                 return response
 
-            class Generic(grpc.GenericRpcHandler):
+            class Generic(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no type hints: Any
                 def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
                     return grpc.unary_unary_rpc_method_handler(handler)
 
@@ -95,8 +95,10 @@ def main() -> None:
         client = secretmanager_v1.SecretManagerServiceClient(
             transport=SecretManagerServiceGrpcTransport(channel=channel)
         )
-        client.create_secret(parent="projects/bench-project", secret_id="bench", secret={})
-        client.add_secret_version(parent=SECRET, payload={"data": PAYLOAD})
+        client.create_secret(
+            parent="projects/bench-project", secret_id="bench", secret=secretmanager_v1.Secret()
+        )
+        client.add_secret_version(parent=SECRET, payload=secretmanager_v1.SecretPayload(data=PAYLOAD))
         name = f"{SECRET}/versions/latest"
         response = client.access_secret_version(name=name)
         emulator_grpc = timed_calls(lambda: client.access_secret_version(name=name))
@@ -107,8 +109,8 @@ def main() -> None:
             client_options=ClientOptions(api_endpoint=ep.rest_url),
         )
         emulator_rest = timed_calls(lambda: rest.access_secret_version(name=name))
-        rest.transport.close()
-        client.transport.close()
+        rest.transport.close()  # type: ignore[no-untyped-call]
+        client.transport.close()  # type: ignore[no-untyped-call]
 
     wire = secretmanager_v1.AccessSecretVersionResponse.serialize(response)
     with bare_grpc_server(wire) as target:
@@ -116,7 +118,7 @@ def main() -> None:
             transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(target))
         )
         baseline = timed_calls(lambda: bare.access_secret_version(name=name))
-        bare.transport.close()
+        bare.transport.close()  # type: ignore[no-untyped-call]
 
     print(f"AccessSecretVersion, official sync client, {CALLS} sequential calls, {len(PAYLOAD)}-byte payload")
     print("| server | calls/s | p50 ms | p99 ms | vs bare gRPC |")

@@ -164,7 +164,7 @@ class FleetAgent:
     async def _follow_events(self) -> None:
         """As ``agent.app`` wires ``events``: the feed, health -> poll interval, follow with max_delay."""
         from agent.core.retry import Backoff
-        from agent.sources.pubsub import EventFeed
+        from agent.sources.event_feed import EventFeed
 
         events = self.config.events
 
@@ -276,7 +276,11 @@ class FleetState:
 
     def take(self, record: dict[str, Any]) -> None:
         with self.lock:
-            agent = record.get("a")
+            if "stopped" in record:  # a worker process's last record, for all of its agents
+                self.stopped += record["stopped"]
+                self.errors.extend(record["errors"])
+                return
+            agent: int = record["a"]  # every other record is one agent's
             if "v" in record:
                 served = self.versions.setdefault(agent, {})
                 for name, version in record["v"].items():
@@ -289,9 +293,6 @@ class FleetState:
                 self.events.setdefault(agent, []).append(record["e"])
             if "healthy" in record:
                 self.healthy[agent] = record["healthy"]
-            if "stopped" in record:
-                self.stopped += record["stopped"]
-                self.errors.extend(record["errors"])
 
     def count(self, predicate: Callable[[FleetState], int]) -> int:
         with self.lock:
@@ -472,12 +473,13 @@ class Rotator:
         self.count += 1
         started = time.monotonic()
         version = self.client.add_secret_version(
-            parent=f"projects/{PROJECT}/secrets/{name}", payload={"data": f"rotated-{self.count}".encode()}
+            parent=f"projects/{PROJECT}/secrets/{name}",
+            payload=secretmanager_v1.SecretPayload(data=f"rotated-{self.count}".encode()),
         )
         return int(version.name.rsplit("/", 1)[-1]), started
 
     def close(self) -> None:
-        self.client.transport.close()
+        self.client.transport.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)

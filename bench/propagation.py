@@ -444,7 +444,9 @@ def rotate_all(
         if pause > 0:
             time.sleep(pause)  # pacing the schedule, not synchronisation: what is awaited is checked above
         started[index] = time.monotonic()
-        client.add_secret_version(parent=SECRET_NAME, payload={"data": value(index).encode()})
+        client.add_secret_version(
+            parent=SECRET_NAME, payload=secretmanager_v1.SecretPayload(data=value(index).encode())
+        )
         durations.append(time.monotonic() - started[index])
     return started, durations
 
@@ -485,8 +487,8 @@ def measure(quick: bool = False) -> Result:
         agents: list[Agent] = []
         if pubsub_host is not None:
             for title, max_delay in EVENT_AGENTS.items():
-                agent = started_agent(title, work, ep, watcher, env, events=True, max_delay=max_delay)
-                agents.append(stack.enter_context(agent))
+                starting = started_agent(title, work, ep, watcher, env, events=True, max_delay=max_delay)
+                agents.append(stack.enter_context(starting))
         for k in range(polling_count):
             agents.append(stack.enter_context(started_agent(f"polling-{k + 1}", work, ep, watcher, env)))
         watcher.start()
@@ -503,7 +505,9 @@ def measure(quick: bool = False) -> Result:
             first = 1
             if event_agents:
                 # Warm-up, not counted: proves every subscription delivers before the clock starts.
-                client.add_secret_version(parent=SECRET_NAME, payload={"data": value(1).encode()})
+                client.add_secret_version(
+                    parent=SECRET_NAME, payload=secretmanager_v1.SecretPayload(data=value(1).encode())
+                )
                 wait_until(
                     lambda: all(e.has_read(1) for e in event_agents), STARTUP_TIMEOUT, "the warm-up rotation"
                 )
@@ -538,9 +542,10 @@ def measure(quick: bool = False) -> Result:
 def _events_max_delay() -> float | None:
     if not events_supported():
         return None
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    section = fields["events"].default_factory()  # type: ignore[misc]
-    delay = getattr(section, "max_delay", None)
+    factory = {f.name: f for f in dataclasses.fields(Config)}["events"].default_factory
+    if factory is dataclasses.MISSING:
+        return None
+    delay = getattr(factory(), "max_delay", None)
     return float(delay) if delay is not None else None
 
 

@@ -1,9 +1,11 @@
 """The soak, short: 30 seconds of ``python -m bench.soak`` inside ``make test``, its invariants asserted.
 
-The soak itself (``bench/soak.py``) runs the real agent against the emulator with faults, SIGKILLs, a Pub/Sub
+The soak itself (``bench/soak/``) runs the real agent against the emulator with faults, SIGKILLs, a Pub/Sub
 restart and a full disk, and judges its invariants; here they are asserted one by one from its ``--json``
 document, so a failure names the invariant. The first tests show that the soak's checks do catch a torn or
-mixed read (a checker that cannot fail proves nothing).
+mixed read (a checker that cannot fail proves nothing): the checks live in ``testing/soak_values.py``, which
+the soak and this test share. The tests never import ``bench``: the soak's schedule is read from
+``python -m bench.soak --plan``, the run from ``python -m bench.soak --json``.
 
 On a loaded 2-core machine the run takes about a minute (the Pub/Sub emulator's JVM start included); the
 convergence bound is the soak's default, 60 s, many times what the agent needs.
@@ -20,13 +22,14 @@ from typing import Any
 
 import pytest
 
-from bench.soak_plan import make_plan
-from bench.soak_values import SecretSet, check_answer, check_snapshot, generation, render, secret_set
+from testing.soak_values import SecretSet, check_answer, check_snapshot, generation, render, secret_set
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 7
 SOAK_TIMEOUT = 330
 """Seconds; a run takes about one minute (30 s, plus the Pub/Sub emulator's JVM start and convergence)."""
+PLAN_TIMEOUT = 60
+"""Seconds for ``--plan``, which only parses its flags and draws the schedule (no process, no emulator)."""
 SECRETS = secret_set(6)
 
 
@@ -98,20 +101,47 @@ def test_an_endpoint_body_must_be_the_version_its_headers_state() -> None:
     assert check_answer(SECRETS.singles[1], body, "5", '"5-abcd"').torn  # another secret's value
 
 
+def soak_plan(seed: int) -> dict[str, Any]:
+    """The schedule ``python -m bench.soak`` draws for 30 s of ``SECRETS`` and ``seed`` (it runs nothing)."""
+    argv = ["--duration", "30s", "--seed", str(seed), "--secrets", str(len(SECRETS.names)), "--plan"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PLAN_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    plan: dict[str, Any] = json.loads(done.stdout)
+    return plan
+
+
 def test_the_schedule_replays_from_its_seed_and_holds_every_disruption() -> None:
-    plan = make_plan(30, SEED, SECRETS)
-    assert plan == make_plan(30, SEED, SECRETS)
-    assert plan != make_plan(30, SEED + 1, SECRETS)
-    kinds = {phase.kind for phase in plan.phases}
+    plan = soak_plan(SEED)
+    assert plan == soak_plan(SEED)
+    assert plan != soak_plan(SEED + 1)
+    assert plan["duration_s"] == 30
+    assert plan["seed"] == SEED
+    # every tick rotates one pair, user first, and one single secret; the ticks are what replays
+    assert len(plan["ticks"]) == plan["rotation_ticks"] > 0
+    pairs = {user: [user, password] for user, password in SECRETS.pairs}
+    for _at, rotated in plan["ticks"]:
+        assert len(rotated) == 3, rotated
+        assert rotated[:2] == pairs[rotated[0]]
+        assert rotated[2] in SECRETS.singles
+    phases = [(start, end, kind) for start, end, kind in plan["phases"]]
+    kinds = {kind for _, _, kind in phases}
     assert kinds >= {"unavailable", "resource_exhausted", "latency_spike", "corrupt_crc", "quota", "outage"}
-    assert plan.phases[-1].kind == "outage"
-    assert plan.phases[-1].end == plan.faults_stop
-    assert len(plan.kills) >= 2
-    assert all(k.at < plan.chaos_end for k in plan.kills)
-    assert plan.pubsub_outages
-    assert plan.disk_fills
-    for kill in plan.kills:  # an agent restarted onto a full volume could not write its token
-        assert all(not (w.start - 4.0 <= kill.at <= w.end + 0.5) for w in plan.disk_fills)
+    assert phases[-1][2] == "outage"
+    assert phases[-1][1] == plan["faults_stop_s"]
+    kills = plan["kills"]
+    assert len(kills) >= 2
+    assert all(at < plan["chaos_end_s"] for at, _restart_after in kills)
+    assert plan["pubsub_outages"]
+    assert plan["disk_fills"]
+    for at, _restart_after in kills:  # an agent restarted onto a full volume could not write its token
+        assert all(not (start - 4.0 <= at <= end + 0.5) for start, end in plan["disk_fills"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +172,7 @@ def soak() -> dict[str, Any]:
 
 
 def invariant(soak: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any]
     [found] = [inv for inv in soak["invariants"] if inv["name"].startswith(name)]
     return found
 

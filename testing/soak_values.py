@@ -1,5 +1,9 @@
 """What the soak writes into its secrets, and how a reader tells a whole snapshot from a torn or mixed one.
 
+Shared by the soak (``bench/soak/``: it writes these values and judges every read with these checks) and its
+test (``tests/e2e/test_soak_short.py``: it shows that the checks catch a torn or mixed read), so it lives
+here, where both may import it. Pure: no I/O.
+
 Every value names its secret and its generation and ends with a checksum of the rest::
 
     pair-03-user:g17:soakval-9f2c51e07a3b44d1|5be0c8a1d2f3
@@ -33,7 +37,6 @@ from dataclasses import dataclass, field
 
 from dotenv import dotenv_values
 
-PROJECT = "soak-project"
 ENV_FILE = "app.env"
 MANIFEST = "..manifest.json"
 VALUE_MARK = "soakval-"

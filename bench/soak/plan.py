@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from bench.soak_values import SecretSet
+from testing.soak_values import SecretSet
 
 CHAOS_FRACTION = 0.5
 FAULTS_STOP_FRACTION = 0.9
@@ -102,8 +102,10 @@ class Plan:
         counts = {name: sum(name in tick.secrets for tick in self.ticks) for name in names}
         return max(names, key=lambda name: counts[name])
 
-    def to_json(self) -> dict[str, object]:
-        return {
+    def to_json(self, *, ticks: bool = False) -> dict[str, object]:
+        """The schedule as data (seconds rounded to 10 ms); ``ticks``: every rotation tick, not just their
+        number."""
+        document: dict[str, object] = {
             "duration_s": self.duration,
             "seed": self.seed,
             "chaos_end_s": round(self.chaos_end, 2),
@@ -114,6 +116,9 @@ class Plan:
             "disk_fills": [[round(w.start, 2), round(w.end, 2)] for w in self.disk_fills],
             "rotation_ticks": len(self.ticks),
         }
+        if ticks:
+            document["ticks"] = [[round(t.at, 2), list(t.secrets)] for t in self.ticks]
+        return document
 
 
 def make_plan(duration: float, seed: int, secrets: SecretSet, *, disk: bool = True) -> Plan:

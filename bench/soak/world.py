@@ -1,6 +1,6 @@
 """The real processes and mounts of a soak: the output volume, the Pub/Sub emulator, the app, the agent.
 
-Each class owns one thing and cleans it up; the soak composes them (``bench/soak.py``). The Secret Manager
+Each class owns one thing and cleans it up; the soak composes them (``run.py``). The Secret Manager
 emulator comes from ``testing.emulator_process`` (a process of its own, so its work is not billed to us).
 """
 
@@ -24,8 +24,16 @@ from typing import Any
 
 from testing.emulator_process import patched_environ, stop_process
 
+PROJECT = "soak-project"
+TOPIC = f"projects/{PROJECT}/topics/secret-events"
 TMPFS_SIZE = "2m"
 """The output volume: room for a few snapshots of the soak's small secrets (each file takes a 4 KiB page)."""
+
+
+def log(message: str) -> None:
+    """A line of the soak's progress on stderr (stdout is the result)."""
+    sys.stderr.write(f"soak: {message}\n")  # one write: lines of several threads never interleave
+    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------------

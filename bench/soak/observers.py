@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.soak_values import (
+from bench.soak.world import AgentRunner
+from testing.soak_values import (
     ENV_FILE,
     MANIFEST,
     SecretSet,
@@ -27,7 +28,6 @@ from bench.soak_values import (
     check_snapshot,
     generation,
 )
-from bench.soak_world import AgentRunner
 
 EXAMPLES = 10
 """Problems kept verbatim per observer (the rest are counted)."""
