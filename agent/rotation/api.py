@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from agent.rotation.config import RotationConfig
-from agent.rotation.engine import RotationOptions, rotate_one
+from agent.rotation.engine import rotate_one
+from agent.rotation.results import RotationOptions
 from agent.secrets.interface import SecretsBackend, SecretsError
 
 

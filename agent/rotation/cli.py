@@ -21,7 +21,7 @@ from agent.secrets.types import SELECTORS
 
 if TYPE_CHECKING:  # the rotation machinery (providers, drivers) is imported only by those who rotate
     from agent.rotation.config import RotationConfig
-    from agent.rotation.engine import RotationOptions
+    from agent.rotation.results import RotationOptions
     from agent.secrets.interface import SecretsBackend
 
 EXIT_OK = 0
@@ -114,7 +114,7 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
 def run_rotate(args: argparse.Namespace) -> int:
     from agent.rotation.backend import endpoint_of, make_backend, project_of
     from agent.rotation.backup import BackupError, check_backup_dir
-    from agent.rotation.engine import RotationOptions
+    from agent.rotation.results import RotationOptions
 
     configure_logging(args.log_level, args.log_format)
     config = _load_config(args.config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from agent.rotation.engine import RotationResult
+from agent.rotation.results import RotationResult
 from agent.rotation.status import STATUS_HEADERS, StatusRow
 
 RESULT_HEADERS = ["SECRET", "TYPE", "VERSION", "RESULT", "MESSAGE"]

@@ -17,7 +17,7 @@ deleted by hand from a secret the sidecar knows comes back with the next change 
 ``delete_secret`` to delete one).
 
 Writes keep every other line, comment and blank line of the ``.env`` (``agent.secrets.envedit``) and
-replace each file atomically (``agent.secrets.atomicfile``): the ``.env`` first, then the sidecar, so a
+replace each file atomically (``agent.core.atomicfile``): the ``.env`` first, then the sidecar, so a
 crash between the two leaves a newer value in the ``.env``, which is then taken for a hand edit (a new
 version) rather than lost. Values are read literally (``interpolate=False``), like the agent's dotenv
 source; the value must be UTF-8 text without NUL (a ``.env`` holds text). Processes sharing one file
@@ -28,25 +28,36 @@ here, so no topics are needed) but nothing fires them: due dates come from the t
 from __future__ import annotations
 
 import asyncio
-import base64
 import fcntl
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from agent.core.atomicfile import write_atomically
 from agent.secrets import envedit
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
+from agent.secrets.localstate import (
+    DESTROYED,
+    DISABLED,
+    ENABLED,
+    SIDECAR_FORMAT,
+    LocalState,
+    StoredSecret,
+    StoredVersion,
+    adopt_env_values,
+    decode_sidecar,
+    encode_sidecar,
+    secret_info,
+    version_info,
+)
 from agent.secrets.rotating import rotator
 from agent.secrets.types import TYPE_LABEL, SecretType
 
@@ -55,52 +66,8 @@ T = TypeVar("T")
 BACKEND = "dotenv"
 SIDECAR_SUFFIX = ".versions.json"
 """The sidecar of ``.env`` is ``.env.versions.json``."""
-SIDECAR_FORMAT = "secrets-agent-local/1"
 SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 """Secret Manager's secret id syntax (also a valid .env key)."""
-
-ENABLED, DISABLED, DESTROYED = "ENABLED", "DISABLED", "DESTROYED"
-_HAND_WRITTEN_ETAG = '"0"'
-
-
-@dataclass
-class _Version:
-    state: str
-    create_time: datetime
-    etag: str
-    data: bytes | None = field(repr=False)
-    """None once destroyed: destroyed data is gone, not hidden."""
-
-
-@dataclass
-class _Secret:
-    create_time: datetime
-    etag: str
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    rotation_period: timedelta | None = None
-    next_rotation_time: datetime | None = None
-    versions: dict[int, _Version] = field(default_factory=dict)
-
-    def current(self) -> bytes | None:
-        """The value the .env carries: the newest ENABLED version's, or None."""
-        enabled = [n for n, v in self.versions.items() if v.state == ENABLED]
-        return self.versions[max(enabled)].data if enabled else None
-
-
-@dataclass
-class _State:
-    env_text: str = field(repr=False)
-    """The whole .env text: every value in it."""
-    secrets: dict[str, _Secret]
-    last_etag: int = 0
-    touched: set[str] = field(default_factory=set)
-    """Secrets whose .env line may have to change."""
-
-    def new_etag(self) -> str:
-        # Quoted hex, strictly increasing, like the service's (and the emulator's) etags.
-        self.last_etag = max(self.last_etag + 1, time.time_ns() // 1000)
-        return f'"{self.last_etag:x}"'
 
 
 class LocalSecretManager:
@@ -145,7 +112,7 @@ class LocalSecretManager:
         """Create the secret (type label, rotation schedule from the type) and its first version."""
         data = as_bytes(secret_data, secret_id)
 
-        def create(state: _State) -> VersionInfo:
+        def create(state: LocalState) -> VersionInfo:
             if not SECRET_ID.fullmatch(secret_id):
                 raise secrets_error(
                     secret_id, "INVALID_ARGUMENT", "a secret id is 1-255 letters, digits, '-' and '_'"
@@ -155,7 +122,7 @@ class LocalSecretManager:
             self._check_value(secret_id, data)
             now = datetime.now(UTC)
             period = secret_type.rotation_period
-            secret = _Secret(
+            secret = StoredSecret(
                 create_time=now,
                 etag=state.new_etag(),
                 labels={**(labels or {}), TYPE_LABEL: secret_type.value},
@@ -173,14 +140,14 @@ class LocalSecretManager:
 
     async def get_secret_info(self, secret_id: str) -> SecretInfo:
         with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
-            return await self._run(lambda state: _secret_info(secret_id, self._secret(state, secret_id)))
+            return await self._run(lambda state: secret_info(secret_id, self._secret(state, secret_id)))
 
     async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
         """Every secret (only those of ``types``, by their ``secret-type`` label), sorted by id."""
         wanted = None if types is None else {t.value for t in types}
 
-        def every(state: _State) -> list[SecretInfo]:
-            infos = [_secret_info(secret_id, secret) for secret_id, secret in sorted(state.secrets.items())]
+        def every(state: LocalState) -> list[SecretInfo]:
+            infos = [secret_info(secret_id, secret) for secret_id, secret in sorted(state.secrets.items())]
             return [i for i in infos if wanted is None or i.labels.get(TYPE_LABEL) in wanted]
 
         with audited("list", "*", caller=self.caller, backend=BACKEND):
@@ -198,7 +165,7 @@ class LocalSecretManager:
         """Set and remove annotations only if the secret's etag is still ``etag`` (``current`` is not needed:
         the file is read under its lock anyway)."""
 
-        def annotate(state: _State) -> SecretInfo:
+        def annotate(state: LocalState) -> SecretInfo:
             secret = self._secret(state, secret_id)
             if secret.etag != etag:
                 raise secrets_error(
@@ -211,7 +178,7 @@ class LocalSecretManager:
             for key in remove:
                 secret.annotations.pop(key, None)
             secret.etag = state.new_etag()
-            return _secret_info(secret_id, secret)
+            return secret_info(secret_id, secret)
 
         with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
             return await self._run(annotate, write=True)
@@ -221,11 +188,11 @@ class LocalSecretManager:
         if when.tzinfo is None:
             raise ValueError("when must be timezone-aware")
 
-        def schedule(state: _State) -> SecretInfo:
+        def schedule(state: LocalState) -> SecretInfo:
             secret = self._secret(state, secret_id)
             secret.next_rotation_time = when.astimezone(UTC)
             secret.etag = state.new_etag()
-            return _secret_info(secret_id, secret)
+            return secret_info(secret_id, secret)
 
         with audited("schedule", secret_id, caller=self.caller, backend=BACKEND):
             return await self._run(schedule, write=True)
@@ -233,7 +200,7 @@ class LocalSecretManager:
     async def delete_secret(self, secret_id: str, etag: str = "") -> None:
         """Delete the secret: its ``.env`` line and its history (only if its etag is ``etag``, when given)."""
 
-        def delete(state: _State) -> None:
+        def delete(state: LocalState) -> None:
             secret = self._secret(state, secret_id)
             if etag and secret.etag != etag:
                 raise secrets_error(
@@ -256,7 +223,7 @@ class LocalSecretManager:
         return data
 
     async def _access(self, secret_id: str, version: str) -> tuple[bytes, str]:
-        def access(state: _State) -> tuple[bytes, str]:
+        def access(state: LocalState) -> tuple[bytes, str]:
             number, found = self._version(state, secret_id, version)
             if found.state != ENABLED or found.data is None:
                 raise secrets_error(
@@ -273,9 +240,9 @@ class LocalSecretManager:
             return data, number
 
     async def resolve_version(self, secret_id: str, version: str = "latest") -> VersionInfo:
-        def resolve(state: _State) -> VersionInfo:
+        def resolve(state: LocalState) -> VersionInfo:
             number, found = self._version(state, secret_id, version)
-            return _version_info(secret_id, number, found)
+            return version_info(secret_id, number, found)
 
         with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
             info = await self._run(resolve)
@@ -285,7 +252,7 @@ class LocalSecretManager:
     async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
         data = as_bytes(secret_data, secret_id)
 
-        def add(state: _State) -> VersionInfo:
+        def add(state: LocalState) -> VersionInfo:
             self._secret(state, secret_id)
             self._check_value(secret_id, data)
             return self._add(state, secret_id, data)
@@ -298,9 +265,9 @@ class LocalSecretManager:
     async def list_versions(self, secret_id: str) -> list[VersionInfo]:
         """Every version, newest first (DESTROYED ones included)."""
 
-        def every(state: _State) -> list[VersionInfo]:
+        def every(state: LocalState) -> list[VersionInfo]:
             versions = self._secret(state, secret_id).versions
-            return [_version_info(secret_id, n, versions[n]) for n in sorted(versions, reverse=True)]
+            return [version_info(secret_id, n, versions[n]) for n in sorted(versions, reverse=True)]
 
         with audited("list-versions", secret_id, caller=self.caller, backend=BACKEND):
             return await self._run(every)
@@ -318,7 +285,7 @@ class LocalSecretManager:
     async def _set_state(
         self, operation: Operation, secret_id: str, version: str, target: str
     ) -> VersionInfo:
-        def change(state: _State) -> VersionInfo:
+        def change(state: LocalState) -> VersionInfo:
             if not version.isdecimal():
                 raise secrets_error(
                     secret_id,
@@ -335,7 +302,7 @@ class LocalSecretManager:
                 found.data = None
             found.etag = state.new_etag()
             state.touched.add(secret_id)
-            return _version_info(secret_id, number, found)
+            return version_info(secret_id, number, found)
 
         with audited(operation, secret_id, caller=self.caller, backend=BACKEND, version=version):
             return await self._run(change, write=True)
@@ -347,13 +314,13 @@ class LocalSecretManager:
 
     # -- state -------------------------------------------------------------------------------------
 
-    def _secret(self, state: _State, secret_id: str) -> _Secret:
+    def _secret(self, state: LocalState, secret_id: str) -> StoredSecret:
         secret = state.secrets.get(secret_id)
         if secret is None:
             raise secrets_error(secret_id, "NOT_FOUND", f"Secret [{secret_id}] not found in {self.path}.")
         return secret
 
-    def _version(self, state: _State, secret_id: str, version: str) -> tuple[int, _Version]:
+    def _version(self, state: LocalState, secret_id: str, version: str) -> tuple[int, StoredVersion]:
         secret = self._secret(state, secret_id)
         if version == "latest":
             if not secret.versions:
@@ -377,20 +344,20 @@ class LocalSecretManager:
             raise secrets_error(secret_id, "INVALID_ARGUMENT", problem)
 
     @staticmethod
-    def _add(state: _State, secret_id: str, data: bytes) -> VersionInfo:
+    def _add(state: LocalState, secret_id: str, data: bytes) -> VersionInfo:
         secret = state.secrets[secret_id]
         number = max(secret.versions, default=0) + 1
-        version = _Version(ENABLED, datetime.now(UTC), state.new_etag(), data)
+        version = StoredVersion(ENABLED, datetime.now(UTC), state.new_etag(), data)
         secret.versions[number] = version
         state.touched.add(secret_id)
-        return _version_info(secret_id, number, version)
+        return version_info(secret_id, number, version)
 
-    async def _run(self, operation: Callable[[_State], T], *, write: bool = False) -> T:
+    async def _run(self, operation: Callable[[LocalState], T], *, write: bool = False) -> T:
         """Run ``operation`` on the files' state in a worker thread, under the directory lock; save after a
         write (even when it raised nothing but changed nothing, saving is idempotent)."""
         return await asyncio.to_thread(self._locked, operation, write)
 
-    def _locked(self, operation: Callable[[_State], T], write: bool) -> T:
+    def _locked(self, operation: Callable[[LocalState], T], write: bool) -> T:
         with self._lock(exclusive=write):
             state = self._load()
             result = operation(state)
@@ -413,7 +380,7 @@ class LocalSecretManager:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _load(self) -> _State:
+    def _load(self) -> LocalState:
         try:
             with open(self.path, encoding="utf-8") as stream:  # text mode, as python-dotenv reads it
                 env_text = stream.read()
@@ -428,7 +395,7 @@ class LocalSecretManager:
             raise SecretsError(
                 f"{self.path}: cannot read ({error.strerror})", code="FAILED_PRECONDITION"
             ) from None
-        state = _State(env_text, {})
+        state = LocalState(env_text, {})
         try:
             raw = json.loads(self.sidecar.read_bytes())
         except FileNotFoundError:
@@ -440,16 +407,16 @@ class LocalSecretManager:
             ) from None
         if raw is not None:
             try:
-                state.secrets, state.last_etag = _decode_sidecar(raw)
+                state.secrets, state.last_etag = decode_sidecar(raw)
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise SecretsError(
                     f"{self.sidecar}: not a {SIDECAR_FORMAT} file (fix or remove it; the .env stays valid)",
                     code="FAILED_PRECONDITION",
                 ) from None
-        _adopt_env_values(state, envedit.values(env_text), modified)
+        adopt_env_values(state, envedit.values(env_text), modified)
         return state
 
-    def _save(self, state: _State) -> None:
+    def _save(self, state: LocalState) -> None:
         text = state.env_text
         for secret_id in sorted(state.touched):
             secret = state.secrets.get(secret_id)
@@ -462,7 +429,7 @@ class LocalSecretManager:
         try:
             if text != state.env_text or not self.path.exists():
                 write_atomically(self.path, text.encode("utf-8"))
-            document = json.dumps(_encode_sidecar(state), indent=2, sort_keys=True) + "\n"
+            document = json.dumps(encode_sidecar(state), indent=2, sort_keys=True) + "\n"
             write_atomically(self.sidecar, document.encode("utf-8"))
         except OSError as error:
             raise SecretsError(
@@ -470,101 +437,3 @@ class LocalSecretManager:
                 "its previous or its new content, never a part",
                 code="UNAVAILABLE",
             ) from None
-
-
-def _adopt_env_values(state: _State, values: Mapping[str, str], modified: datetime) -> None:
-    """Values in the .env the sidecar does not know: a new secret (version 1), or an edit (a new version)."""
-    for key, text in values.items():
-        data = text.encode("utf-8")
-        secret = state.secrets.get(key)
-        if secret is None:
-            version = _Version(ENABLED, modified, _HAND_WRITTEN_ETAG, data)
-            state.secrets[key] = _Secret(create_time=modified, etag=_HAND_WRITTEN_ETAG, versions={1: version})
-        elif secret.current() != data:
-            number = max(secret.versions, default=0) + 1
-            secret.versions[number] = _Version(ENABLED, modified, _HAND_WRITTEN_ETAG, data)
-
-
-# -- conversions -----------------------------------------------------------------------------------
-
-
-def _version_info(secret_id: str, number: int, version: _Version) -> VersionInfo:
-    return VersionInfo(secret_id, str(number), version.state, version.create_time, version.etag)
-
-
-def _secret_info(secret_id: str, secret: _Secret) -> SecretInfo:
-    return SecretInfo(
-        secret_id=secret_id,
-        secret_type=SecretType.from_label(secret.labels.get(TYPE_LABEL)),
-        labels=dict(secret.labels),
-        annotations=dict(secret.annotations),
-        rotation_period=secret.rotation_period,
-        next_rotation_time=secret.next_rotation_time,
-        topics=(),
-        etag=secret.etag,
-        create_time=secret.create_time,
-    )
-
-
-def _time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _encode_sidecar(state: _State) -> dict[str, Any]:
-    secrets: dict[str, Any] = {}
-    for secret_id, secret in state.secrets.items():
-        secrets[secret_id] = {
-            "create_time": secret.create_time.isoformat(),
-            "etag": secret.etag,
-            "labels": secret.labels,
-            "annotations": secret.annotations,
-            "rotation_period_seconds": (
-                secret.rotation_period.total_seconds() if secret.rotation_period is not None else None
-            ),
-            "next_rotation_time": (
-                secret.next_rotation_time.isoformat() if secret.next_rotation_time is not None else None
-            ),
-            "versions": {
-                str(number): {
-                    "state": version.state,
-                    "create_time": version.create_time.isoformat(),
-                    "etag": version.etag,
-                    "data": base64.b64encode(version.data).decode("ascii")
-                    if version.data is not None
-                    else None,
-                }
-                for number, version in sorted(secret.versions.items())
-            },
-        }
-    return {"format": SIDECAR_FORMAT, "last_etag": state.last_etag, "secrets": secrets}
-
-
-def _decode_sidecar(raw: Any) -> tuple[dict[str, _Secret], int]:
-    if raw.get("format") != SIDECAR_FORMAT:
-        raise ValueError("unknown format")
-    secrets: dict[str, _Secret] = {}
-    for secret_id, item in raw["secrets"].items():
-        period = item.get("rotation_period_seconds")
-        next_time = item.get("next_rotation_time")
-        versions = {
-            int(number): _Version(
-                state=str(v["state"]),
-                create_time=_time(v["create_time"]),
-                etag=str(v["etag"]),
-                data=base64.b64decode(v["data"], validate=True) if v["data"] is not None else None,
-            )
-            for number, v in item["versions"].items()
-        }
-        if any(v.state not in (ENABLED, DISABLED, DESTROYED) for v in versions.values()):
-            raise ValueError("unknown state")
-        secrets[str(secret_id)] = _Secret(
-            create_time=_time(item["create_time"]),
-            etag=str(item["etag"]),
-            labels={str(k): str(v) for k, v in item["labels"].items()},
-            annotations={str(k): str(v) for k, v in item["annotations"].items()},
-            rotation_period=timedelta(seconds=period) if period is not None else None,
-            next_rotation_time=_time(next_time) if next_time is not None else None,
-            versions=versions,
-        )
-    return secrets, int(raw.get("last_etag", 0))

@@ -17,9 +17,10 @@ import pytest
 
 from agent.observe.logs import FIELDS_KEY, REDACTED
 from agent.rotation.config import RotationConfig, parse_rotation_config
-from agent.rotation.engine import RotationOptions, rotate_many, rotate_one
+from agent.rotation.engine import rotate_many, rotate_one
 from agent.rotation.lock import ANNOTATION
 from agent.rotation.marks import ROLLED_BACK
+from agent.rotation.results import RotationOptions
 from agent.rotation.selection import select_secrets
 from agent.rotation.status import rotation_status
 from agent.secrets.interface import SecretsBackend

@@ -48,9 +48,21 @@ secrets:
     ("document", "problems"),
     [
         ("- a list\n", ["expected a mapping with project, topics, secrets"]),
-        ("secret: {}\n", ["secret: unknown key; expected one of project, topics, subscription, secrets"]),
-        ("topics: [my-topic]\n", ["topics: expected a list of projects/PROJECT/topics/TOPIC names"]),
-        ("subscription: sub\n", ["subscription: expected projects/PROJECT/subscriptions/NAME"]),
+        ("secret: {}\n", ["secret: unknown key (did you mean 'secrets'?)"]),
+        (
+            "topics: [my-topic]\n",
+            [
+                "topics[0]: expected projects/PROJECT/topics/ID such as "
+                "projects/my-project/topics/secret-events, got 'my-topic'"
+            ],
+        ),
+        (
+            "subscription: sub\n",
+            [
+                "subscription: expected projects/PROJECT/subscriptions/ID such as "
+                "projects/my-project/subscriptions/secret-events, got 'sub'"
+            ],
+        ),
         ("secrets: [a, b]\n", ["secrets: expected a mapping of secret id -> provider settings"]),
         (
             "secrets:\n  a: {length: 3}\n  b: {provider: symmetric, type: ssh-key}\n  c: command\n",
@@ -62,7 +74,7 @@ secrets:
                 "secrets.c: expected a mapping with at least `provider`",
             ],
         ),
-        ("secrets: {a: {provider: x}\n", ["not valid YAML at line 2"]),
+        ("secrets: {a: {provider: x}\n", [":2: invalid YAML: expected ',' or '}', but got '<stream end>'"]),
     ],
 )
 def test_every_problem_of_a_bad_file_is_reported(tmp_path: Path, document: str, problems: list[str]) -> None:
@@ -72,11 +84,12 @@ def test_every_problem_of_a_bad_file_is_reported(tmp_path: Path, document: str, 
     with pytest.raises(ConfigError) as caught:
         load_rotation_config(path)
 
-    assert [str(p).removeprefix(f"{path}: ") for p in caught.value.problems] == problems
+    # Problems inside the file read "FILE: key.path: message"; YAML errors "FILE:LINE: invalid YAML: ...".
+    assert [str(p).removeprefix(str(path)).removeprefix(": ") for p in caught.value.problems] == problems
 
 
 def test_a_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read the rotation config: No such file or directory"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):
         load_rotation_config(tmp_path / "nope.yaml")
 
 

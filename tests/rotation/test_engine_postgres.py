@@ -11,7 +11,8 @@ import pytest
 
 from agent.observe.logs import REDACTED
 from agent.rotation.config import parse_rotation_config
-from agent.rotation.engine import RotationOptions, rotate_one
+from agent.rotation.engine import rotate_one
+from agent.rotation.results import RotationOptions
 from agent.rotation.selection import select_secrets
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.rotation.config import parse_rotation_config
-from agent.rotation.engine import RotationOptions, rotate_one
+from agent.rotation.engine import rotate_one
 from agent.rotation.lock import ANNOTATION, Holder, RotationState, Step, process_start_ticks, stale_reason
+from agent.rotation.results import RotationOptions
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
 from tests.rotation.helpers_engine import CANARY, Programs, command_settings
