@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import google_crc32c
 import grpc
 from google.cloud.secretmanager_v1 import types
 
@@ -27,6 +24,24 @@ from agent_emulator.clock import Clock
 from agent_emulator.errors import EmulatorError
 from agent_emulator.events import EventPublisher
 from agent_emulator.listing import page, select
+from agent_emulator.records import (
+    VERSION_FIELDS,
+    StoredSecret,
+    StoredVersion,
+    check_replication_unchanged,
+    clear_field,
+    copy_message,
+    crc32c,
+    etag_value,
+    known_secret_field,
+    load_secret,
+    number_of,
+    replication_status,
+    secret_fields,
+    settable_rotation,
+    to_json,
+    version_fields,
+)
 from agent_emulator.resource_names import (
     SECRET_ID,
     Parent,
@@ -76,61 +91,10 @@ _UPDATABLE_PATHS = {
     "customer_managed_encryption": "customer_managed_encryption",
     "customerManagedEncryption": "customer_managed_encryption",
 }
-_SECRET_FIELDS = {
-    "name",
-    "create_time",
-    "expire_time",
-    "labels",
-    "annotations",
-    "topics.name",
-    "version_aliases",
-}
-_SECRET_MAP_FIELDS = ("labels.", "annotations.", "version_aliases.")
-_VERSION_FIELDS = {"name", "state", "create_time", "destroy_time"}
-
-
-def _copy(message: M) -> M:
-    """A deep copy of a proto-plus message."""
-    cls: Any = type(message)
-    return cast(M, cls.deserialize(cls.serialize(message)))
-
-
-def _clear(message: Any, field_name: str) -> None:
-    """Unset a field (a message, or one member of a oneof) so that ``field_name in message`` is False."""
-    type(message).pb(message).ClearField(field_name)
-
-
-def _to_json(message: Any) -> Any:
-    """A message as plain JSON data (proto3 JSON mapping, field names as in the proto)."""
-    return json.loads(type(message).to_json(message, preserving_proto_field_name=True, indent=None))
 
 
 def _error(code: grpc.StatusCode, message: str) -> EmulatorError:
     return EmulatorError(code, message)
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C (Castagnoli) of ``data``, as Secret Manager reports it."""
-    return int(google_crc32c.value(data))
-
-
-@dataclass
-class _Version:
-    meta: types.SecretVersion
-    data: bytes | None
-    """None once the version is destroyed: destroyed data is gone, not hidden."""
-    crc32c: int = 0
-
-
-@dataclass
-class _Secret:
-    name: SecretName
-    meta: types.Secret
-    versions: dict[int, _Version] = field(default_factory=dict)
-
-    @property
-    def newest(self) -> int | None:
-        return max(self.versions, default=None)
 
 
 class SecretStore:
@@ -139,7 +103,7 @@ class SecretStore:
     def __init__(self, clock: Clock, publisher: EventPublisher) -> None:
         self._clock = clock
         self._publisher = publisher
-        self._secrets: dict[SecretName, _Secret] = {}
+        self._secrets: dict[SecretName, StoredSecret] = {}
         self._last_etag = 0
         self.on_change: Callable[[], None] | None = None
         """Called after every mutation (the server persists the store from here)."""
@@ -158,15 +122,17 @@ class SecretStore:
         if self.on_change is not None:
             self.on_change()
 
-    def _publish(self, event: str, secret: _Secret, version: _Version | None = None) -> None:
+    def _publish(self, event: str, secret: StoredSecret, version: StoredVersion | None = None) -> None:
         if secret.meta.topics:
-            self._publisher.publish(event, _copy(secret.meta), _copy(version.meta) if version else None)
+            self._publisher.publish(
+                event, copy_message(secret.meta), copy_message(version.meta) if version else None
+            )
 
-    def _publish_expiry(self, secret: _Secret) -> None:
+    def _publish_expiry(self, secret: StoredSecret) -> None:
         if secret.meta.topics:
-            self._publisher.publish("SECRET_DELETE", _copy(secret.meta), delete_type="EXPIRATION")
+            self._publisher.publish("SECRET_DELETE", copy_message(secret.meta), delete_type="EXPIRATION")
 
-    def _secret(self, name: SecretName) -> _Secret:
+    def _secret(self, name: SecretName) -> StoredSecret:
         record = self._secrets.get(name)
         if record is None:
             raise _error(grpc.StatusCode.NOT_FOUND, f"Secret [{name}] not found.")
@@ -177,7 +143,7 @@ class SecretStore:
         if sent and sent != current:
             raise _error(grpc.StatusCode.FAILED_PRECONDITION, ETAG_MISMATCH)
 
-    def _resolve(self, name: VersionName) -> tuple[_Secret, _Version]:
+    def _resolve(self, name: VersionName) -> tuple[StoredSecret, StoredVersion]:
         """The version a number, ``latest`` or alias refers to, with NOT_FOUND worded per case."""
         record = self._secrets.get(name.secret)
         number = name.number
@@ -201,7 +167,7 @@ class SecretStore:
             )
         return record, record.versions[number]
 
-    def _numbered(self, value: str, etag: str) -> tuple[_Secret, _Version]:
+    def _numbered(self, value: str, etag: str) -> tuple[StoredSecret, StoredVersion]:
         name, number = parse_numbered_version_name(value)
         record, version = self._resolve(VersionName(name.secret, str(number)))
         self._check_etag(etag, version.meta.etag)
@@ -220,11 +186,11 @@ class SecretStore:
         if name in self._secrets:
             raise _error(grpc.StatusCode.ALREADY_EXISTS, f"Secret [{name}] already exists.")
         secret = self._new_secret(name, request.secret)
-        record = _Secret(name, secret)
+        record = StoredSecret(name, secret)
         self._secrets[name] = record
         self._publish("SECRET_CREATE", record)
         self._changed()
-        return _copy(secret)
+        return copy_message(secret)
 
     def _new_secret(self, name: SecretName, given: types.Secret) -> types.Secret:
         now = self._now()
@@ -250,9 +216,9 @@ class SecretStore:
             rules.check_destroy_ttl(given.version_destroy_ttl)
             secret.version_destroy_ttl = given.version_destroy_ttl
         if "customer_managed_encryption" in given:
-            secret.customer_managed_encryption = _copy(given.customer_managed_encryption)
+            secret.customer_managed_encryption = copy_message(given.customer_managed_encryption)
         if "rotation" in given:
-            secret.rotation = _rotation_of(given.rotation)
+            secret.rotation = settable_rotation(given.rotation)
         rules.check_rotation(secret, now, next_time_sent=True, period_sent=True)
         secret.etag = self._new_etag()
         return secret
@@ -270,14 +236,14 @@ class SecretStore:
         return expire_time
 
     def get_secret(self, request: types.GetSecretRequest) -> types.Secret:
-        return _copy(self._secret(parse_secret_name(request.name)).meta)
+        return copy_message(self._secret(parse_secret_name(request.name)).meta)
 
     def list_secrets(self, request: types.ListSecretsRequest) -> types.ListSecretsResponse:
         parent = parse_parent(request.parent)
         records = sorted(
             (r for r in self._secrets.values() if r.name.parent == parent), key=lambda r: r.name.secret_id
         )
-        matching = select(records, request.filter, _known_secret_field, _secret_fields)
+        matching = select(records, request.filter, known_secret_field, secret_fields)
         chosen, token = page(
             matching,
             lambda r: r.name.secret_id,
@@ -286,7 +252,7 @@ class SecretStore:
             scope=f"secrets|{parent}|{request.filter}",
         )
         return types.ListSecretsResponse(
-            secrets=[_copy(r.meta) for r in chosen],
+            secrets=[copy_message(r.meta) for r in chosen],
             next_page_token=token,
             # The service reports 0 when a filter is set (documented on ListSecretsResponse.total_size).
             total_size=0 if request.filter else len(matching),
@@ -306,16 +272,16 @@ class SecretStore:
             if raw not in _UPDATABLE_PATHS:
                 raise rules.invalid("Request contains an invalid argument.")
             paths.append(_UPDATABLE_PATHS[raw])
-        draft = _copy(record.meta)
+        draft = copy_message(record.meta)
         self._apply_update(record, draft, request.secret, paths)
         draft.etag = self._new_etag()
         record.meta = draft
         self._publish("SECRET_UPDATE", record)
         self._changed()
-        return _copy(draft)
+        return copy_message(draft)
 
     def _apply_update(
-        self, record: _Secret, draft: types.Secret, given: types.Secret, paths: list[str]
+        self, record: StoredSecret, draft: types.Secret, given: types.Secret, paths: list[str]
     ) -> None:
         """Apply each masked path: a path whose field the request left unset clears it; maps are replaced."""
         now = self._now()
@@ -328,7 +294,7 @@ class SecretStore:
             elif path == "expiration":
                 expire_time = self._expiration_of(given, now)
                 if expire_time is None:
-                    _clear(draft, "expire_time")
+                    clear_field(draft, "expire_time")
                 else:
                     draft.expire_time = expire_time
             elif path == "version_destroy_ttl":
@@ -336,14 +302,14 @@ class SecretStore:
                     rules.check_destroy_ttl(given.version_destroy_ttl)
                     draft.version_destroy_ttl = given.version_destroy_ttl
                 else:
-                    _clear(draft, "version_destroy_ttl")
+                    clear_field(draft, "version_destroy_ttl")
             elif path == "customer_managed_encryption":
                 if "customer_managed_encryption" in given:
-                    draft.customer_managed_encryption = _copy(given.customer_managed_encryption)
+                    draft.customer_managed_encryption = copy_message(given.customer_managed_encryption)
                 else:
-                    _clear(draft, "customer_managed_encryption")
+                    clear_field(draft, "customer_managed_encryption")
             elif path == "replication":
-                _check_replication_unchanged(record, given)
+                check_replication_unchanged(record, given)
             elif path == "topics":
                 rules.check_topics(given.topics)
                 draft.topics = [types.Topic(name=topic.name) for topic in given.topics]
@@ -352,22 +318,22 @@ class SecretStore:
                 rotation_touched = True
                 whole = path == "rotation"
                 sent = given.rotation if "rotation" in given else types.Rotation()
-                rotation = _rotation_of(draft.rotation) if "rotation" in draft else types.Rotation()
+                rotation = settable_rotation(draft.rotation) if "rotation" in draft else types.Rotation()
                 if whole or path == "rotation.next_rotation_time":
                     next_sent = "next_rotation_time" in sent
                     if next_sent:
                         rotation.next_rotation_time = sent.next_rotation_time
                     else:
-                        _clear(rotation, "next_rotation_time")
+                        clear_field(rotation, "next_rotation_time")
                 if whole or path == "rotation.rotation_period":
                     period_sent = "rotation_period" in sent
                     if period_sent:
                         rotation.rotation_period = sent.rotation_period
                     else:
-                        _clear(rotation, "rotation_period")
+                        clear_field(rotation, "rotation_period")
                 empty = "next_rotation_time" not in rotation and "rotation_period" not in rotation
                 if empty:
-                    _clear(draft, "rotation")
+                    clear_field(draft, "rotation")
                 else:
                     draft.rotation = rotation
         rules.check_labels(draft.labels)
@@ -400,17 +366,17 @@ class SecretStore:
             client_specified_payload_checksum="data_crc32c" in payload,
         )
         if "replication" in record.meta:
-            meta.replication_status = _replication_status(record.meta.replication)
-        version = _Version(meta, bytes(payload.data), checksum)
+            meta.replication_status = replication_status(record.meta.replication)
+        version = StoredVersion(meta, bytes(payload.data), checksum)
         # A version added never moves the secret's etag: only writes to the secret itself do.
         record.versions[number] = version
         self._publish("SECRET_VERSION_ADD", record, version)
         self._changed()
-        return _copy(meta)
+        return copy_message(meta)
 
     def get_secret_version(self, request: types.GetSecretVersionRequest) -> types.SecretVersion:
         _, version = self._resolve(parse_version_name(request.name))
-        return _copy(version.meta)
+        return copy_message(version.meta)
 
     def access_secret_version(
         self, request: types.AccessSecretVersionRequest
@@ -432,16 +398,16 @@ class SecretStore:
     ) -> types.ListSecretVersionsResponse:
         record = self._secret(parse_secret_name(request.parent))
         newest_first = [record.versions[n] for n in sorted(record.versions, reverse=True)]
-        matching = select(newest_first, request.filter, _VERSION_FIELDS.__contains__, _version_fields)
+        matching = select(newest_first, request.filter, VERSION_FIELDS.__contains__, version_fields)
         chosen, token = page(
             matching,
-            lambda v: -_number_of(v),
+            lambda v: -number_of(v),
             request.page_size,
             request.page_token,
             scope=f"versions|{record.name}|{request.filter}",
         )
         return types.ListSecretVersionsResponse(
-            versions=[_copy(v.meta) for v in chosen],
+            versions=[copy_message(v.meta) for v in chosen],
             next_page_token=token,
             total_size=0 if request.filter else len(matching),
         )
@@ -460,11 +426,11 @@ class SecretStore:
             raise _error(grpc.StatusCode.FAILED_PRECONDITION, "SecretVersion.state is already DESTROYED")
         version.meta.state = state
         # Enabling or disabling a version scheduled for destruction cancels the destruction.
-        _clear(version.meta, "scheduled_destroy_time")
+        clear_field(version.meta, "scheduled_destroy_time")
         version.meta.etag = self._new_etag()
         self._publish(event, record, version)
         self._changed()
-        return _copy(version.meta)
+        return copy_message(version.meta)
 
     def destroy_secret_version(self, request: types.DestroySecretVersionRequest) -> types.SecretVersion:
         record, version = self._numbered(request.name, request.etag)
@@ -483,15 +449,15 @@ class SecretStore:
         else:
             self._destroy(record, version)
         self._changed()
-        return _copy(version.meta)
+        return copy_message(version.meta)
 
-    def _destroy(self, record: _Secret, version: _Version) -> None:
-        number = _number_of(version)
+    def _destroy(self, record: StoredSecret, version: StoredVersion) -> None:
+        number = number_of(version)
         version.data = None
         version.crc32c = 0
         version.meta.state = DESTROYED
         version.meta.destroy_time = self._now()
-        _clear(version.meta, "scheduled_destroy_time")
+        clear_field(version.meta, "scheduled_destroy_time")
         version.meta.etag = self._new_etag()
         stale = [alias for alias, target in record.meta.version_aliases.items() if int(target) == number]
         if stale:
@@ -523,7 +489,7 @@ class SecretStore:
                     next_time += period
                 meta.rotation.next_rotation_time = next_time
             else:
-                _clear(meta, "rotation")
+                clear_field(meta, "rotation")
             meta.etag = self._new_etag()
             self._publish("SECRET_ROTATE", record)
             fired += 1
@@ -565,10 +531,10 @@ class SecretStore:
             "format": DATA_FORMAT,
             "secrets": [
                 {
-                    "secret": _to_json(record.meta),
+                    "secret": to_json(record.meta),
                     "versions": [
                         {
-                            "version": _to_json(version.meta),
+                            "version": to_json(version.meta),
                             "data_base64": None
                             if version.data is None
                             else base64.b64encode(version.data).decode(),
@@ -584,10 +550,10 @@ class SecretStore:
         """Replace everything with what :meth:`dump` wrote. ValueError (naming the entry) when malformed."""
         if not isinstance(data, dict) or data.get("format") != DATA_FORMAT:
             raise ValueError(f"not an emulator data file (expected format {DATA_FORMAT!r})")
-        secrets: dict[SecretName, _Secret] = {}
+        secrets: dict[SecretName, StoredSecret] = {}
         for index, entry in enumerate(data.get("secrets", [])):
             try:
-                record = _load_secret(entry)
+                record = load_secret(entry)
             except (EmulatorError, KeyError, TypeError, ValueError, AttributeError) as error:
                 detail = (
                     error.message if isinstance(error, EmulatorError) else f"{type(error).__name__}: {error}"
@@ -595,109 +561,9 @@ class SecretStore:
                 raise ValueError(f"secrets[{index}]: {detail}") from None
             secrets[record.name] = record
         self._secrets = secrets
-        etags = [_etag_value(r.meta.etag) for r in secrets.values()]
-        etags += [_etag_value(v.meta.etag) for r in secrets.values() for v in r.versions.values()]
+        etags = [etag_value(r.meta.etag) for r in secrets.values()]
+        etags += [etag_value(v.meta.etag) for r in secrets.values() for v in r.versions.values()]
         self._last_etag = max([self._last_etag, *etags])
-
-
-def _etag_value(etag: str) -> int:
-    try:
-        return int(etag.strip('"'), 16)
-    except ValueError:
-        return 0
-
-
-def _load_secret(entry: dict[str, Any]) -> _Secret:
-    meta = types.Secret.from_json(json.dumps(entry["secret"]))
-    name = parse_secret_name(meta.name)
-    record = _Secret(name, meta)
-    for item in entry.get("versions", []):
-        version_meta = types.SecretVersion.from_json(json.dumps(item["version"]))
-        number = parse_numbered_version_name(version_meta.name)[1]
-        encoded = item.get("data_base64")
-        data = None if encoded is None else base64.b64decode(encoded, validate=True)
-        record.versions[number] = _Version(version_meta, data, crc32c(data) if data is not None else 0)
-    return record
-
-
-def _number_of(version: _Version) -> int:
-    return int(version.meta.name.rsplit("/", 1)[1])
-
-
-def _rotation_of(given: types.Rotation) -> types.Rotation:
-    """Only the user-settable parts of a rotation (managed_rotation_status is the service's)."""
-    rotation = types.Rotation()
-    if "next_rotation_time" in given:
-        rotation.next_rotation_time = given.next_rotation_time
-    if "rotation_period" in given:
-        rotation.rotation_period = given.rotation_period
-    return rotation
-
-
-def _replication_status(replication: types.Replication) -> types.ReplicationStatus:
-    if "user_managed" in replication:
-        replicas = [
-            types.ReplicationStatus.UserManagedStatus.ReplicaStatus(location=replica.location)
-            for replica in replication.user_managed.replicas
-        ]
-        return types.ReplicationStatus(
-            user_managed=types.ReplicationStatus.UserManagedStatus(replicas=replicas)
-        )
-    return types.ReplicationStatus(automatic=types.ReplicationStatus.AutomaticStatus())
-
-
-def _check_replication_unchanged(record: _Secret, given: types.Secret) -> None:
-    """Replication is fixed at creation; a mask naming it may only repeat it."""
-    if record.name.parent.location is not None:
-        raise rules.invalid(
-            'Field mask paths starting with "replication" are not supported in updates of regional secret.'
-        )
-    current = record.meta.replication
-    sent = given.replication if "replication" in given else types.Replication()
-    if types.Replication.serialize(sent) != types.Replication.serialize(current):
-        kind = "automatic" if "automatic" in current else "user-managed"
-        raise rules.invalid(
-            f"Existing secret has {kind} replication, but requested secret does not. "
-            "Updating secret replication is not supported."
-        )
-
-
-def _known_secret_field(name: str) -> bool:
-    return name in _SECRET_FIELDS or name.startswith(_SECRET_MAP_FIELDS)
-
-
-def _secret_fields(record: _Secret) -> Callable[[str], Any]:
-    meta = record.meta
-
-    def lookup(name: str) -> Any:
-        if name == "name":
-            return meta.name
-        if name in ("create_time", "expire_time"):
-            return getattr(meta, name) if name in meta else None
-        if name == "topics.name":
-            return [topic.name for topic in meta.topics]
-        if name in ("labels", "annotations"):
-            return dict(getattr(meta, name))
-        if name == "version_aliases":
-            return {alias: str(n) for alias, n in meta.version_aliases.items()}
-        field_name, key = name.split(".", 1)
-        values = {alias: str(n) for alias, n in getattr(meta, field_name).items()}
-        return values.get(key)
-
-    return lookup
-
-
-def _version_fields(version: _Version) -> Callable[[str], Any]:
-    meta = version.meta
-
-    def lookup(name: str) -> Any:
-        if name == "state":
-            return State(meta.state).name
-        if name in ("create_time", "destroy_time"):
-            return getattr(meta, name) if name in meta else None
-        return meta.name
-
-    return lookup
 
 
 __all__ = ["DATA_FORMAT", "ETAG_MISMATCH", "Parent", "SecretStore", "crc32c"]
