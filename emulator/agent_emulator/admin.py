@@ -29,7 +29,8 @@ from aiohttp import web
 
 from agent.errors import ConfigError, Problem
 from agent_emulator.clock import Clock
-from agent_emulator.faults import CallCounters, FaultController, parse_fault_config
+from agent_emulator.fault_config import parse_fault_config
+from agent_emulator.faults import CallCounters, FaultController
 from agent_emulator.store import SecretStore
 
 PREFIX = "/emulator/v1"

@@ -22,7 +22,7 @@ class EmulatorOptions:
     data: Path | None = None
     """Persistence file: loaded at start if present, rewritten atomically after every change."""
     faults: Path | None = None
-    """YAML file of faults and quotas applied from the start (see ``agent_emulator.faults``)."""
+    """YAML file of faults and quotas applied from the start (see ``agent_emulator.fault_config``)."""
     fault_specs: tuple[str, ...] = field(default=())
     """Faults from ``--fault`` flags, e.g. ``AccessSecretVersion:unavailable=0.2``."""
     quotas: bool = False

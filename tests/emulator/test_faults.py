@@ -17,18 +17,14 @@ from google.cloud import secretmanager_v1
 
 from agent.errors import ConfigError, Problem
 from agent_emulator.errors import EmulatorError
-from agent_emulator.faults import (
-    CallCounters,
-    Decision,
+from agent_emulator.fault_config import (
     FaultConfig,
-    FaultController,
     FaultRule,
     apply_fault_specs,
-    decide,
-    injected_error,
     load_fault_config,
     parse_fault_config,
 )
+from agent_emulator.faults import CallCounters, Decision, FaultController, decide, injected_error
 from agent_emulator.methods import METHODS
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.quotas import SERVICE_LIMITS, QuotaLimits
