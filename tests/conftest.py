@@ -41,7 +41,7 @@ def rest_client(base_url: str) -> secretmanager_v1.SecretManagerServiceClient:
     """The official sync client over REST/JSON (``transport="rest"``) against the emulator's HTTP port."""
     return secretmanager_v1.SecretManagerServiceClient(
         transport="rest",
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=base_url),
     )
 

@@ -88,6 +88,10 @@ class SecretsBackend(Protocol):
         notification topics) and its first version; return that version."""
         ...
 
+    async def delete_secret(self, secret_id: str, etag: str = "") -> None:
+        """Delete the secret and every version (only if its etag is still ``etag``, when given)."""
+        ...
+
     async def get_secret(self, secret_id: str, version: str = "latest") -> str:
         """The value as UTF-8 text (raises SecretsError if it is not valid UTF-8)."""
         ...

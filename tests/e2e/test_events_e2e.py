@@ -122,7 +122,7 @@ class Topic:
 
 @pytest.fixture
 def topic(pubsub_host: str) -> Iterator[Topic]:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     publisher = pubsub_v1.PublisherClient()
     made = Topic(f"projects/{PROJECT}/topics/secret-events-{uuid.uuid4().hex[:12]}", publisher)

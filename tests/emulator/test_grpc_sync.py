@@ -724,4 +724,4 @@ def test_undecodable_request_bytes_are_invalid_argument(emulator: EmulatorEndpoi
         get_secret = channel.unary_unary("/google.cloud.secretmanager.v1.SecretManagerService/GetSecret")
         with pytest.raises(grpc.RpcError) as error:
             get_secret(b"\xff\xff\xff")
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -20,6 +20,9 @@ import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import secretmanager_v1
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+    SecretManagerServiceGrpcTransport,
+)
 from google.protobuf import field_mask_pb2
 
 from agent.errors import ConfigError
@@ -34,7 +37,7 @@ CANARY = "canary-value-7f3a9c"
 
 
 def options(**kwargs: object) -> EmulatorOptions:
-    return EmulatorOptions(grpc_port=0, http_port=0, **kwargs)  # type: ignore[arg-type]
+    return EmulatorOptions(grpc_port=0, http_port=0, **kwargs)
 
 
 @pytest.fixture
@@ -329,9 +332,7 @@ def test_emulator_command_serves_the_seed_and_stops_cleanly_on_sigterm() -> None
         target = match[1]
         process.wait_for(rf"SECRET_MANAGER_EMULATOR_HOST={re.escape(target)}")
         client = secretmanager_v1.SecretManagerServiceClient(
-            transport=secretmanager_v1.services.secret_manager_service.transports.SecretManagerServiceGrpcTransport(
-                channel=grpc.insecure_channel(target)
-            )
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(target))
         )
         accessed = client.access_secret_version(name="projects/demo-project/secrets/api-key/versions/latest")
         assert accessed.payload.data == b"demo-api-key"

@@ -382,7 +382,8 @@ def test_every_uri_the_official_client_calls_is_routed() -> None:
     base = rest_base._BaseSecretManagerServiceRestTransport
     for name, member in inspect.getmembers(base, inspect.isclass):
         if name.startswith("_Base"):
-            for option in member._get_http_options():
+            options: list[dict[str, str]] = member._get_http_options()  # type: ignore[attr-defined]
+            for option in options:
                 rpc = name.removeprefix("_Base")
                 expected.add((option["method"].upper(), option["uri"], rpc, option.get("body", "")))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
+from aiohttp.abc import ResolveResult
 
 from agent.webhook.server import build_app, serve
 from agent.webhook.settings import InjectorSettings
@@ -108,9 +110,13 @@ class _FixedResolver(aiohttp.abc.AbstractResolver):
     def __init__(self, name: str, address: str) -> None:
         self.name, self.address = name, address
 
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
         assert host == self.name
-        return [{"hostname": host, "host": self.address, "port": port, "family": 2, "proto": 0, "flags": 0}]
+        return [
+            ResolveResult(
+                hostname=host, host=self.address, port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+        ]
 
     async def close(self) -> None:
         return None

@@ -21,8 +21,9 @@ PROJECT = "my-project"
 DB_REF = f"projects/{PROJECT}/secrets/db-password"
 
 
-def annotations(**values: str) -> dict[str, str]:
-    """``annotations(inject="true")`` -> ``{"secrets-agent.io/inject": "true"}``; ``_`` is ``-`` in keys."""
+def pod_annotations(**values: str) -> dict[str, str]:
+    """``pod_annotations(inject="true")`` -> ``{"secrets-agent.io/inject": "true"}``; ``_`` is ``-`` in
+    keys."""
     return {PREFIX + key.replace("_", "-"): value for key, value in values.items()}
 
 
@@ -53,7 +54,7 @@ def make_pod(
 
 def injected_pod(**values: str) -> dict[str, Any]:
     """A pod asking for injection of ``db`` plus the given annotations."""
-    return make_pod(annotations(inject="true", secret_db=DB_REF, **values))
+    return make_pod(pod_annotations(inject="true", secret_db=DB_REF, **values))
 
 
 def apply(pod: Mapping[str, Any], settings: InjectorSettings | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from agent.cli import main, parse
 from agent.webhook.cli import options_from
 from agent.webhook.settings import InjectorSettings, Resources
 from tests.webhook.conftest import Tls
-from tests.webhook.helpers import DB_REF, annotations, make_pod, review
+from tests.webhook.helpers import DB_REF, make_pod, pod_annotations, review
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +151,7 @@ def test_the_program_answers_over_https_and_stops_on_sigterm(tls: Tls, tmp_path:
         url = f"https://127.0.0.1:{match[1]}"
         ca = tmp_path / "ca.pem"
         tls.ca.cert_pem.write_to_path(str(ca))
-        sent = review(make_pod(annotations(inject="true", secret_db=DB_REF)))
+        sent = review(make_pod(pod_annotations(inject="true", secret_db=DB_REF)))
         answer = requests.post(url + "/mutate", json=sent, verify=str(ca), timeout=10)
         assert answer.status_code == 200
         assert answer.json()["response"]["uid"] == sent["request"]["uid"]

@@ -116,6 +116,7 @@ def test_the_certificate_reaches_the_webhook_s_tls_flags(docs: list[dict[str, An
         items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
         assert items[file.name] == file.name  # cert-manager's keys: tls.crt, tls.key
     # readable by the webhook's group only
+    assert volume is not None
     assert volume["secret"]["defaultMode"] == 0o440
     assert pod["securityContext"]["fsGroup"] == container["securityContext"]["runAsGroup"]
     service = one(docs, "Service")

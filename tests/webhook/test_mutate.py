@@ -21,13 +21,13 @@ from tests.webhook.helpers import (
     DB_REF,
     PROJECT,
     agent_config,
-    annotations,
     apply,
     container,
     find,
     injected_pod,
     make_pod,
     ours,
+    pod_annotations,
     validate_strict,
 )
 
@@ -52,15 +52,16 @@ def names(containers: list[dict[str, Any]] | None) -> list[str]:
     [
         make_pod(),
         make_pod({"team": "shop"}),
-        make_pod(annotations(secret_db=DB_REF)),  # secrets, but no inject
-        make_pod(annotations(inject="false", secret_db=DB_REF)),
-        make_pod(annotations(inject="False", mode="bogus")),  # opted out: the rest is not even read
-        make_pod(annotations(inject="true", secret_db=DB_REF, status="injected")),
+        make_pod(pod_annotations(secret_db=DB_REF)),  # secrets, but no inject
+        make_pod(pod_annotations(inject="false", secret_db=DB_REF)),
+        make_pod(pod_annotations(inject="False", mode="bogus")),  # opted out: the rest is not even read
+        make_pod(pod_annotations(inject="true", secret_db=DB_REF, status="injected")),
         make_pod(
-            annotations(inject="true", secret_db=DB_REF), [container("app"), container("secrets-agent")]
+            pod_annotations(inject="true", secret_db=DB_REF), [container("app"), container("secrets-agent")]
         ),
         make_pod(
-            annotations(inject="true", secret_db=DB_REF), init_containers=[container("secrets-agent-init")]
+            pod_annotations(inject="true", secret_db=DB_REF),
+            init_containers=[container("secrets-agent-init")],
         ),
     ],
     ids=[
@@ -90,7 +91,7 @@ def test_a_second_call_changes_nothing() -> None:
 def test_sidecar_mode_adds_the_bootstrap_init_container_and_the_sidecar() -> None:
     pod = apply(
         make_pod(
-            annotations(inject="true", secret_db=DB_REF),
+            pod_annotations(inject="true", secret_db=DB_REF),
             [container("app"), container("worker")],
             init_containers=[container("migrate")],
         )
@@ -121,7 +122,9 @@ def test_sidecar_mode_adds_the_bootstrap_init_container_and_the_sidecar() -> Non
 
 
 def test_native_mode_is_one_restartable_init_container_gated_by_a_startup_probe() -> None:
-    pod = apply(make_pod(annotations(inject="true", secret_db=DB_REF, mode="native"), restartPolicy="Never"))
+    pod = apply(
+        make_pod(pod_annotations(inject="true", secret_db=DB_REF, mode="native"), restartPolicy="Never")
+    )
     spec = pod["spec"]
     assert names(spec["initContainers"]) == ["secrets-agent"]
     assert names(spec["containers"]) == ["app"]
@@ -235,19 +238,19 @@ def test_a_signal_reload_shares_the_process_namespace() -> None:
 
 def test_a_signal_reload_replaces_an_explicit_false() -> None:
     pod = make_pod(
-        annotations(inject="true", secret_db=DB_REF, reload_process="nginx"), shareProcessNamespace=False
+        pod_annotations(inject="true", secret_db=DB_REF, reload_process="nginx"), shareProcessNamespace=False
     )
     assert apply(pod)["spec"]["shareProcessNamespace"] is True
 
 
 def test_the_webhook_s_default_project_serves_short_references() -> None:
     pod = apply(
-        make_pod(annotations(inject="true", secret_db="db")), InjectorSettings(project="cluster-project")
+        make_pod(pod_annotations(inject="true", secret_db="db")), InjectorSettings(project="cluster-project")
     )
     assert agent_config(find(pod, "secrets-agent"))["project"] == "cluster-project"
     # ...and the annotation overrides it
     pod = apply(
-        make_pod(annotations(inject="true", secret_db="db", project="pod-project")),
+        make_pod(pod_annotations(inject="true", secret_db="db", project="pod-project")),
         InjectorSettings(project="cluster-project"),
     )
     assert agent_config(find(pod, "secrets-agent"))["project"] == "pod-project"
@@ -256,7 +259,7 @@ def test_the_webhook_s_default_project_serves_short_references() -> None:
 def test_containers_choose_who_gets_the_mount() -> None:
     pod = apply(
         make_pod(
-            annotations(inject="true", secret_db=DB_REF, containers="worker, migrate"),
+            pod_annotations(inject="true", secret_db=DB_REF, containers="worker, migrate"),
             [container("app"), container("worker", volumeMounts=[{"name": "data", "mountPath": "/data"}])],
             init_containers=[container("migrate")],
             volumes=[{"name": "data", "emptyDir": {}}],
@@ -310,7 +313,7 @@ def identity(pod: dict[str, Any]) -> tuple[int, int, str, tuple[str, ...]]:
     )
 
 
-ASKS = annotations(inject="true", secret_db=DB_REF)
+ASKS = pod_annotations(inject="true", secret_db=DB_REF)
 
 
 @pytest.mark.parametrize(
@@ -468,7 +471,7 @@ def test_a_duplicate_env_name_names_both_secrets() -> None:
 
 def test_an_output_path_another_volume_uses_is_refused() -> None:
     pod = make_pod(
-        annotations(inject="true", secret_db=DB_REF),
+        pod_annotations(inject="true", secret_db=DB_REF),
         [container("app", volumeMounts=[{"name": "creds", "mountPath": "/secrets/"}])],
     )
     with pytest.raises(InvalidAnnotations) as caught:
@@ -481,7 +484,7 @@ def test_an_output_path_another_volume_uses_is_refused() -> None:
 
 def test_no_secret_at_all_is_refused() -> None:
     with pytest.raises(InvalidAnnotations, match=r"^secrets-agent.io/inject: no secret to deliver"):
-        mutate(make_pod(annotations(inject="true")), InjectorSettings())
+        mutate(make_pod(pod_annotations(inject="true")), InjectorSettings())
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agent.webhook.review import answer_review
 from agent.webhook.settings import InjectorSettings
-from tests.webhook.helpers import DB_REF, annotations, container, make_pod, review
+from tests.webhook.helpers import DB_REF, container, make_pod, pod_annotations, review
 
 SETTINGS = InjectorSettings()
 
@@ -27,7 +27,7 @@ json_values = st.recursive(
 
 BASE = review(
     make_pod(
-        annotations(inject="true", secret_db=DB_REF, containers="app", reload_process="x"),
+        pod_annotations(inject="true", secret_db=DB_REF, containers="app", reload_process="x"),
         [container("app", volumeMounts=[{"name": "v", "mountPath": "/v"}], securityContext={"runAsUser": 5})],
         init_containers=[container("init")],
         volumes=[{"name": "v", "emptyDir": {}}],

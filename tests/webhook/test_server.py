@@ -26,11 +26,11 @@ from tests.webhook.conftest import Webhook
 from tests.webhook.helpers import (
     DB_REF,
     PROJECT,
-    annotations,
     container,
     find,
     make_pod,
     ours,
+    pod_annotations,
     review,
     validate_strict,
 )
@@ -59,7 +59,7 @@ async def admit(
 @pytest.mark.parametrize("mode", ["sidecar", "native", "init"])
 async def test_each_mode_gives_a_pod_the_api_server_accepts(webhook: Webhook, mode: str) -> None:
     pod = make_pod(
-        annotations(inject="true", secret_db=DB_REF, mode=mode, reload_process="nginx"),
+        pod_annotations(inject="true", secret_db=DB_REF, mode=mode, reload_process="nginx"),
         [container("app", ports=[{"containerPort": 8080}])],
         init_containers=[container("migrate")],
         securityContext={"runAsUser": 101, "fsGroup": 101},
@@ -83,7 +83,7 @@ async def test_a_pod_that_did_not_ask_is_allowed_unchanged(webhook: Webhook) -> 
 
 async def test_an_update_is_allowed_unchanged(webhook: Webhook) -> None:
     response, _ = await admit(
-        webhook, make_pod(annotations(inject="true", secret_db=DB_REF)), operation="UPDATE"
+        webhook, make_pod(pod_annotations(inject="true", secret_db=DB_REF)), operation="UPDATE"
     )
     assert response == {"uid": response["uid"], "allowed": True}
 
@@ -111,7 +111,7 @@ async def test_invalid_annotations_are_refused_with_400_naming_them(
 
 async def test_one_log_line_per_review(webhook: Webhook, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="agent.webhook")
-    sent = review(make_pod(annotations(inject="true", secret_db=DB_REF, mode="native")), dry_run=True)
+    sent = review(make_pod(pod_annotations(inject="true", secret_db=DB_REF, mode="native")), dry_run=True)
     status, body = await webhook.post(sent)
     assert status == 200
     (line,) = [r for r in caplog.records if r.name.startswith("agent.webhook")]
@@ -128,7 +128,7 @@ async def test_one_log_line_per_review(webhook: Webhook, caplog: pytest.LogCaptu
 
 
 async def test_a_dry_run_gets_the_same_answer(webhook: Webhook) -> None:
-    pod = make_pod(annotations(inject="true", secret_db=DB_REF))
+    pod = make_pod(pod_annotations(inject="true", secret_db=DB_REF))
     real, patched = await admit(webhook, pod)
     dry, dry_patched = await admit(webhook, pod, dry_run=True)
     assert {k: v for k, v in dry.items() if k != "uid"} == {k: v for k, v in real.items() if k != "uid"}
@@ -136,7 +136,7 @@ async def test_a_dry_run_gets_the_same_answer(webhook: Webhook) -> None:
 
 
 async def test_warnings_reach_the_creator(webhook: Webhook) -> None:
-    response, _ = await admit(webhook, make_pod(annotations(inject="true", secret_db=DB_REF)))
+    response, _ = await admit(webhook, make_pod(pod_annotations(inject="true", secret_db=DB_REF)))
     assert response["allowed"] is True
     assert response["warnings"] == [
         "secrets-agent: the pod declares no runAsUser, runAsGroup or fsGroup, so secret files are written "
@@ -149,7 +149,7 @@ async def test_warnings_reach_the_creator(webhook: Webhook) -> None:
 
 
 def _without(path: tuple[str, ...]) -> dict[str, Any]:
-    document = review(make_pod(annotations(inject="true", secret_db=DB_REF)))
+    document = review(make_pod(pod_annotations(inject="true", secret_db=DB_REF)))
     target = document
     for key in path[:-1]:
         target = target[key]
@@ -158,7 +158,7 @@ def _without(path: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _with(path: tuple[str, ...], value: object) -> dict[str, Any]:
-    document = review(make_pod(annotations(inject="true", secret_db=DB_REF)))
+    document = review(make_pod(pod_annotations(inject="true", secret_db=DB_REF)))
     target = document
     for key in path[:-1]:
         target = target[key]

@@ -12,7 +12,7 @@ import trustme
 
 from agent.webhook.tls import CertificateError, ReloadingCertificate
 from tests.webhook.conftest import Tls, Webhook
-from tests.webhook.helpers import DB_REF, annotations, make_pod, review
+from tests.webhook.helpers import DB_REF, make_pod, pod_annotations, review
 
 
 async def test_a_rotated_certificate_is_served_to_new_connections(webhook: Webhook) -> None:
@@ -23,7 +23,7 @@ async def test_a_rotated_certificate_is_served_to_new_connections(webhook: Webho
     assert await webhook.served_certificate() == renewed
     assert webhook.certificate.check() is False  # nothing changed since
     # and reviews still work over the renewed certificate
-    status, body = await webhook.post(review(make_pod(annotations(inject="true", secret_db=DB_REF))))
+    status, body = await webhook.post(review(make_pod(pod_annotations(inject="true", secret_db=DB_REF))))
     assert status == 200
     assert body["response"]["allowed"] is True
 
