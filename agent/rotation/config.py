@@ -19,21 +19,40 @@
 A secret's provider settings come from, in this order: its entry here, else its labels
 (``settings_from_labels``), else its type's default (``default_settings_for``). Each entry's keys besides
 ``type`` go to the provider as they are; the provider checks them when it is built.
+
+The file is read like the agent's own configuration (``agent.config``): a key set twice anywhere is an
+error naming its path (``secrets.db-password.provider``), an unknown top-level key is an error, and
+``project``, ``topics`` and ``subscription`` follow the rules of the agent's ``project``, ``events.topic``
+and ``events.subscription``. Every problem is reported at once, in one ConfigError (exit code 2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from agent.config import (
+    DuplicateKey,
+    describe,
+    load_yaml,
+    optional_project,
+    pubsub_name,
+    read_text_file,
+    unknown_key,
+)
 from agent.errors import ConfigError, Problem
 from agent.secrets.types import SecretType
 
 TOP_LEVEL_KEYS = ("project", "topics", "subscription", "secrets")
+
+# The agent's own rules for these names (events.topic, events.subscription, project): one rule each.
+_topic = pubsub_name("topics")
+_subscription = pubsub_name("subscriptions")
+
+_Report = Callable[[str, str], None]
+"""Records a problem: (key path, message)."""
 
 
 @dataclass(frozen=True)
@@ -54,60 +73,51 @@ class RotationConfig:
 
 
 def load_rotation_config(path: Path) -> RotationConfig:
-    """Read and check ``path``; ConfigError listing every problem (``FILE: secrets.db.provider: ...``)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(
-            [Problem(str(path), f"cannot read the rotation config: {error.strerror}")]
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError([Problem(str(path), f"not valid YAML{where}")]) from None
-    return parse_rotation_config(data, str(path))
+    """Read and check ``path`` with the agent's strict YAML reading; ConfigError listing every problem
+    (``FILE: secrets.db.provider: ...``), duplicate keys included."""
+    document = load_yaml(read_text_file(path), str(path))
+    return _check(document.data, str(path), document.duplicates)
 
 
 def parse_rotation_config(data: object, source: str = "rotation config") -> RotationConfig:
     """Check a parsed document; ConfigError with every problem found."""
+    return _check(data, source, ())
+
+
+def _check(data: object, source: str, duplicates: Sequence[DuplicateKey]) -> RotationConfig:
+    """Every problem of the document (each ``FILE: path``), raised together; else the RotationConfig."""
     problems: list[Problem] = []
 
     def problem(where: str, message: str) -> None:
         problems.append(Problem(f"{source}: {where}" if where else source, message))
 
+    # PyYAML kept the last of each duplicate; which one the user meant cannot be guessed.
+    for duplicate in duplicates:
+        problem(
+            duplicate.path,
+            f"duplicate key: set on line {duplicate.first_line} and again on line {duplicate.line}",
+        )
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(source, "expected a mapping with project, topics, secrets")])
+    if not isinstance(data, Mapping):
+        problems.append(Problem(source, "expected a mapping with project, topics, secrets"))
+        raise ConfigError(problems)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            problem(str(key), f"unknown key; expected one of {', '.join(TOP_LEVEL_KEYS)}")
-    project = data.get("project")
-    if project is not None and not isinstance(project, str | int):
-        problem("project", "expected a project id")
-    topics = data.get("topics", [])
-    if isinstance(topics, str):
-        topics = [topics]
-    if not isinstance(topics, list) or not all(isinstance(t, str) and "/topics/" in t for t in topics):
-        problem("topics", "expected a list of projects/PROJECT/topics/TOPIC names")
-        topics = []
-    subscription = data.get("subscription")
-    if subscription is not None and (
-        not isinstance(subscription, str) or "/subscriptions/" not in subscription
-    ):
-        problem("subscription", "expected projects/PROJECT/subscriptions/NAME")
-        subscription = None
+            unknown = unknown_key(key, TOP_LEVEL_KEYS, "")
+            problem(unknown.path, unknown.message)
+    project = _read(data, "project", optional_project, problem)
+    topics = _read_topics(data.get("topics"), problem)
+    subscription = _read(data, "subscription", _subscription, problem)
     secrets: dict[str, dict[str, Any]] = {}
     types: dict[str, SecretType] = {}
     entries = data.get("secrets", {}) or {}
-    if not isinstance(entries, dict):
+    if not isinstance(entries, Mapping):
         problem("secrets", "expected a mapping of secret id -> provider settings")
         entries = {}
     for secret_id, entry in entries.items():
         where = f"secrets.{secret_id}"
-        if not isinstance(entry, dict):
+        if not isinstance(entry, Mapping):
             problem(where, "expected a mapping with at least `provider`")
             continue
         settings = {str(k): v for k, v in entry.items() if k != "type"}
@@ -132,10 +142,45 @@ def parse_rotation_config(data: object, source: str = "rotation config") -> Rota
     if problems:
         raise ConfigError(problems)
     return RotationConfig(
-        project=str(project) if project is not None else None,
-        topics=tuple(topics),
+        project=project,
+        topics=topics,
         subscription=subscription,
         secrets=secrets,
         types=types,
         source=source,
     )
+
+
+def _read(
+    data: Mapping[Any, object], key: str, parse: Callable[[object], object], problem: _Report
+) -> str | None:
+    """One optional name, checked by ``parse`` (an agent config converter)."""
+    try:
+        value = parse(data.get(key))
+    except ValueError as error:
+        problem(key, str(error))
+        return None
+    return None if value is None else str(value)
+
+
+def _read_topics(raw: object, problem: _Report) -> tuple[str, ...]:
+    """``topics``: one name or a list of them, each checked like the agent's ``events.topic``."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        named: list[tuple[str, object]] = [("topics", raw)]
+    elif isinstance(raw, list):
+        named = [(f"topics[{index}]", value) for index, value in enumerate(raw)]
+    else:
+        problem("topics", f"expected a list of projects/PROJECT/topics/ID names, got {describe(raw)}")
+        return ()
+    topics: list[str] = []
+    for where, value in named:
+        if value is None:  # the converter reads None as "not set", but a list item is set
+            problem(where, "expected projects/PROJECT/topics/ID, got null")
+            continue
+        try:
+            topics.append(str(_topic(value)))
+        except ValueError as error:
+            problem(where, str(error))
+    return tuple(topics)

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.app import build_notifiers
 from agent.config import Config, SecretSpec, load_config
 from agent.config.refs import SecretRef, parse_ref
 from agent.errors import ConfigError
+from agent.notify.signal import SignalNotifier
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agent.yaml"
 
@@ -349,9 +351,14 @@ def test_signals_are_stored_by_their_canonical_name(tmp_path: Path, written: str
 
 
 def test_a_signal_notifier_is_active_only_with_a_pid_file_or_a_process(tmp_path: Path) -> None:
-    assert not load_config(None, {}, {}).notify.signals_process
-    assert load_config(None, {}, {"notify.pid_file": "/run/app.pid"}).notify.signals_process
-    assert load_config(None, {}, {"notify.process": "^app"}).notify.signals_process
+    # What the app builds from the config: a signal notifier only when it knows whom to signal.
+    def signals(flags: Mapping[str, object]) -> bool:
+        return any(isinstance(n, SignalNotifier) for n in build_notifiers(load_config(None, {}, flags)))
+
+    assert not signals({})
+    assert not signals({"notify.signal": "USR1"})  # a signal alone names no process
+    assert signals({"notify.pid_file": "/run/app.pid"})
+    assert signals({"notify.process": "^app"})
 
 
 def test_sections_reject_unknown_keys_and_non_mappings(tmp_path: Path) -> None:

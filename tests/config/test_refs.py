@@ -170,7 +170,7 @@ _versions = st.one_of(st.just("latest"), st.integers(min_value=1, max_value=10**
 def _textual_forms(ref: SecretRef) -> list[tuple[str, str | None]]:
     """(text, default project) pairs that must all mean ``ref``."""
     prefix = ref.secret_name
-    forms = [(f"{prefix}/versions/{ref.version}", None)]
+    forms: list[tuple[str, str | None]] = [(f"{prefix}/versions/{ref.version}", None)]
     if ref.version == "latest":
         forms.append((prefix, None))
     if ref.location is None:

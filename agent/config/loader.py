@@ -1,0 +1,417 @@
+"""Building the one Config: ``load_config()`` reads YAML, environment and flags, and reports every problem.
+
+Precedence, highest first: flags > environment (``SECRETS_AGENT_*``) > YAML file > defaults. Where no file
+can be mounted (an injected container), the file's text may come from ``SECRETS_AGENT_CONFIG_YAML`` instead.
+
+One generic reader walks the fields of the ``agent.config.schema`` dataclasses:
+
+* a setting at path ``a.b`` is read from the file key ``a: {b: ...}``, the environment variable
+  ``SECRETS_AGENT_A_B`` and the flag key ``"a.b"`` (the CLI's ``--a-b``);
+* unknown keys and unknown ``SECRETS_AGENT_*`` variables are errors (typos must not be silently ignored);
+* every problem is collected and raised together in one ConfigError, each with its path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from agent.config.refs import parse_ref
+from agent.config.schema import (
+    CONFIG_FILE_ENV,
+    CONFIG_YAML_ENV,
+    ENV_PREFIX,
+    Config,
+    EventsConfig,
+    ExecConfig,
+    GcpConfig,
+    NotifyConfig,
+    ProbesConfig,
+    SecretSpec,
+    Section,
+    ServerConfig,
+    Setting,
+    _meta,
+)
+from agent.config.values import _ENV_NAME, _seconds, describe, env_name_for, is_loopback, split_listen
+from agent.config.yaml import read_yaml_file, read_yaml_text
+from agent.errors import ConfigError, InvalidReference, Problem
+
+
+def unknown_key(key: object, known: Collection[str], path: str) -> Problem:
+    """The problem of a key that is not a setting at ``path``, with the closest known key as a hint."""
+    hint = ""
+    if isinstance(key, str) and (close := difflib.get_close_matches(key, sorted(known), n=1)):
+        hint = f" (did you mean {close[0]!r}?)"
+    label = key if isinstance(key, str) else describe(key)
+    return Problem(_join(path, label), f"unknown key{hint}")
+
+
+_Outcome = Literal["unset", "ok", "invalid"]
+
+
+@dataclass
+class _Reader:
+    """Reads config dataclasses from the three layers, collecting every problem."""
+
+    env: Mapping[str, str]
+    flags: Mapping[str, object]
+    flag_names: Mapping[str, str] = field(default_factory=dict)
+    """Setting path -> the flag that sets it, when it is not ``--`` + the path (``gcp.endpoint`` ->
+    ``--endpoint``); used to name the flag in problems."""
+    problems: list[Problem] = field(default_factory=list)
+    invalid: set[str] = field(default_factory=set)
+    """Paths of settings that had an invalid value in some layer."""
+    env_used: set[str] = field(default_factory=set)
+    flags_used: set[str] = field(default_factory=set)
+
+    def section(
+        self, cls: type[Any], raw: Mapping[Any, object], path: str, *, layered: bool
+    ) -> dict[str, Any]:
+        """Parse the fields of ``cls`` from ``raw`` (plus env and flags when ``layered``).
+
+        Returns the values that were set (unset ones are left to the dataclass defaults); Items fields
+        are returned raw for the caller to finish. Unknown keys and missing required fields are problems.
+        """
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
+        for key in raw:
+            if key not in known:
+                self.problems.append(unknown_key(key, known, path))
+        values: dict[str, Any] = {}
+        for f in fields:
+            meta, key_path = _meta(f), _join(path, f.name)
+            if isinstance(meta, Setting):
+                outcome, value = self._setting(f.name, meta, raw, key_path, layered=layered)
+                if outcome == "ok":
+                    values[f.name] = value
+                elif outcome == "unset" and _is_required(f):
+                    self.problems.append(Problem(key_path, "required"))
+            elif isinstance(meta, Section):
+                sub = raw.get(f.name)
+                if sub is None:
+                    sub = {}
+                elif not isinstance(sub, Mapping):
+                    self.problems.append(Problem(key_path, f"expected a mapping, got {describe(sub)}"))
+                    sub = {}
+                section_cls = _section_class(cls, f)
+                before = len(self.problems)
+                sub_values = self.section(section_cls, sub, key_path, layered=layered)
+                if len(self.problems) == before:
+                    values[f.name] = section_cls(**sub_values)
+            elif f.name in raw:
+                values[f.name] = raw[f.name]
+        return values
+
+    def _setting(
+        self, name: str, meta: Setting, raw: Mapping[Any, object], path: str, *, layered: bool
+    ) -> tuple[_Outcome, object]:
+        # Lowest precedence first. Every layer that is present gets validated (a bad variable is a bug
+        # waiting for the day the flag is removed); the highest one wins.
+        candidates: list[tuple[str, object]] = []
+        if name in raw:
+            candidates.append((path, raw[name]))
+        if layered and meta.from_env:
+            env_name = ENV_PREFIX + path.upper().replace(".", "_")
+            self.env_used.add(env_name)
+            # An empty variable counts as unset: Kubernetes manifests often template them to "".
+            if self.env.get(env_name):
+                candidates.append((f"env {env_name}", self.env[env_name]))
+        if layered and path in self.flags:
+            self.flags_used.add(path)
+            if self.flags[path] is not None:
+                candidates.append((self.flag_name(path), self.flags[path]))
+        # The fallback (an ambient variable such as GOOGLE_CLOUD_PROJECT) is only consulted, and so only
+        # validated, when nothing of ours sets the value.
+        if layered and not candidates and meta.fallback_env and self.env.get(meta.fallback_env):
+            candidates.append((f"env {meta.fallback_env}", self.env[meta.fallback_env]))
+        outcome: _Outcome = "unset"
+        result: object = None
+        for where, value in candidates:
+            try:
+                result = meta.parse(value)
+            except ValueError as error:
+                self.problems.append(Problem(where, str(error)))
+                self.invalid.add(path)
+                outcome = "invalid"
+            else:
+                outcome = "ok"
+        return outcome, result
+
+    def flag_name(self, path: str) -> str:
+        """The command-line flag of a setting path, as the user typed it."""
+        return self.flag_names.get(path) or "--" + path.replace(".", "-").replace("_", "-")
+
+    def check_leftovers(self) -> None:
+        """Unknown ``SECRETS_AGENT_*`` variables are typos until proven otherwise."""
+        for name in sorted(self.env):
+            if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS and name not in self.env_used:
+                self.problems.append(Problem(f"env {name}", "unknown setting"))
+        for key in self.flags:
+            if key not in self.flags_used:
+                raise TypeError(f"load_config: flag {key!r} is not a config setting")  # a bug in the CLI
+
+
+_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, CONFIG_YAML_ENV})
+"""``SECRETS_AGENT_*`` variables that hold the configuration's source, not a setting."""
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _is_required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _section_class(owner: type[Any], f: dataclasses.Field[Any]) -> type[Any]:
+    default_factory = f.default_factory
+    if isinstance(default_factory, type):
+        return default_factory
+    raise TypeError(f"section {owner.__name__}.{f.name} needs default_factory=<its dataclass>")
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets: per-item parsing plus the cross-item rules
+# --------------------------------------------------------------------------------------------------
+
+# A valid project used only to validate the other parts of short references when `project` itself is
+# invalid: that problem is reported once already, and one "no project" error per secret would bury it.
+_PLACEHOLDER_PROJECT = "placeholder-project"
+
+
+SECRET_FLAG = "--secret"  # noqa: S105 - a flag name, not a password
+"""The compact command-line form of a secret: ``--secret NAME=REF`` (flag key ``"secrets"``)."""
+
+
+def _secret_entries(reader: _Reader, from_file: object, from_flags: object) -> list[tuple[str, object]]:
+    """(path, raw item) of every secret: the file's ``secrets[i]`` then the flags' ``--secret[i]``."""
+    entries: list[tuple[str, object]] = []
+    if isinstance(from_file, list):
+        entries += [(f"secrets[{index}]", item) for index, item in enumerate(from_file)]
+    elif from_file is not None:
+        reader.problems.append(Problem("secrets", f"expected a list of secrets, got {describe(from_file)}"))
+    if from_flags is None:
+        return entries
+    if isinstance(from_flags, str) or not isinstance(from_flags, Sequence):
+        raise TypeError("load_config: flags['secrets'] must be a list of 'NAME=REF' strings")  # a CLI bug
+    for index, text in enumerate(from_flags):
+        path = f"{SECRET_FLAG}[{index}]"
+        name, equals, ref = text.partition("=") if isinstance(text, str) else ("", "", "")
+        if not equals:
+            reader.problems.append(
+                Problem(
+                    path, f"expected NAME=REF such as db-password=projects/P/secrets/S, got {describe(text)}"
+                )
+            )
+            continue
+        entries.append((path, {"name": name, "ref": ref}))
+    return entries
+
+
+def _read_secrets(
+    reader: _Reader, from_file: object, from_flags: object, project: str | None, project_ok: bool
+) -> tuple[SecretSpec, ...]:
+    specs: list[SecretSpec] = []
+    # (path, {"name"|"env"|"file": value}) for every item, valid or not, so that a duplicate is reported
+    # even next to other problems: users fix everything in one round.
+    claims: list[_Claim] = []
+    for path, item in _secret_entries(reader, from_file, from_flags):
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(path, f"expected a mapping with name and ref, got {describe(item)}")
+            )
+            continue
+        before = len(reader.problems)
+        values = reader.section(SecretSpec, item, path, layered=False)
+        if isinstance(values.get("ref"), str):
+            try:
+                values["ref"] = parse_ref(values["ref"], project if project_ok else _PLACEHOLDER_PROJECT)
+            except InvalidReference as error:
+                reader.problems.append(Problem(f"{path}.ref", error.problems[0].message))
+        claim = _Claim(path, {key: values[key] for key in ("name", "env", "file") if key in values})
+        if "name" in values:
+            if "file" not in item:
+                claim.values["file"] = values["name"]
+                claim.derived.add("file")
+            derived_env = env_name_for(values["name"])
+            if "env" in item:
+                pass  # explicit, already checked (or reported) by the reader
+            elif _ENV_NAME.fullmatch(derived_env):
+                claim.values["env"] = derived_env
+                claim.derived.add("env")
+            else:
+                reader.problems.append(
+                    Problem(
+                        f"{path}.env",
+                        f"the default {derived_env!r} (from name {values['name']!r}) is not a valid "
+                        "environment variable name; set env explicitly",
+                    )
+                )
+        claims.append(claim)
+        if len(reader.problems) == before:
+            specs.append(SecretSpec(**values))
+    _check_unique(reader, claims)
+    return tuple(specs)
+
+
+@dataclass
+class _Claim:
+    """The name, env and file one secret takes, including defaults derived from its name."""
+
+    path: str
+    """Where the secret was configured: ``secrets[2]`` or ``--secret[0]``."""
+    values: dict[str, str]
+    derived: set[str] = field(default_factory=set)
+
+
+def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
+    duplicate_names: set[str] = set()
+    for key in ("name", "env", "file"):
+        owners: dict[str, str] = {}
+        for claim in claims:
+            value = claim.values.get(key)
+            if value is None:
+                continue
+            first = owners.setdefault(value, claim.path)
+            # A duplicate name already explains the duplicate env and file derived from it.
+            if first != claim.path and not (key in claim.derived and claim.path in duplicate_names):
+                if key == "name":
+                    duplicate_names.add(claim.path)
+                source = " (derived from name)" if key in claim.derived else ""
+                reader.problems.append(
+                    Problem(
+                        f"{claim.path}.{key}",
+                        f"duplicate {key} {value!r}{source}: also used by {first}",
+                    )
+                )
+    # "db" and "db/password" cannot both exist: one path would have to be a file and a directory.
+    files: dict[str, str] = {}
+    for claim in claims:
+        if "file" in claim.values:
+            files.setdefault(claim.values["file"], claim.path)
+    for claim in claims:
+        for parent in PurePosixPath(claim.values.get("file", ".")).parents:
+            if (other := files.get(str(parent))) is not None:
+                reader.problems.append(
+                    Problem(
+                        f"{claim.path}.file",
+                        f"file {claim.values['file']!r} would be inside file {str(parent)!r} of {other}",
+                    )
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules that involve more than one setting
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
+    """Problems no single setting shows. Each rule runs only when the settings it reads are valid."""
+    gcp, notify, exec_ = values.get("gcp"), values.get("notify"), values.get("exec")
+    server, probes = values.get("server"), values.get("probes")
+    if isinstance(server, ServerConfig):
+        host, _ = split_listen(server.listen)
+        if not is_loopback(host) and not server.allow_remote:
+            reader.problems.append(
+                Problem(
+                    "server.listen",
+                    f"{host} is not a loopback address: anyone who can reach it could try the token; "
+                    "set server.allow_remote (--allow-remote) to listen there anyway",
+                )
+            )
+        if server.token is not None and server.token_file is not None:
+            reader.problems.append(
+                Problem("server.token_file", "set either server.token or server.token_file")
+            )
+        # Port 0 means "any free port" (tests): two listeners never collide then.
+        if isinstance(probes, ProbesConfig) and server.enabled and probes.enabled:
+            address = split_listen(server.listen)
+            if address == split_listen(probes.listen) and address[1] != 0:
+                reader.problems.append(
+                    Problem("probes.listen", f"{probes.listen} is also server.listen: use two ports")
+                )
+    if isinstance(gcp, GcpConfig) and gcp.backoff_initial > gcp.backoff_max:
+        reader.problems.append(
+            Problem(
+                "gcp.backoff_initial",
+                f"{_seconds(gcp.backoff_initial)}s is more than "
+                f"gcp.backoff_max ({_seconds(gcp.backoff_max)}s)",
+            )
+        )
+    events = values.get("events")
+    if isinstance(events, EventsConfig) and events.topic is not None and events.subscription is not None:
+        reader.problems.append(
+            Problem("events.subscription", "set either events.topic or events.subscription, not both")
+        )
+    if isinstance(notify, NotifyConfig) and notify.pid_file is not None and notify.process is not None:
+        # Two ways to find the app would mean guessing which one the user meant when they disagree.
+        reader.problems.append(
+            Problem("notify.process", "set either notify.pid_file or notify.process, not both")
+        )
+    if isinstance(exec_, ExecConfig) and exec_.reload_signal is not None and not exec_.watch:
+        reader.problems.append(
+            Problem(
+                "exec.reload_signal",
+                "only used with exec.watch (--watch): without it the agent execs the command and is gone",
+            )
+        )
+
+
+def _read_layer(file: Path | None, env: Mapping[str, str]) -> Mapping[Any, object]:
+    """The file layer: ``file``, else ``$SECRETS_AGENT_CONFIG``, else the text of
+    ``$SECRETS_AGENT_CONFIG_YAML``, else nothing. A file and the inline text together are an error: which
+    one the user meant cannot be guessed, and merging them would hide half of one."""
+    if file is None and env.get(CONFIG_FILE_ENV):
+        file = Path(env[CONFIG_FILE_ENV])
+    inline = env.get(CONFIG_YAML_ENV)
+    if inline and file is not None:
+        raise ConfigError(
+            Problem(
+                f"env {CONFIG_YAML_ENV}",
+                f"set either a configuration file ({file}) or {CONFIG_YAML_ENV}, not both",
+            )
+        )
+    if inline:
+        return read_yaml_text(inline, f"env {CONFIG_YAML_ENV}")
+    return read_yaml_file(file) if file is not None else {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The one entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def load_config(
+    file: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, object],
+    *,
+    flag_names: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the Config: flags > environment (``SECRETS_AGENT_*``) > YAML ``file`` > defaults.
+
+    ``file`` None means ``$SECRETS_AGENT_CONFIG``, else the configuration text in
+    ``$SECRETS_AGENT_CONFIG_YAML``, or no file at all. ``flags`` maps setting paths
+    (``"poll_interval"``, ``"gcp.endpoint"``) to raw values; None values are ignored (flag not given).
+    ``flags["secrets"]`` is a list of ``NAME=REF`` strings (``--secret``), appended to the file's secrets.
+    ``flag_names`` maps a path to its flag when that is not ``--`` + the path (``"gcp.endpoint"`` ->
+    ``"--endpoint"``), so problems name what the user typed. Raises ConfigError with every problem found.
+    """
+    raw = _read_layer(file, env)
+    reader = _Reader(env=env, flags=flags, flag_names=flag_names or {})
+    values = reader.section(Config, raw, "", layered=True)
+    project_ok = "project" not in reader.invalid
+    reader.flags_used.add("secrets")
+    values["secrets"] = _read_secrets(
+        reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok
+    )
+    _check_across(reader, values)
+    reader.check_leftovers()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(**values)

@@ -1,0 +1,454 @@
+"""The configuration model: frozen dataclasses whose fields say how they are read and printed.
+
+Every field of a config dataclass carries a ``Setting`` in its metadata that says how to parse it (and how
+to print it back), a ``Section`` marker for a nested dataclass, or ``Items`` for a list of them. The reader
+in ``agent.config.loader`` walks these fields, so adding a setting is adding one field, and adding a section
+is adding one dataclass field marked ``section()``. Each field's docstring is its documentation: what it
+does, its unit and its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from agent.config.refs import SecretRef
+from agent.config.values import (
+    _DAY,
+    _at_least,
+    _boolean,
+    _choice,
+    _command_line,
+    _dump_token,
+    _env_var_name,
+    _fraction,
+    _list,
+    _listen_address,
+    _local_name,
+    _optional_endpoint,
+    _optional_id_number,
+    _optional_path,
+    _optional_regex,
+    _optional_signal,
+    _optional_str,
+    _optional_token,
+    _optional_url,
+    _path,
+    _seconds,
+    _string,
+    _subscription_ttl,
+    describe,
+    env_name_for,
+    format_mode,
+    optional_project,
+    parse_delay,
+    parse_duration,
+    parse_mode,
+    parse_signal,
+    pubsub_name,
+)
+
+ENV_PREFIX = "SECRETS_AGENT_"
+"""Prefix of the variables that set settings: ``SECRETS_AGENT_<PATH>`` (``SECRETS_AGENT_GCP_ENDPOINT``)."""
+TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
+"""Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
+NOTIFIED_FILE_NAME = ".notified"
+"""The versions the app was last told about (``agent.notify.notified``); reserved like the token file."""
+CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
+"""Environment variable naming the configuration file when none is given on the command line."""
+CONFIG_YAML_ENV = "SECRETS_AGENT_CONFIG_YAML"
+"""Environment variable holding the whole configuration file's text (YAML or JSON, same schema), for
+containers that get no file (the webhook injects it). It takes the file's place in the precedence, so it
+cannot be combined with a file."""
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LogFormat = Literal["json", "text"]
+SourceChoice = Literal["auto", "gcp", "dotenv"]
+"""``auto``: ``gcp`` for init/run/exec, ``dotenv`` for dev (see ``Config.source_for``)."""
+SourceName = Literal["gcp", "dotenv"]
+Environment = Literal["production", "development"]
+Strategy = Literal["access", "metadata"]
+Command = Literal["init", "run", "exec", "dev"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Converters that depend on the names above (the reserved files, the log levels)
+# --------------------------------------------------------------------------------------------------
+
+
+def _log_level(value: object) -> str:
+    text = _string(value).lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {describe(value)}")
+    return text
+
+
+def _relative_file(value: object) -> str:
+    text = _string(value)
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        raise ValueError(f"file {text!r} must be relative to output_dir, not absolute")
+    for part in path.parts:
+        if part == "..":
+            raise ValueError(f"file {text!r} must not contain '..'")
+        if part.startswith(".."):
+            # kubelet-style atomic snapshots keep `..data` and `..<timestamp>` directories next to the files.
+            raise ValueError(f"file {text!r}: names starting with '..' are reserved for the atomic writer")
+    if str(path) == TOKEN_FILE_NAME:
+        raise ValueError(f"file {text!r} is reserved for the local endpoint's token")
+    if str(path) == NOTIFIED_FILE_NAME:
+        raise ValueError(f"file {text!r} is reserved for the record of what the app was told")
+    if "\\" in text or "\0" in text:
+        raise ValueError(f"file {text!r} must not contain backslashes or NUL")
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Declarative field metadata
+# --------------------------------------------------------------------------------------------------
+
+_META_KEY = "secrets_agent"
+
+
+def _same(value: Any) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one scalar config field is read and printed."""
+
+    parse: Callable[[object], object]
+    """Raw value -> typed value; raises ValueError with a user-facing message."""
+    dump: Callable[[Any], object] = _same
+    """Typed value -> plain YAML value for ``to_dict()``."""
+    from_env: bool = True
+    """Whether ``SECRETS_AGENT_<PATH>`` may set it (false for list items, which have no stable path)."""
+    fallback_env: str | None = None
+    """A non-``SECRETS_AGENT_`` variable used when nothing else sets the field (below the file)."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """Marks a field whose value is a nested config dataclass (a YAML mapping)."""
+
+
+@dataclass(frozen=True)
+class Items:
+    """Marks a field that is a list of config dataclasses; read by the section's own finishing code."""
+
+    item: type[Any]
+
+
+def setting(
+    parse: Callable[[object], object],
+    *,
+    dump: Callable[[Any], object] = _same,
+    from_env: bool = True,
+    fallback_env: str | None = None,
+) -> dict[str, object]:
+    """Field metadata for a scalar setting (use as ``field(default=..., metadata=setting(...))``)."""
+    return {_META_KEY: Setting(parse, dump, from_env, fallback_env)}
+
+
+def section() -> dict[str, object]:
+    """Field metadata for a nested section (use with ``field(default_factory=TheSection, ...)``)."""
+    return {_META_KEY: Section()}
+
+
+def items(item: type[Any]) -> dict[str, object]:
+    """Field metadata for a list of sections, e.g. ``secrets``."""
+    return {_META_KEY: Items(item)}
+
+
+def _meta(f: dataclasses.Field[Any]) -> Setting | Section | Items:
+    meta = f.metadata.get(_META_KEY)
+    if not isinstance(meta, Setting | Section | Items):  # a developer forgot the metadata
+        raise TypeError(f"config field {f.name!r} has no setting()/section()/items() metadata")
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """One secret the agent delivers: where it comes from and where it goes."""
+
+    name: str = field(metadata=setting(_local_name, from_env=False))
+    """Local name (``[A-Za-z0-9_.-]``), unique in the config. Required. Default for ``env`` and ``file``."""
+    ref: SecretRef = field(metadata=setting(_string, dump=str, from_env=False))
+    """Secret Manager reference in any form ``agent.config.refs`` accepts; short forms use ``project``.
+    Required."""
+    env: str = field(default="", metadata=setting(_env_var_name, from_env=False))
+    """Environment variable name (env file, ``exec``). Default: ``name`` in UPPER_SNAKE_CASE. Unique."""
+    file: str = field(default="", metadata=setting(_relative_file, from_env=False))
+    """File path relative to ``output_dir``, no ``..``. Default: ``name``. Unique."""
+    mode: int = field(default=0o440, metadata=setting(parse_mode, dump=format_mode, from_env=False))
+    """Permission bits of the file; octal string like ``"0440"`` or an int. Default ``0440``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of the file. Default: unchanged (the agent's own user)."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of the file. Default: unchanged (the agent's own group)."""
+    required: bool = field(default=True, metadata=setting(_boolean, from_env=False))
+    """If true (default), failing to fetch it fails ``init``; if false, it is skipped with a warning."""
+
+    def __post_init__(self) -> None:
+        # Derived defaults, so code and tests can build a spec from just name and ref.
+        if not self.env:
+            object.__setattr__(self, "env", env_name_for(self.name))
+        if not self.file:
+            object.__setattr__(self, "file", self.name)
+
+
+@dataclass(frozen=True)
+class GcpConfig:
+    """How the ``gcp`` source talks to Secret Manager (YAML section ``gcp``)."""
+
+    endpoint: str | None = field(
+        default=None,
+        metadata=setting(_optional_endpoint, dump=_optional_str, fallback_env="SECRET_MANAGER_EMULATOR_HOST"),
+    )
+    """``HOST:PORT`` of a Secret Manager emulator spoken to over plaintext gRPC, without credentials. Env
+    ``SECRETS_AGENT_GCP_ENDPOINT``; when nothing of ours sets it, ``SECRET_MANAGER_EMULATOR_HOST``. Default:
+    none (the real service, with Application Default Credentials)."""
+    call_timeout: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
+    """Deadline of each Secret Manager call, in seconds (a duration). Default 10."""
+    strategy: Strategy = field(default="access", metadata=setting(_choice("access", "metadata")))
+    """How ``run`` detects a new version. ``access`` (default): AccessSecretVersion of the polled version,
+    which draws on the 90,000/min access quota. ``metadata``: GetSecretVersion first (no payload) and access
+    only when the version moved; cheaper per change, but reads share a 600/min per-project quota."""
+    backoff_initial: float = field(default=0.5, metadata=setting(parse_duration, dump=_seconds))
+    """First retry delay after a transient error, in seconds (a duration); doubles per attempt, full
+    jitter. Default 0.5."""
+    backoff_max: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
+    """Cap of the retry delay, in seconds (a duration); at least ``backoff_initial``. Default 30."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The local HTTP endpoint apps fetch secrets from (YAML section ``server``); ``run`` and ``dev``."""
+
+    enabled: bool = field(default=True, metadata=setting(_boolean))
+    """Serve the endpoint. Default true."""
+    listen: str = field(default="127.0.0.1:8730", metadata=setting(_listen_address))
+    """``HOST:PORT``. Default ``127.0.0.1:8730``: loopback, reachable only from containers in the same pod.
+    Any non-loopback address also needs ``allow_remote``."""
+    allow_remote: bool = field(default=False, metadata=setting(_boolean))
+    """Allow ``listen`` on an address other machines could reach (logged as a warning). Default false."""
+    token: str | None = field(default=None, metadata=setting(_optional_token, dump=_dump_token))
+    """The token every ``/v1`` request must carry in ``X-Secrets-Agent-Token`` (16+ characters). Prefer
+    env ``SECRETS_AGENT_SERVER_TOKEN`` (from a Kubernetes Secret) or ``token_file``. Default: none, and
+    then a random token is generated at start and written to ``<output_dir>/.token`` (mode 0440)."""
+    token_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Read the token from this file instead (trailing newline ignored). Default: none."""
+    audit: bool = field(default=True, metadata=setting(_boolean))
+    """Log every secret read (name, version, client, result; never the value). Default true."""
+    max_connections: int = field(default=128, metadata=setting(_at_least(1)))
+    """Most connections open at once. At the cap a new connection evicts the one idle the longest; only when
+    every connection has a request in flight (long-polls, event streams) is the newcomer answered 503 with
+    Retry-After. Default 128."""
+    max_wait: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
+    """Longest long-poll (``?wait=``) accepted, in seconds (a duration). Default 300 (5m)."""
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """The second listener: ``/healthz``, ``/readyz`` and ``/metrics`` (YAML section ``probes``)."""
+
+    enabled: bool = field(default=True, metadata=setting(_boolean))
+    """Serve probes and metrics. Default true."""
+    listen: str = field(default="0.0.0.0:8731", metadata=setting(_listen_address))
+    """``HOST:PORT``. Default ``0.0.0.0:8731``: the kubelet and Prometheus must reach it; it serves no
+    secret data and needs no token."""
+
+
+@dataclass(frozen=True)
+class DotenvConfig:
+    """The ``dotenv`` source: values from a ``.env`` file, watched for edits (YAML section ``dotenv``)."""
+
+    file: Path = field(default=Path(".env"), metadata=setting(_path, dump=str))
+    """The ``.env`` file (``dev``, or the fallback in development). Env ``SECRETS_AGENT_DOTENV_FILE``, flag
+    ``--dotenv`` (dev). Default ``.env`` in the working directory."""
+    debounce: float = field(default=0.1, metadata=setting(parse_delay, dump=_seconds))
+    """Edits within this many seconds (a duration, 0 allowed) are taken as one change. Default 0.1."""
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """How the app is told to reload after each new snapshot (YAML section ``notify``). Any combination:
+    a signal (when ``pid_file`` or ``process`` is set), an HTTP POST (``url``), a command (``command``)."""
+
+    debounce: float = field(default=0.2, metadata=setting(parse_delay, dump=_seconds))
+    """Snapshots swapped within this many seconds (a duration, 0 allowed) give one notification.
+    Default 0.2: long enough to coalesce a burst, short enough for sub-second rotation with events."""
+    signal: str = field(default="SIGHUP", metadata=setting(parse_signal))
+    """Signal sent to the app's process: a name such as ``SIGHUP``, ``HUP`` or ``usr1``, stored as
+    ``SIGHUP``. Default ``SIGHUP``."""
+    pid_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """File holding the app's process id; re-read at every notification. Default: none."""
+    process: str | None = field(default=None, metadata=setting(_optional_regex))
+    """Regular expression searched in each process' command line (``/proc/*/cmdline``); the matching
+    processes are signalled. Needs ``shareProcessNamespace: true`` in a pod. Default: none."""
+    url: str | None = field(default=None, metadata=setting(_optional_url))
+    """``http://`` or ``https://`` URL that gets an empty POST after each swap. Default: none."""
+    url_timeout: float = field(default=5.0, metadata=setting(parse_duration, dump=_seconds))
+    """Deadline of each POST, in seconds (a duration). Default 5."""
+    url_retries: int = field(default=3, metadata=setting(_at_least(0)))
+    """Extra attempts of a failed POST within one notification (>= 0). Default 3."""
+    command: tuple[str, ...] = field(default=(), metadata=setting(_command_line, dump=_list))
+    """Command run after each swap: a YAML list of arguments, or one string split like a shell would
+    (``shlex``; no variables, no pipes). Default: none."""
+    command_timeout: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
+    """The command is killed after this many seconds (a duration). Default 30."""
+    max_attempts: int = field(default=5, metadata=setting(_at_least(1)))
+    """Attempts of one notification (signal, POST round or command) before it is given up and logged
+    (>= 1). Files are never rolled back. Default 5."""
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """``secrets-agent exec``: how the child is looked after (YAML section ``exec``)."""
+
+    watch: bool = field(default=False, metadata=setting(_boolean))
+    """False (default): put the secrets into the environment and exec the command (the agent is gone).
+    True (``--watch``): stay as a small supervisor that forwards signals, reaps zombies and, on rotation,
+    restarts the child or sends it ``reload_signal``."""
+    reload_signal: str | None = field(default=None, metadata=setting(_optional_signal))
+    """With ``watch``: signal sent to the child on rotation instead of restarting it (names as for
+    ``notify.signal``). Default: none (restart the child with the new environment)."""
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Push instead of poll: Secret Manager's Pub/Sub notifications (YAML section ``events``; ``run`` with
+    the gcp source). Set ``topic`` or ``subscription`` to switch events on; with neither, the agent polls."""
+
+    topic: str | None = field(default=None, metadata=setting(pubsub_name("topics")))
+    """``projects/P/topics/T``: the topic Secret Manager publishes to (``Secret.topics``). The agent creates
+    its own subscription on it at start (``secrets-agent-<hostname>-<random>``, filtered on
+    ``attributes.secretId`` to its secrets, expiring after ``subscription_ttl`` unused) and deletes it on a
+    graceful shutdown. Flag ``--events-topic``. Default: none."""
+    subscription: str | None = field(default=None, metadata=setting(pubsub_name("subscriptions")))
+    """``projects/P/subscriptions/S``: an existing subscription to pull from instead (neither created nor
+    deleted). It must be this agent's own: Pub/Sub gives each message of a subscription to ONE of its
+    subscribers. Set ``topic`` or ``subscription``, not both. Flag ``--events-subscription``.
+    Default: none."""
+    max_delay: float = field(default=0.5, metadata=setting(parse_delay, dump=_seconds))
+    """On an event, wait a random delay in [0, max_delay] seconds (a duration, 0 allowed) before fetching,
+    so that the pods of a fleet that get the same event do not all call Secret Manager in the same
+    millisecond. Default 0.5 (with notify.debounce 0.2, a rotation reaches the app in under a second)."""
+    poll_interval: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
+    """While events flow, polling stays as a safety net at this interval (with ``poll_jitter``) instead
+    of the top-level ``poll_interval``, which is used again while Pub/Sub is unreachable. Default 3600."""
+    subscription_ttl: float = field(default=_DAY, metadata=setting(_subscription_ttl, dump=_seconds))
+    """Expiration policy of a created subscription: Pub/Sub deletes it after this long without a
+    subscriber, so an agent killed without cleanup leaves nothing behind for long (a duration, at least
+    1 day, Pub/Sub's minimum). Default 86400 (1 day)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether events are configured (a topic or a subscription)."""
+        return self.topic is not None or self.subscription is not None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole agent configuration. Build it with ``load_config()``; never mutate it."""
+
+    project: str | None = field(
+        default=None, metadata=setting(optional_project, fallback_env="GOOGLE_CLOUD_PROJECT")
+    )
+    """Default project for short secret references (``S``, ``S@V``). Env ``SECRETS_AGENT_PROJECT``; when no
+    flag, variable or file sets it, ``GOOGLE_CLOUD_PROJECT``. Default: none (short references are errors)."""
+    log_level: LogLevel = field(default="info", metadata=setting(_log_level))
+    """``debug``, ``info``, ``warning`` or ``error``. Default ``info``."""
+    output_dir: Path = field(default=Path("/secrets"), metadata=setting(_path, dump=str))
+    """Directory (ideally tmpfs) the secret files are written into. Default ``/secrets``."""
+    env_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Where to also write all secrets as a dotenv/POSIX-shell env file. A relative path (or one under
+    ``output_dir``) lives inside ``output_dir`` and is swapped with the files; any other path is written
+    atomically on its own right after the swap. Default: none."""
+    poll_interval: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
+    """Seconds between polls (``30s``, ``5m``, ``1h``, ``1500ms`` or a number). Default 300."""
+    poll_jitter: float = field(default=0.1, metadata=setting(_fraction))
+    """Random spread of each poll interval, as a fraction 0..1 of it (0.1 = +/-10%). Default 0.1."""
+    max_staleness: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
+    """Seconds without a successful refresh after which the agent reports not ready. Default 3600 (1h)."""
+    source: SourceChoice = field(default="auto", metadata=setting(_choice("auto", "gcp", "dotenv")))
+    """Where values come from: ``gcp`` (Secret Manager), ``dotenv`` (a ``.env`` file) or ``auto`` (default):
+    ``dotenv`` for ``dev``, ``gcp`` for ``init``, ``run`` and ``exec``."""
+    env: Environment = field(default="production", metadata=setting(_choice("production", "development")))
+    """``production`` (default) or ``development``. In development, ``init``/``run`` fall back to
+    ``dotenv.file`` (loudly) when no Google credentials exist. Env ``SECRETS_AGENT_ENV``."""
+    fallback_dotenv: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Allows ``init``/``run`` to read this ``.env`` file, loudly, when no Google credentials exist, in any
+    ``env``. Flag ``--fallback-dotenv``. Default: none (no fallback)."""
+    require_tmpfs: bool = field(default=False, metadata=setting(_boolean))
+    """Refuse to write when ``output_dir`` is not on tmpfs/ramfs (per ``/proc/mounts``) instead of only
+    warning. Default false."""
+    log_format: LogFormat = field(default="json", metadata=setting(_choice("json", "text")))
+    """``json`` (default): one JSON object per line for Cloud Logging; ``text``: compact, for terminals."""
+    timeout: float = field(default=60.0, metadata=setting(parse_duration, dump=_seconds))
+    """Overall deadline of the bootstrap (``init``, the first fetch of ``run``/``exec``), in seconds (a
+    duration). Default 60."""
+    shutdown_grace: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
+    """After SIGTERM, seconds (a duration) the agent's tasks get to finish before they are cancelled.
+    Default 10."""
+    concurrency: int = field(default=32, metadata=setting(_at_least(1)))
+    """Most Secret Manager fetches in flight at once (>= 1). Default 32."""
+    gcp: GcpConfig = field(default_factory=GcpConfig, metadata=section())
+    """The Secret Manager source."""
+    dotenv: DotenvConfig = field(default_factory=DotenvConfig, metadata=section())
+    """The ``.env`` source."""
+    notify: NotifyConfig = field(default_factory=NotifyConfig, metadata=section())
+    """Reload notifiers."""
+    exec: ExecConfig = field(default_factory=ExecConfig, metadata=section())
+    """The ``exec`` command."""
+    server: ServerConfig = field(default_factory=ServerConfig, metadata=section())
+    """The local fetch endpoint (``run``, ``dev``)."""
+    probes: ProbesConfig = field(default_factory=ProbesConfig, metadata=section())
+    """Health, readiness and metrics listener (``run``, ``dev``)."""
+    events: EventsConfig = field(default_factory=EventsConfig, metadata=section())
+    """Secret Manager's Pub/Sub events (``run``)."""
+    secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
+    """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
+    Default: none."""
+
+    def source_for(self, command: Command) -> SourceName:
+        """The source ``command`` uses: ``source``, or for ``auto`` dotenv in ``dev`` and gcp otherwise.
+        (The no-credentials fallback of ``fallback_file`` is decided at run time, not here.)"""
+        if self.source != "auto":
+            return self.source
+        return "dotenv" if command == "dev" else "gcp"
+
+    @property
+    def fallback_file(self) -> Path | None:
+        """The ``.env`` file ``init``/``run`` may use when no Google credentials exist: ``fallback_dotenv``,
+        else ``dotenv.file`` in development, else None (production never falls back silently)."""
+        if self.fallback_dotenv is not None:
+            return self.fallback_dotenv
+        return self.dotenv.file if self.env == "development" else None
+
+    def to_dict(self) -> dict[str, object]:
+        """The normalised configuration as plain data: canonical refs, octal modes, durations in seconds."""
+        return _dump(self)
+
+
+def _dump(obj: Any) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(obj):
+        meta, value = _meta(f), getattr(obj, f.name)
+        if isinstance(meta, Setting):
+            out[f.name] = meta.dump(value)
+        elif isinstance(meta, Section):
+            out[f.name] = _dump(value)
+        else:
+            out[f.name] = [_dump(item) for item in value]
+    return out

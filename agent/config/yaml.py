@@ -1,0 +1,194 @@
+"""Strict YAML reading for configuration files: a duplicate key is an error, never silently overwritten.
+
+PyYAML keeps the last of two equal keys, so a file that sets ``poll_interval`` twice would quietly run with
+the second. Two ways to be told, for two callers:
+
+* ``read_yaml_file`` / ``read_yaml_text`` (the agent's configuration): the first duplicate is an invalid-YAML
+  error at its line, like any other YAML error, and the document must be a mapping;
+* ``load_yaml`` (the rotation config): every duplicate is collected with its key path
+  (``secrets.db-password.provider``), so the caller reports them together with its own problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.config.values import describe
+from agent.errors import ConfigError, Problem
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class DuplicateKey:
+    """A key set twice in one mapping."""
+
+    path: str
+    """Key path of the repeated key: ``secrets.db-password.provider``, ``topics[1].name``."""
+    line: int
+    """Line (from 1) where it is set again."""
+    first_line: int
+    """Line (from 1) where it was set first."""
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed document and the duplicate keys found in it."""
+
+    data: object
+    """What PyYAML's safe loader builds (of duplicate keys, the last one wins); None for an empty text."""
+    duplicates: tuple[DuplicateKey, ...]
+    """In document order."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that notices duplicate keys: it raises at the first one, or collects them all with their
+    key paths (``collect``)."""
+
+    def __init__(self, stream: str, *, collect: bool) -> None:
+        super().__init__(stream)
+        self.collect = collect
+        self.duplicates: list[DuplicateKey] = []
+        self.where = ""
+        """Key path of the value being constructed (for ``collect``)."""
+
+
+def _join(path: str, key: object) -> str:
+    label = key if isinstance(key, str) else describe(key)
+    return f"{path}.{label}" if path else label
+
+
+def _kind(node: yaml.Node) -> str:
+    """``scalar``, ``sequence`` or ``mapping``, as PyYAML names nodes in its errors."""
+    return str(getattr(node, "id", "node"))
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.Node) -> dict[Any, Any]:
+    if not isinstance(node, yaml.MappingNode):  # `!!map` on a scalar or a list: PyYAML's own error
+        raise yaml.constructor.ConstructorError(
+            None, None, f"expected a mapping node, but found {_kind(node)}", node.start_mark
+        )
+    first_lines: dict[object, int] = {}
+    for key_node, _value_node in node.value:
+        if key_node.tag == _MERGE_TAG:  # `<<: *base` merges on purpose; its keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first_line = first_lines.get(key)
+        except TypeError:  # unhashable key; reported below as PyYAML does
+            continue
+        line = key_node.start_mark.line + 1
+        if first_line is None:
+            first_lines[key] = line
+        elif loader.collect:
+            loader.duplicates.append(DuplicateKey(_join(loader.where, key), line, first_line))
+        else:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+    # What SafeConstructor.construct_mapping(node, deep=True) does, keeping track of the key path.
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    outer = loader.where
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
+            )
+        loader.where = _join(outer, key)
+        try:
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        finally:
+            loader.where = outer
+    return mapping
+
+
+def _construct_sequence(loader: _StrictLoader, node: yaml.Node) -> Iterator[list[Any]]:
+    # A generator like SafeConstructor.construct_yaml_seq, so that the list exists before its items (an
+    # anchored list may contain an alias of itself).
+    items: list[Any] = []
+    yield items
+    if not isinstance(node, yaml.SequenceNode):  # `!!seq` on a scalar or a mapping: PyYAML's own error
+        raise yaml.constructor.ConstructorError(
+            None, None, f"expected a sequence node, but found {_kind(node)}", node.start_mark
+        )
+    outer = loader.where
+    for index, child in enumerate(node.value):
+        loader.where = f"{outer}[{index}]"
+        try:
+            items.append(loader.construct_object(child, deep=True))
+        finally:
+            loader.where = outer
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def _parse(text: str, where: str, *, collect: bool) -> YamlDocument:
+    loader = _StrictLoader(text, collect=collect)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        located = f"{where}:{mark.line + 1}" if mark is not None else where
+        raise ConfigError(Problem(located, f"invalid YAML: {error.problem or error.context}")) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(Problem(where, f"invalid YAML: {error}")) from None
+    except (ValueError, KeyError, AttributeError):
+        # PyYAML's scalar constructors fail with these on an explicit tag that does not fit (`!!int abc`,
+        # `!!timestamp x`, `!!bool maybe`). Their text quotes the value, which could be a token: not shown.
+        raise ConfigError(
+            Problem(
+                where, "invalid YAML: a value does not fit its explicit tag (such as !!int or !!timestamp)"
+            )
+        ) from None
+    finally:
+        loader.dispose()
+    return YamlDocument(data, tuple(loader.duplicates))
+
+
+def load_yaml(text: str, where: str) -> YamlDocument:
+    """Parse ``text``, collecting every duplicate key with its path (the caller decides how to report them).
+
+    ConfigError for text that is not YAML, located at ``where`` (a file name) and its line."""
+    return _parse(text, where, collect=True)
+
+
+def read_text_file(file: Path) -> str:
+    """The text of a configuration file; every failure is a ConfigError naming the file."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(Problem(str(file), "no such file")) from None
+    except UnicodeDecodeError:
+        raise ConfigError(Problem(str(file), "not UTF-8 text")) from None
+    except OSError as error:
+        raise ConfigError(Problem(str(file), error.strerror or type(error).__name__)) from None
+
+
+def read_yaml_file(file: Path) -> Mapping[Any, object]:
+    """The file's top-level mapping; every failure is a ConfigError naming the file (and line)."""
+    return read_yaml_text(read_text_file(file), str(file))
+
+
+def read_yaml_text(text: str, where: str) -> Mapping[Any, object]:
+    """The top-level mapping of configuration ``text``; failures are ConfigErrors located at ``where``
+    (a file name, or ``env SECRETS_AGENT_CONFIG_YAML``) and its line. A duplicate key is one of them."""
+    data = _parse(text, where, collect=False).data
+    if data is None:  # an empty file is a valid, all-defaults configuration
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            Problem(f"{where}:1", f"expected a mapping of settings at the top level, got {describe(data)}")
+        )
+    return data
