@@ -14,13 +14,14 @@ labels are local names, codes and route templates (see ``agent.observe.metrics``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+
+from agent.core.serving import serve_site
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,12 @@ async def serve_probes(
     app: web.Application, host: str, port: int, *, started: Callable[[int], None] | None = None
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; ``started(port)`` gets the bound port (for port 0)."""
-    # No access log: the kubelet and Prometheus call every few seconds, which would drown the real logs.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = int(runner.addresses[0][1])
-        log.info("probes listening on %s:%d (/healthz, /readyz, /metrics)", host, bound)
-        if started is not None:
-            started(bound)
-        await asyncio.Event().wait()  # until cancelled
-    finally:
-        await runner.cleanup()
+    await serve_site(
+        app,
+        host,
+        port,
+        name="probes",
+        routes="/healthz, /readyz, /metrics",
+        shutdown_timeout=1.0,
+        started=started,
+    )

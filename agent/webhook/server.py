@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from agent.config import split_listen
+from agent.core.serving import serve_site
 from agent.observe.logs import fields
 from agent.supervisor import signal_handlers, supervise
 from agent.webhook.review import answer_review
@@ -63,18 +64,16 @@ async def serve(
     started: Callable[[int], None] | None = None,
 ) -> None:
     """Serve ``app`` over TLS on ``host:port`` until cancelled; ``started(port)`` gets the bound port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=certificate.context)
-        await site.start()
-        bound = int(runner.addresses[0][1])
-        log.info("webhook listening on https://%s:%d (/mutate, /healthz, /readyz)", host, bound)
-        if started is not None:
-            started(bound)
-        await asyncio.Event().wait()  # until cancelled
-    finally:
-        await runner.cleanup()
+    await serve_site(
+        app,
+        host,
+        port,
+        name="webhook",
+        routes="/mutate, /healthz, /readyz",
+        shutdown_timeout=2.0,
+        ssl_context=certificate.context,
+        started=started,
+    )
 
 
 async def run_webhook(options: WebhookOptions) -> None:
