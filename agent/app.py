@@ -21,7 +21,8 @@ from agent.config import Config, EventsConfig, SecretSpec, split_listen
 from agent.core.model import Snapshot
 from agent.core.retry import Backoff
 from agent.core.store import SnapshotStore
-from agent.endpoint.server import build_endpoint_app, serve_endpoint
+from agent.endpoint.application import build_endpoint_app
+from agent.endpoint.serve import serve_endpoint
 from agent.endpoint.token import resolve_token
 from agent.errors import AgentError, SinkError
 from agent.notify.base import Notifier
@@ -326,7 +327,7 @@ async def _follow_events(
 ) -> None:
     """Follow Secret Manager's Pub/Sub events once the bootstrap has told us the service's names for our
     secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not."""
-    from agent.sources.pubsub import EventFeed
+    from agent.sources.event_feed import EventFeed
 
     await bootstrapped.wait()
 

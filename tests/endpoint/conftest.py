@@ -20,18 +20,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.config import SecretSpec
 from agent.config.refs import parse_ref
 from agent.core.model import Fetched, Snapshot, crc32c
 from agent.core.store import SnapshotStore
-from agent.endpoint.server import build_endpoint_app, serve_endpoint
+from agent.endpoint.application import build_endpoint_app
+from agent.endpoint.serve import serve_endpoint
 from agent.endpoint.token import TOKEN_HEADER
 from agent.observe.logs import FIELDS_KEY
 from agent.observe.metrics import Metrics
 
 TOKEN = "endpoint-test-token-5d0c1e77"
+WRONG_TOKEN = "wrong-token-marker-0c9a41ee"
+"""A token that is not the endpoint's: it must never be echoed or logged either."""
 CANARY = b"canary-endpoint-3b9f-if-you-read-this-it-leaked"
 """The value of ``db``: it may appear in a 200 body of ``db`` and nowhere else."""
 BINARY = bytes(range(256))
@@ -121,7 +125,9 @@ async def running_endpoint(
     ping_interval: float = 15.0,
     refresh: Callable[[], None] | None = None,
     initial: Snapshot = INITIAL,
+    customize: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[Endpoint]:
+    """``customize`` gets the application before it is served (a test's extra hook or route)."""
     store = ObservedStore(SPECS)
     await store.publish(initial)
     metrics = RecordingMetrics()
@@ -135,6 +141,8 @@ async def running_endpoint(
         metrics=metrics,
         ping_interval=ping_interval,
     )
+    if customize is not None:
+        customize(app)
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve_endpoint(

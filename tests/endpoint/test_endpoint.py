@@ -14,7 +14,9 @@ import pytest
 
 from agent.core.model import crc32c
 from agent.core.store import SnapshotStore
-from agent.endpoint.server import build_endpoint_app, parse_wait, serve_endpoint
+from agent.endpoint.application import build_endpoint_app
+from agent.endpoint.handlers import parse_wait
+from agent.endpoint.serve import serve_endpoint
 from agent.errors import AgentError
 from tests.endpoint.conftest import (
     BINARY,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
 from agent.core.store import SnapshotStore
-from agent.endpoint.server import build_endpoint_app
+from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.token import TOKEN_HEADER
 from tests.endpoint.conftest import SPECS, TOKEN, Endpoint, threaded_endpoint
 

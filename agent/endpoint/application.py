@@ -1,0 +1,74 @@
+"""The local endpoint's aiohttp application: apps in the pod ask for their secrets over HTTP on loopback.
+
+This module only assembles it (state, middleware, routes, hooks); each part explains itself:
+``handlers.py`` (what each route answers, from memory only), ``middlewares.py`` (JSON errors, the
+``X-Forwarded-For`` refusal, the token), ``audit.py`` (the audit log of reads), and, for serving it,
+``serve.py`` with ``protocol.py`` and ``limits.py`` (request size limits, idle timeout, connection cap).
+
+Routes (``agent/endpoint/openapi.json`` is the reference, served at ``/openapi.json`` without a token):
+``GET /v1/secrets/{name}`` (raw bytes, or ``?format=json``; ETag, If-None-Match, long-poll ``?wait=``),
+``GET /v1/secrets`` (names and versions), ``GET /v1/events`` (Server-Sent Events on rotation),
+``POST /v1/refresh`` (check the backend now).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable
+
+from aiohttp import web
+
+from agent.core.store import SnapshotStore
+from agent.endpoint import handlers
+from agent.endpoint.middlewares import safety_net, security_headers
+from agent.endpoint.routes import ROUTE_EVENTS, ROUTE_OPENAPI, ROUTE_REFRESH, ROUTE_SECRET, ROUTE_SECRETS
+from agent.endpoint.state import STATE, EndpointState
+from agent.observe.metrics import Metrics
+
+MAX_BODY_BYTES = 1024
+"""Largest request body accepted; only ``POST /v1/refresh`` takes one, and ignores it."""
+SSE_PING_INTERVAL = 15.0
+"""Seconds between keep-alive comments on an idle event stream (proxies and clients drop silent ones)."""
+
+
+def load_openapi() -> bytes:
+    """The OpenAPI 3 document of this endpoint (``agent/endpoint/openapi.json``, package data)."""
+    return importlib.resources.files("agent.endpoint").joinpath("openapi.json").read_bytes()
+
+
+def build_endpoint_app(
+    *,
+    store: SnapshotStore,
+    token: str,
+    refresh: Callable[[], None],
+    audit: bool,
+    max_wait: float,
+    metrics: Metrics | None = None,
+    ping_interval: float = SSE_PING_INTERVAL,
+) -> web.Application:
+    """The endpoint's aiohttp application; serve it with ``serve_endpoint`` (which adds the connection
+    limits). ``refresh`` asks the sync loop to check the backend now; ``max_wait`` caps ``?wait=``."""
+    app = web.Application(middlewares=[safety_net], client_max_size=MAX_BODY_BYTES)
+    app[STATE] = EndpointState(
+        store=store,
+        token=token,
+        refresh=refresh,
+        audit=audit,
+        max_wait=max_wait,
+        metrics=metrics,
+        ping_interval=ping_interval,
+        openapi=load_openapi(),
+    )
+    app.router.add_get(ROUTE_SECRETS, handlers.list_secrets, allow_head=False)
+    app.router.add_get(ROUTE_SECRET, handlers.get_secret, allow_head=False)
+    app.router.add_get(ROUTE_EVENTS, handlers.events, allow_head=False)
+    app.router.add_post(ROUTE_REFRESH, handlers.refresh)
+    app.router.add_get(ROUTE_OPENAPI, handlers.openapi, allow_head=False)
+    app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[STATE].stop()
+    app[STATE].audit_trail.flush()

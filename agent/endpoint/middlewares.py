@@ -1,0 +1,100 @@
+"""What every request goes through before and after its handler: the safety net, the gate, the accounting.
+
+* The safety net (the only middleware) turns every error into a JSON body with a fixed message and an
+  unexpected exception into a generic 500 whose log line names the type only (its text may quote a value
+  or the request); then it counts the request (metrics, the audit log of secret reads) and tells the
+  connection cap that the connection is busy.
+* The gate refuses requests carrying ``X-Forwarded-For`` or ``Forwarded`` (400: the endpoint is for
+  processes in the pod, and a request relayed by a proxy carries whatever headers the proxy's client chose),
+  then requires ``X-Secrets-Agent-Token`` on everything but the OpenAPI document (compared in constant
+  time): missing -> 401, wrong -> 403.
+* ``security_headers`` (an ``on_response_prepare`` hook, so it also covers aiohttp's own responses) adds
+  ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from agent.endpoint.audit import AUDIT_RESULTS, AuditKey
+from agent.endpoint.responses import SECURITY_HEADERS, STATUS_MESSAGES, error_response, from_http_exception
+from agent.endpoint.routes import ROUTE_OPENAPI, ROUTE_SECRET, route_of
+from agent.endpoint.state import AUDIT_RESULT, AUDIT_VERSION, STATE, STREAMING, EndpointState
+from agent.endpoint.token import TOKEN_HEADER, token_matches
+
+log = logging.getLogger("agent.endpoint.middlewares")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def safety_net(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Outermost: JSON for every error, a generic 500 for surprises, then metrics and the audit log."""
+    state = request.app[STATE]
+    connections = state.connections
+    if connections is not None:
+        connections.busy(request.transport)
+    route = route_of(request)
+    try:
+        response = await _gate(request, handler, route)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = from_http_exception(exc)
+    except asyncio.CancelledError:
+        # The client went away (handler cancellation): a stream that was flowing ended normally.
+        _account(request, state, route, 200 if request.get(STREAMING) else 499)
+        raise
+    except Exception as exc:
+        # Never the exception text: it may quote a value or the request.
+        log.error("internal error while serving %s: %s", route, type(exc).__name__)
+        response = error_response(500, STATUS_MESSAGES[500])
+    _account(request, state, route, response.status)
+    return response
+
+
+def _account(request: web.Request, state: EndpointState, route: str, status: int) -> None:
+    if state.metrics is not None:
+        state.metrics.request(route, status)
+    if state.audit and route == ROUTE_SECRET:
+        # Only assigned names are logged: any other name is the client's free text (see AuditKey).
+        name: str | None = request.match_info.get("name")
+        if name not in state.store.specs:
+            name = None
+        result = request.get(AUDIT_RESULT) or AUDIT_RESULTS.get(status, "error")
+        state.audit_trail.record(AuditKey(name, request.get(AUDIT_VERSION), request.remote, result, status))
+
+
+async def _gate(request: web.Request, handler: _Handler, route: str) -> web.StreamResponse:
+    """Refuse proxied requests, then require the token everywhere except the OpenAPI document.
+
+    Called by ``safety_net`` rather than registered as a second middleware: each aiohttp middleware is
+    one more coroutine layer on every request."""
+    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+        request[AUDIT_RESULT] = "forwarded"
+        return error_response(
+            400,
+            "forwarded requests are refused (X-Forwarded-For or Forwarded header present): "
+            "call the endpoint directly from inside the pod",
+        )
+    if route == ROUTE_OPENAPI:
+        return await handler(request)
+    presented = request.headers.getall(TOKEN_HEADER, [])
+    if not presented:
+        return error_response(401, f"missing token: send it in the {TOKEN_HEADER} header")
+    if len(presented) > 1:
+        return error_response(400, f"send the {TOKEN_HEADER} header once")
+    if not token_matches(presented[0], request.app[STATE].token):
+        return error_response(403, "invalid token")
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Nothing the endpoint returns may be cached or content-sniffed by anything between app and agent."""
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)

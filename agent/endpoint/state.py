@@ -1,0 +1,69 @@
+"""What the parts of one endpoint share: the per-application EndpointState, and the notes a request's
+handler leaves for the middleware that accounts for it.
+
+Below the handlers, the middlewares and the connection plumbing, which all reach it through ``STATE``, so
+that none of them has to import another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from agent.core.model import Fetched
+from agent.core.store import SnapshotStore
+from agent.endpoint.audit import AuditLog
+from agent.endpoint.limits import ConnectionLimiter
+from agent.observe.metrics import Metrics
+
+
+@dataclass
+class EndpointState:
+    """What the handlers need; one per application."""
+
+    store: SnapshotStore
+    token: str
+    refresh: Callable[[], None]
+    audit: bool
+    max_wait: float
+    metrics: Metrics | None
+    ping_interval: float
+    openapi: bytes
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the endpoint shuts down: long-polls answer and event streams end at once."""
+    audit_trail: AuditLog = field(default_factory=lambda: AuditLog())
+    value_headers: dict[str, tuple[Fetched, dict[str, str]]] = field(default_factory=dict)
+    """Per name: the item last served and its headers (an ETag and a date to format, every request)."""
+    connections: ConnectionLimiter | None = None
+    """The connection cap of the listener serving this app (set by ``serve_endpoint``; None otherwise): the
+    safety-net middleware tells it when a request starts, so that a busy connection is never evicted."""
+    _stopped: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+
+    async def wait_for_change(self, after: int, within: float) -> None:
+        """Return when the store's generation passes ``after``, ``within`` seconds pass, or we stop."""
+        if not self.stopping.is_set():
+            # No task per waiter: a rotation wakes 1,000 long-polls as 1,000 callbacks.
+            await self.store.wait_for_generation(after, within, unless=self._stop_future())
+
+    def _stop_future(self) -> asyncio.Future[None]:
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
+        return self._stopped
+
+    def stop(self) -> None:
+        """The endpoint shuts down: wake every long-poll and event stream."""
+        self.stopping.set()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+
+STATE = web.AppKey("secrets_agent_endpoint", EndpointState)
+AUDIT_RESULT = web.RequestKey("audit_result", str)
+"""Set by a handler or middleware that knows the audit result better than the status (``forwarded``)."""
+AUDIT_VERSION = web.RequestKey("audit_version", str)
+"""The version a secret read answered with (served, or current for a 304)."""
+STREAMING = web.RequestKey("streaming", bool)
+"""Set once an event stream has started: a client hanging up then ends it normally (200, not 499)."""

@@ -1,0 +1,86 @@
+"""The endpoint's token: compared exactly, and resolved from configuration, a file, or generated into one."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.config import ServerConfig
+from agent.endpoint.token import TOKEN_FILE_MODE, resolve_token, token_matches
+from agent.errors import AgentError
+from tests.endpoint.conftest import TOKEN, logged_text
+
+
+def test_token_comparison_is_exact() -> None:
+    assert token_matches(TOKEN, TOKEN)
+    assert not token_matches(TOKEN[:-1], TOKEN)
+    assert not token_matches("\udcff" + TOKEN, TOKEN)  # any header text, never an exception
+
+
+def test_generated_token_is_written_0440_atomically(tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    output = tmp_path / "out" / "secrets"  # missing: created
+    token = resolve_token(ServerConfig(), output)
+    path = output / ".token"
+    assert path.read_text() == token
+    assert stat.S_IMODE(path.stat().st_mode) == TOKEN_FILE_MODE == 0o440
+    assert len(token) >= 40
+    assert os.listdir(output) == [".token"]  # no temporary file left behind
+    assert token not in logged_text(logs)
+    # A new start, a new token (replacing the read-only file).
+    again = resolve_token(ServerConfig(), output)
+    assert again != token
+    assert path.read_text() == again
+
+
+def test_configured_token_wins_and_writes_nothing(tmp_path: Path) -> None:
+    assert resolve_token(ServerConfig(token=TOKEN), tmp_path) == TOKEN
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_token_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
+    file = tmp_path / "token"
+    file.write_text(TOKEN + "\n")
+    assert resolve_token(ServerConfig(token_file=file), tmp_path / "out") == TOKEN
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"short-secret\n", "at least 16 characters"),
+        (b"has a space in the middle\n", "spaces or control characters"),
+        (b"\xff\xfe-not-utf8-at-all-0123456789", "not UTF-8"),
+    ],
+)
+def test_bad_token_file_names_the_file_never_the_content(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    file = tmp_path / "token"
+    file.write_bytes(content)
+    with pytest.raises(AgentError) as caught:
+        resolve_token(ServerConfig(token_file=file), tmp_path)
+    message = str(caught.value)
+    assert str(file) in message
+    assert problem in message
+    assert content.decode("utf-8", "replace").strip() not in message
+
+
+def test_missing_token_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(AgentError, match=r"server\.token_file .*nope: cannot read it"):
+        resolve_token(ServerConfig(token_file=missing), tmp_path)
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        output = blocker / "sub"  # cannot be created even by root
+    else:
+        output = tmp_path / "ro"
+        output.mkdir(mode=0o500)
+    with pytest.raises(AgentError, match="cannot write the endpoint token"):
+        resolve_token(ServerConfig(), output)
