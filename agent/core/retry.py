@@ -5,10 +5,12 @@ Backoff is capped exponential with full jitter (AWS Architecture Blog, "Exponent
 full jitter spreads retries of a whole fleet evenly over [0, cap], so pods that failed together do not
 retry together. Schedules are data (``Backoff``) so they can come from configuration.
 
-``retry_transient`` is the policy in force for Secret Manager calls: the Google client's own retry is
-switched off (``retry=None``) so that every attempt is visible here (logs, metrics) and no hidden retry
-stretches a deadline. Only ``TransientSourceError`` is retried; anything else, ``PermanentSourceError``
-included, propagates at once.
+``retry_transient`` is the policy in force for Secret Manager calls, the agent's and the Python API's
+(``agent.secrets.manager``): the Google client's own retry is switched off (``retry=None``) so that every
+attempt is visible here (logs, metrics) and no hidden retry stretches a deadline. Only
+``TransientSourceError`` is retried (a caller may narrow that further); anything else,
+``PermanentSourceError`` included, propagates at once. The Pub/Sub subscription lifecycle
+(``agent.sources.pubsub``) reconnects forever with the same ``Backoff``.
 
 ``RepeatedFailures``: during an outage every secret fails at every retry, several times a second across a
 pod's secrets; one warning per attempt buries everything else in the log. It lets the first failure of
@@ -60,6 +62,7 @@ async def retry_transient(
     backoff: Backoff,
     deadline: float | None = None,
     attempts: int | None = None,
+    retryable: Callable[[TransientSourceError], bool] | None = None,
     on_retry: OnRetry | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rng: random.Random | None = None,
@@ -70,8 +73,10 @@ async def retry_transient(
     ``deadline`` is an absolute ``time.monotonic()`` instant (one deadline can then bound a whole batch);
     a retry whose delay would end at or after it is not attempted. ``attempts`` caps the number of calls
     (first one included). With neither, retries go on until the caller is cancelled. When time or
-    attempts run out, the last transient error propagates unchanged. ``sleep``, ``rng`` and ``monotonic``
-    are injectable so the schedule can be tested without waiting.
+    attempts run out, the last transient error propagates unchanged. ``retryable(error)`` narrows which
+    transient errors are retried (a write that may have happened is not repeated on UNAVAILABLE); the
+    others propagate at once. ``sleep``, ``rng`` and ``monotonic`` are injectable so the schedule can be
+    tested without waiting.
     """
     if attempts is not None and attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
@@ -81,6 +86,8 @@ async def retry_transient(
         try:
             return await operation()
         except TransientSourceError as error:
+            if retryable is not None and not retryable(error):
+                raise
             if attempts is not None and attempt >= attempts:
                 raise
             delay = backoff.delay(attempt - 1, rng)

@@ -15,7 +15,14 @@ rotates nothing itself. The listener subscribes and rotates the secret each even
   Pub/Sub hands each event to one of them. ``--topic T`` creates a subscription of this process
   (``secrets-agent-rotate-<host>-<random>``, expiring after a day unused, deleted on exit); with several
   replicas each gets every event, and the rotation lock makes one of them rotate.
+* A subscription that cannot be set up at start is an error (exit non-zero, with the reason). Later
+  failures (Pub/Sub unreachable, the stream ending, our subscription gone) are logged as warnings and
+  retried with backoff; ours is created again if it is gone.
 * SIGTERM/SIGINT: stop pulling, let the rotation in progress finish, give unhandled messages back, exit 0.
+
+The subscription itself (create, pull, reconnect, give back, delete) is ``agent.sources.pubsub``'s
+``Subscription``, the agent's own event feed's too; this module only says which events mean "rotate this
+secret" and runs the engine.
 
 ``PUBSUB_EMULATOR_HOST`` points the Pub/Sub client at the emulator, as everywhere else.
 """
@@ -24,30 +31,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import secrets as random_tokens
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from agent.core.retry import Backoff
 from agent.errors import AgentError
 from agent.observe.logs import fields
-from agent.rotation.engine import RotationOptions, RotationResult, rotate_one
+from agent.rotation.engine import rotate_one
+from agent.rotation.results import RotationOptions, RotationResult
 from agent.secrets.interface import SecretsBackend
-from agent.sources.pubsub import parse_event, require_pubsub
+from agent.sources.events import new_subscription_name, parse_event
+from agent.sources.pubsub import (
+    Message,
+    NewSubscription,
+    Received,
+    Subscription,
+    SubscriptionUnavailable,
+    require_pubsub,
+)
 
 log = logging.getLogger(__name__)
 
 ROTATE_EVENT: Final = "SECRET_ROTATE"
-CALL_TIMEOUT_SECONDS: Final = 10.0
-ACK_DEADLINE_SECONDS: Final = 60
+SUBSCRIPTION_PREFIX: Final = "secrets-agent-rotate"
 SUBSCRIPTION_TTL_SECONDS: Final = 86400
 RETENTION_SECONDS: Final = 86400
 """A created subscription keeps unacknowledged events for a day: a listener restarted within the day
 still rotates what fell due meanwhile."""
+MAX_MESSAGES: Final = 10
+"""Events leased at once per subscription: rotations run one at a time, and an event leased here waits
+instead of going to another replica."""
 RECONNECT: Final = Backoff(initial=0.5, maximum=30.0)
 
 
@@ -66,13 +84,6 @@ class ListenOptions:
     """Our project: events naming another project by id are ignored (numbers cannot be told apart)."""
 
 
-@dataclass
-class _Stream:
-    subscription: str
-    created: bool
-    future: Any = None
-
-
 class Listener:
     """Pulls SECRET_ROTATE events and rotates. ``run(stop)`` until ``stop`` is set."""
 
@@ -88,10 +99,10 @@ class Listener:
         self.options = options
         self.on_result = on_result
         self.handled = 0
-        self._client: Any = None
-        self._streams: list[_Stream] = []
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscriptions: list[Subscription] = []
+        self._healthy: dict[str, bool] = {}
+        # Every subscription's messages, in arrival order: one rotation at a time, whichever it came from.
+        self._inbox: asyncio.Queue[tuple[Subscription, Message]] = asyncio.Queue()
         self.ready = asyncio.Event()
         """Set once every subscription exists and is being pulled (tests wait on it)."""
 
@@ -99,86 +110,117 @@ class Listener:
 
     async def run(self, stop: asyncio.Event) -> None:
         require_pubsub()
-        self._loop = asyncio.get_running_loop()
-        self._client = await asyncio.to_thread(_new_subscriber)
+        self._subscriptions = self._new_subscriptions()
+        pumps: list[asyncio.Task[None]] = []
         try:
-            await asyncio.to_thread(self._prepare_subscriptions)
-            for stream in self._streams:
-                self._start(stream)
+            for subscription in self._subscriptions:
+                await self._open(subscription)
             self.ready.set()
-            log.info(
-                "listening for SECRET_ROTATE on %s",
-                ", ".join(s.subscription for s in self._streams),
-                extra=fields(subscriptions=[s.subscription for s in self._streams]),
-            )
-            await self._consume(stop)
+            names = [s.name for s in self._subscriptions]
+            log.info("listening for SECRET_ROTATE on %s", ", ".join(names), extra=fields(subscriptions=names))
+            pumps = [
+                asyncio.create_task(self._pump(s), name=f"rotate-listen {s.name}")
+                for s in self._subscriptions
+            ]
+            await self._consume(stop, pumps)
         finally:
-            await self._close()
+            await self._close(pumps)
 
-    async def _consume(self, stop: asyncio.Event) -> None:
+    def _new_subscriptions(self) -> list[Subscription]:
+        made = []
+        if self.options.subscription:
+            made.append(self._subscription(self.options.subscription, None))
+        for topic in self.options.topics:
+            name = new_subscription_name(topic, socket.gethostname(), SUBSCRIPTION_PREFIX)
+            new = NewSubscription(
+                topic,
+                ttl_seconds=SUBSCRIPTION_TTL_SECONDS,
+                retention_seconds=RETENTION_SECONDS,
+                filter=f'attributes.eventType = "{ROTATE_EVENT}"',
+            )
+            made.append(self._subscription(name, new))
+        return made
+
+    def _subscription(self, name: str, create: NewSubscription | None) -> Subscription:
+        return Subscription(
+            name,
+            create=create,
+            backoff=RECONNECT,
+            label="rotate --listen",
+            log=log,
+            on_health=functools.partial(self._health, name),
+            max_messages=MAX_MESSAGES,
+        )
+
+    async def _open(self, subscription: Subscription) -> None:
+        """Set up one subscription at start: a listener that cannot is refused, not left retrying."""
+        try:
+            await subscription.open()
+        except SubscriptionUnavailable as failure:
+            if subscription.create is not None:
+                raise ListenError(
+                    f"cannot create a subscription on {subscription.create.topic}: {failure}"
+                ) from None
+            if failure.missing:
+                raise ListenError(
+                    f"subscription {subscription.name} does not exist: create it on the topic your "
+                    "secrets notify (gcloud pubsub subscriptions create ...)"
+                ) from None
+            raise ListenError(f"subscription {subscription.name}: {failure}") from None
+
+    def _health(self, name: str, healthy: bool, why: str) -> None:
+        before = self._healthy.get(name)
+        self._healthy[name] = healthy
+        where = why if name in why else f"{name}: {why}"
+        if not healthy:
+            log.warning("rotate --listen: %s", where, extra=fields(subscription=name))
+        elif before is False:  # the first connection is announced by "listening for ..."
+            log.info("rotate --listen: %s", where, extra=fields(subscription=name))
+
+    async def _pump(self, subscription: Subscription) -> None:
+        """Move one subscription's messages to the shared inbox; it reconnects by itself."""
+        async with contextlib.aclosing(subscription.receive()) as received:
+            async for item in received:
+                if isinstance(item, Received):
+                    for message in item.messages:
+                        self._inbox.put_nowait((subscription, message))
+
+    async def _consume(self, stop: asyncio.Event, pumps: list[asyncio.Task[None]]) -> None:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 getting = asyncio.ensure_future(self._inbox.get())
-                done, _ = await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getting, stopping, *pumps}, return_when=asyncio.FIRST_COMPLETED)
                 if getting not in done:
                     getting.cancel()
+                    for pump in pumps:
+                        if pump.done():
+                            pump.result()  # a pump only ends by failing: that error ends the listener
                     break
-                item = getting.result()
-                if isinstance(item, _Ended):
-                    await self._restart(item, stop)
-                    continue
-                await self._handle(item)
+                _, message = getting.result()
+                await self._handle(message)
         finally:
             stopping.cancel()
 
-    async def _restart(self, ended: _Ended, stop: asyncio.Event) -> None:
-        """A stream ended with an error: log, wait (backoff), subscribe again (re-creating ours if gone)."""
-        stream = ended.stream
-        if stop.is_set():
-            return
-        log.warning(
-            "rotate --listen: pulling from %s stopped: %s; reconnecting",
-            stream.subscription,
-            ended.error,
-            extra=fields(subscription=stream.subscription),
-        )
-        attempt = 0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RECONNECT.delay(attempt))
-            if stop.is_set():
-                return
-            try:
-                await asyncio.to_thread(self._ensure, stream)
-            except Exception as error:  # Pub/Sub errors come in many types; all mean "not yet"
-                attempt += 1
-                log.warning("rotate --listen: %s still unavailable: %s", stream.subscription, error)
-                continue
-            self._start(stream)
-            return
-
-    async def _close(self) -> None:
-        for stream in self._streams:
-            if stream.future is not None:
-                stream.future.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(stream.future.result, 5.0)
+    async def _close(self, pumps: list[asyncio.Task[None]]) -> None:
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
         # Whatever arrived but was not handled goes back to Pub/Sub for another listener.
+        unhandled: dict[str, list[Message]] = {}
         while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if not isinstance(item, _Ended):
-                item.nack()
-        if self._client is None:
-            return
-        for stream in self._streams:
-            if stream.created:
-                await asyncio.to_thread(self._delete, stream.subscription)
-        await asyncio.to_thread(self._client.close)
+            subscription, message = self._inbox.get_nowait()
+            unhandled.setdefault(subscription.name, []).append(message)
+        closed = await asyncio.gather(
+            *(s.close(unhandled.get(s.name, ())) for s in self._subscriptions), return_exceptions=True
+        )
+        for outcome in closed:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     # -- one message -------------------------------------------------------------------------------
 
-    async def _handle(self, message: Any) -> None:
+    async def _handle(self, message: Message) -> None:
         try:
             secret_id = self._secret_to_rotate(message)
             if secret_id is not None:
@@ -194,7 +236,7 @@ class Listener:
             return
         message.ack()
 
-    def _secret_to_rotate(self, message: Any) -> str | None:
+    def _secret_to_rotate(self, message: Message) -> str | None:
         """The secret id a SECRET_ROTATE names; None (logged) for anything to ignore."""
         attributes = dict(message.attributes)
         event = parse_event(attributes, b"")
@@ -215,117 +257,9 @@ class Listener:
             return None
         return parts[3]
 
-    # -- Pub/Sub plumbing (worker threads) ---------------------------------------------------------
 
-    def _prepare_subscriptions(self) -> None:
-        if self.options.subscription:
-            stream = _Stream(self.options.subscription, created=False)
-            self._ensure(stream)
-            self._streams.append(stream)
-        host = socket.gethostname().lower()
-        host = "".join(c if c.isalnum() or c == "-" else "-" for c in host)[:40].strip("-") or "host"
-        for topic in self.options.topics:
-            project = topic.split("/")[1]
-            name = (
-                f"projects/{project}/subscriptions/secrets-agent-rotate-{host}-{random_tokens.token_hex(4)}"
-            )
-            stream = _Stream(name, created=True)
-            self._streams.append(stream)  # before creating: deleted on exit even if a later one fails
-            self._create(name, topic)
-
-    def _ensure(self, stream: _Stream) -> None:
-        from google.api_core import exceptions
-
-        try:
-            self._client.get_subscription(
-                request={"subscription": stream.subscription}, timeout=CALL_TIMEOUT_SECONDS, retry=None
-            )
-        except exceptions.NotFound:
-            if not stream.created:
-                raise ListenError(
-                    f"subscription {stream.subscription} does not exist: create it on the topic your "
-                    "secrets notify (gcloud pubsub subscriptions create ...)"
-                ) from None
-            topic = self._topic_of(stream)
-            self._create(stream.subscription, topic)
-        except exceptions.GoogleAPIError as error:
-            raise ListenError(f"subscription {stream.subscription}: {error}") from None
-
-    def _topic_of(self, stream: _Stream) -> str:
-        index = [s for s in self._streams if s.created].index(stream)
-        return self.options.topics[index]
-
-    def _create(self, name: str, topic: str) -> None:
-        from google.api_core import exceptions
-        from google.protobuf import duration_pb2
-
-        request = {
-            "name": name,
-            "topic": topic,
-            "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-            "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_SECONDS),
-            "expiration_policy": {"ttl": duration_pb2.Duration(seconds=SUBSCRIPTION_TTL_SECONDS)},
-            "filter": f'attributes.eventType = "{ROTATE_EVENT}"',
-            "labels": {"created-by": "secrets-agent"},
-        }
-        try:
-            self._client.create_subscription(request=request, timeout=CALL_TIMEOUT_SECONDS, retry=None)
-        except exceptions.AlreadyExists:
-            pass
-        except exceptions.GoogleAPIError as error:
-            raise ListenError(f"cannot create a subscription on {topic}: {error}") from None
-
-    def _delete(self, name: str) -> None:
-        from google.api_core import exceptions
-
-        try:
-            self._client.delete_subscription(request={"subscription": name}, timeout=5.0, retry=None)
-        except exceptions.GoogleAPIError as error:
-            log.warning(
-                "rotate --listen: could not delete subscription %s (%s); it expires unused", name, error
-            )
-
-    def _start(self, stream: _Stream) -> None:
-        loop = self._loop
-        assert loop is not None
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-        def on_message(message: Any) -> None:  # a Pub/Sub thread
-            try:
-                loop.call_soon_threadsafe(self._inbox.put_nowait, message)
-            except RuntimeError:  # the loop is gone: let Pub/Sub redeliver it
-                message.nack()
-
-        def on_done(future: Any) -> None:  # a Pub/Sub thread
-            if future.cancelled():
-                return
-            error = future.exception()
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._inbox.put_nowait, _Ended(stream, error))
-
-        stream.future = self._client.subscribe(
-            stream.subscription,
-            callback=on_message,
-            flow_control=pubsub_v1.types.FlowControl(max_messages=10),
-            await_callbacks_on_shutdown=False,
-        )
-        stream.future.add_done_callback(on_done)
-
-
-@dataclass(frozen=True)
-class _Ended:
-    stream: _Stream
-    error: BaseException | None
-
-
-def _publish_time(message: Any) -> datetime | None:
+def _publish_time(message: Message) -> datetime | None:
     moment = getattr(message, "publish_time", None)
     if not isinstance(moment, datetime):
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _new_subscriber() -> Any:
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-    return pubsub_v1.SubscriberClient()

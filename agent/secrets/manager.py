@@ -9,12 +9,12 @@ the first call, inside the running event loop, so constructing a ``SecretManager
 
 * ``endpoint="host:port"``: plaintext gRPC without credentials (the emulator); ``None``: Google with
   Application Default Credentials.
-* Each call has a timeout (``call_timeout``). Retries (capped exponential backoff with full jitter, at most
-  ``max_attempts`` calls) only where repeating is safe: reads and enable/disable on any transient failure
-  (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); other writes only on RESOURCE_EXHAUSTED, which the
-  service returns before doing anything (a lost answer to AddSecretVersion must not add the version twice).
-  Per-minute quotas (600 reads/min per project) are what a bulk ``rotate all`` runs into; backoff rides
-  them out instead of failing the rotation.
+* Each call has a timeout (``call_timeout``). Retries (the agent's one policy, ``agent.core.retry``: capped
+  exponential backoff with full jitter, at most ``max_attempts`` calls) only where repeating is safe:
+  reads and enable/disable on any transient failure (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED);
+  other writes only on RESOURCE_EXHAUSTED, which the service returns before doing anything (a lost answer
+  to AddSecretVersion must not add the version twice). Per-minute quotas (600 reads/min per project) are
+  what a bulk ``rotate all`` runs into; backoff rides them out instead of failing the rotation.
 * Every payload read has its CRC32C verified (DATA_LOSS on mismatch, the value discarded); every payload
   written carries its ``data_crc32c`` so the service verifies it too.
 * Errors are ``SecretsError`` subclasses, one line: ``secret 'db': NOT_FOUND: Secret [...] not found.``
@@ -44,8 +44,8 @@ from google.cloud.secretmanager_v1 import types as pb
 from google.protobuf import field_mask_pb2
 
 from agent.core.model import crc32c
-from agent.core.retry import Backoff
-from agent.errors import TransientSourceError
+from agent.core.retry import Backoff, retry_transient
+from agent.errors import SourceError, TransientSourceError
 from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
@@ -427,32 +427,40 @@ class SecretManager:
         reading_value: bool = False,
         idempotent: bool = False,
     ) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
+        async def once() -> T:
             try:
                 async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                     return await call()
             except TRANSLATABLE as error:
-                translated = translate(error, secret_id)
-                retry = isinstance(translated, TransientSourceError) and (
-                    idempotent or translated.code == "RESOURCE_EXHAUSTED"
-                )
-                if retry and attempt < self.max_attempts:
-                    delay = self.backoff.delay(attempt - 1)
-                    log.info(
-                        "secrets api: %s on %s, retrying in %.1fs",
-                        translated.code,
-                        secret_id,
-                        delay,
-                        extra=fields(secret=secret_id, code=translated.code, attempt=attempt, delay=delay),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
-                raise secrets_error(
-                    secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
-                ) from error
+                raise translate(error, secret_id) from error
+
+        def repeatable(error: TransientSourceError) -> bool:
+            # RESOURCE_EXHAUSTED is refused before anything happened; after any other failure a write may
+            # have been done, and doing it again could (say) add the same version twice.
+            return idempotent or error.code == "RESOURCE_EXHAUSTED"
+
+        def retrying(error: TransientSourceError, attempt: int, delay: float) -> None:
+            log.info(
+                "secrets api: %s on %s, retrying in %.1fs",
+                error.code,
+                secret_id,
+                delay,
+                extra=fields(secret=secret_id, code=error.code, attempt=attempt, delay=delay),
+            )
+
+        try:
+            return await retry_transient(
+                once,
+                backoff=self.backoff,
+                attempts=self.max_attempts,
+                retryable=repeatable,
+                on_retry=retrying,
+            )
+        except SourceError as translated:
+            detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
+            raise secrets_error(
+                secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
+            ) from (translated.__cause__ or translated)
 
     async def _get_client(self) -> SecretManagerServiceAsyncClient:
         if self._client is not None:

@@ -1,87 +1,43 @@
-"""Push, not poll: Secret Manager's Pub/Sub notifications as a change feed for the Syncer.
+"""One Pub/Sub subscription, followed: the lifecycle shared by the agent's event feed and ``rotate --listen``.
 
-Secret Manager publishes a message to every topic configured on a secret when the secret or one of its
-versions changes: attributes ``eventType``, ``secretId`` (the secret's full name, with the project NUMBER:
-``projects/123456/secrets/S``), ``versionId`` on version events, ``dataFormat=JSON_API_V1``; the data is the
-Secret or SecretVersion resource as JSON, never a payload. ``EventFeed`` subscribes and tells the Syncer
-which secrets to check:
+* **Ours or theirs.** With ``create`` (``NewSubscription``: topic, filter, expiration, retention) the
+  subscription is ours: created on the first connection, created again whenever it is gone (expired,
+  deleted behind our back, a restarted emulator), deleted by ``close()``. Without it, the subscription is
+  used as it is and kept.
+* **Streaming pull** with the official client, which runs in its own threads; each message is handed to
+  the event loop and comes out of ``receive()`` in a batch (a burst becomes one batch). The owner
+  acknowledges each message it has handled; ``close(unhandled)`` gives back what it has not, once the
+  stream is down, so a kept subscription redelivers it at once instead of after the ack deadline.
+* **Failures** (connecting, the stream ending, the channel failing) are reported through
+  ``on_health(healthy, why)`` and retried by ``receive()`` with a ``Backoff`` (``agent.core.retry``),
+  forever. ``open()`` is one attempt, for an owner that must refuse to start instead.
 
-* ``SECRET_VERSION_ADD`` / ``SECRET_VERSION_ENABLE`` of an assigned secret -> check it (``latest``: only when
-  the event's version is newer than the one served, so a duplicate or out-of-order event costs nothing;
-  the check reads what ``latest`` points to NOW, so an old event can never roll a value back). Pinned
-  versions ignore events. Events that arrive together become one check.
-* ``SECRET_UPDATE`` moves aliases: a secret referenced by alias is checked when the alias now names
-  another version than the one served.
-* ``SECRET_VERSION_DISABLE`` / ``DESTROY`` of the version being served, and ``SECRET_DELETE``: a warning;
-  the last known good value stays (fetching would only fail). Anything else: logged at debug.
+``why`` and every error text come from ``describe_error``: status, message, a hint; never message data.
 
-Acknowledgement: a batch's messages are acknowledged when the consumer asks for the next batch, i.e. after
-``Syncer.follow`` handled it (its check, retried with backoff while it fails transiently, is finished). A
-feed closed in the middle of a batch nacks it, so a kept subscription redelivers it.
-
-Subscription: with ``events.topic`` the feed creates its own subscription (``secrets-agent-<host>-<random>``)
-filtered on ``attributes.secretId``, with an expiration policy and a short retention, and deletes it in
-``close()``; with ``events.subscription`` it uses that one as it is. The filter is applied in the agent too:
-the Pub/Sub emulator stores filters but does not apply them, and a long list of secrets does not fit
-Pub/Sub's 256-byte filter limit (the feed then falls back to per-project prefixes, or to no filter).
-
-Health: while the subscription is unreachable (connection failing, subscription gone, creation refused)
-``on_health(False)`` lets the Syncer poll at its normal interval; the feed reconnects with backoff (and
-re-creates its subscription), then ``on_health(True)``. A newly created subscription holds nothing that was
-published before it existed, so each creation is followed by one catch-up check of every polled secret.
-
-google-cloud-pubsub is the optional ``pubsub`` extra: imported only when events are configured.
+google-cloud-pubsub is the optional ``pubsub`` extra: imported only once a subscription is used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
-import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from agent.config import EventsConfig, SecretSpec
-from agent.config.refs import LATEST
 from agent.core.retry import Backoff
 from agent.errors import AgentError
 
-log = logging.getLogger(__name__)
-
-FETCH_EVENTS: Final = frozenset({"SECRET_VERSION_ADD", "SECRET_VERSION_ENABLE"})
-LOSS_EVENTS: Final = frozenset(
-    {"SECRET_VERSION_DISABLE", "SECRET_VERSION_DESTROY", "SECRET_VERSION_DESTROY_SCHEDULED"}
-)
-KNOWN_EVENTS: Final = (
-    FETCH_EVENTS
-    | LOSS_EVENTS
-    | {
-        "SECRET_CREATE",
-        "SECRET_UPDATE",
-        "SECRET_DELETE",
-        "SECRET_ROTATE",
-        "TOPIC_CONFIGURED",
-    }
-)
-"""The event types Secret Manager documents; anything else is counted as ``OTHER``."""
-
 MAX_FILTER_BYTES: Final = 256
 """Pub/Sub refuses longer subscription filters."""
-MESSAGE_RETENTION_SECONDS: Final = 600
-"""Retention of a created subscription: Pub/Sub's minimum (10 minutes). Longer is pointless: a created
-subscription lives and dies with its agent, and a reconnect is followed by a catch-up check anyway."""
 ACK_DEADLINE_SECONDS: Final = 60
-"""Initial ack deadline of a created subscription; the client library extends leases while a batch is
-being handled (up to an hour), so this only bounds redelivery after the agent vanished mid-batch."""
+"""Initial ack deadline of a created subscription; the client library extends leases while a message is
+being handled (up to an hour), so this only bounds redelivery after the process vanished mid-message."""
 CALL_TIMEOUT_SECONDS: Final = 10.0
-"""Deadline of each administrative Pub/Sub call (create, get, delete subscription). The client library's
-own retry is off: the feed retries with its backoff, so every failure is seen and health is reported."""
+"""Deadline of each administrative Pub/Sub call (create, get subscription). The client library's own
+retry is off: ``receive()`` retries with its backoff, so every failure is seen and health is reported."""
 STABLE_STREAM_SECONDS: Final = 60.0
 """A stream that lasted this long worked: reconnecting after it ends starts the backoff afresh."""
 CHANNEL_CHECK_SECONDS: Final = 1.0
@@ -90,11 +46,12 @@ CHANNEL_CHECK_SECONDS: Final = 1.0
 _READY: Final = 2
 _TRANSIENT_FAILURE: Final = 3
 DELETE_TIMEOUT_SECONDS: Final = 5.0
-"""Deadline of the subscription delete at shutdown: it must fit in the shutdown grace period. If it fails,
-the expiration policy removes the subscription later."""
+"""Deadline of the calls made at shutdown (delete, give back): they must fit in a shutdown grace period. If
+a delete fails, the expiration policy removes the subscription later."""
 INSTALL_HINT: Final = "pip install 'secrets-agent[pubsub]'"
 
-Action = Literal["fetch", "warn", "ignore"]
+Message = Any
+"""A ``google.cloud.pubsub_v1.subscriber.message.Message`` (the client library has no type hints)."""
 
 
 class EventsUnavailable(AgentError):
@@ -112,195 +69,69 @@ def require_pubsub() -> None:
         ) from None
 
 
+class SubscriptionUnavailable(AgentError):
+    """The subscription could not be set up or reached; ``str()`` says why (no message data, ever)."""
+
+    def __init__(self, why: str, *, missing: bool = False) -> None:
+        super().__init__(why)
+        self.missing = missing
+        """Pub/Sub answered NOT_FOUND: the subscription (or the topic to create it on) does not exist."""
+
+
 # --------------------------------------------------------------------------------------------------
-# Decisions (pure)
+# Creating our own subscriptions
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SecretEvent:
-    """One Secret Manager notification, as far as the agent cares. Holds metadata only."""
+class NewSubscription:
+    """How a subscription of ours is created."""
 
-    event_type: str
-    secret: str
-    """``secretId``: the secret's full name as the service spells it (``projects/123456/secrets/S``)."""
-    version: str | None = None
-    """The version NUMBER from ``versionId`` (``SECRET_VERSION_*`` events), else None."""
-    data: bytes = b""
-    """The resource as JSON (a Secret or a SecretVersion); used for the aliases of SECRET_UPDATE."""
+    topic: str
+    """``projects/P/topics/T``."""
+    ttl_seconds: float
+    """Expiration policy: Pub/Sub deletes the subscription after this long without a subscriber (whole
+    seconds, at least a day), should ``close()`` never run."""
+    retention_seconds: int
+    """How long unacknowledged messages are kept (Pub/Sub's minimum: 600)."""
+    filter: str | None = None
+    """A Pub/Sub filter (at most ``MAX_FILTER_BYTES``); None: every message of the topic."""
+
+    def request(self, name: str) -> dict[str, object]:
+        """The CreateSubscription request for ``name``."""
+        from google.protobuf import duration_pb2
+
+        request: dict[str, object] = {
+            "name": name,
+            "topic": self.topic,
+            "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+            "message_retention_duration": duration_pb2.Duration(seconds=self.retention_seconds),
+            "expiration_policy": {"ttl": duration_pb2.Duration(seconds=int(self.ttl_seconds))},
+            "labels": {"created-by": "secrets-agent"},
+        }
+        if self.filter is not None:
+            request["filter"] = self.filter
+        return request
 
 
-def parse_event(attributes: Mapping[str, str], data: bytes = b"") -> SecretEvent | None:
-    """The event in a message's attributes, or None when it names no secret (``TOPIC_CONFIGURED``, or a
-    message that did not come from Secret Manager)."""
-    event_type, secret = attributes.get("eventType"), attributes.get("secretId")
-    if not event_type or not secret:
-        return None
-    version_name = attributes.get("versionId")
-    version = (
-        version_name.rsplit("/versions/", 1)[-1] if version_name and "/versions/" in version_name else None
-    )
-    return SecretEvent(event_type, secret, version if version and version.isdigit() else None, data)
+# --------------------------------------------------------------------------------------------------
+# The lifecycle
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What one event means for one configured secret, and why (for the log)."""
+class Connected:
+    """``receive()`` (re)connected."""
 
-    action: Action
-    reason: str
-
-
-def decide(event: SecretEvent, spec: SecretSpec, served: str | None) -> Decision:
-    """What ``event`` (about ``spec``'s secret) means, given the version now ``served`` (None: nothing yet).
-
-    Never a rollback: a fetch always reads what ``latest`` or the alias points to now, and an event that is
-    not newer than what is served triggers nothing.
-    """
-    wanted, kind = spec.ref.version, event.event_type
-    number = f"version {event.version}" if event.version else "a version"
-    if kind in FETCH_EVENTS:
-        if wanted.isdigit():
-            return Decision("ignore", f"pinned to version {wanted}")
-        if served is None:
-            return Decision("fetch", f"{number} is available and nothing is served yet")
-        if wanted == LATEST:
-            if event.version is None or not served.isdigit() or int(event.version) > int(served):
-                return Decision("fetch", f"{number} is newer than the served version {served}")
-            return Decision("ignore", f"{number} is not newer than the served version {served}")
-        if kind == "SECRET_VERSION_ADD":
-            return Decision("ignore", f"a new version does not move alias {wanted!r}")
-        if event.version != served:
-            return Decision("fetch", f"{number} was enabled; alias {wanted!r} may point at it")
-        return Decision("ignore", f"{number} is the one served")
-    if kind == "SECRET_UPDATE" and not wanted.isdigit() and wanted != LATEST:
-        aliases = _aliases_of(event.data)
-        if aliases is None:
-            return Decision(
-                "fetch", f"the secret changed and alias {wanted!r} could not be read from the event"
-            )
-        target = aliases.get(wanted)
-        if target is None:
-            return Decision(
-                "warn", f"alias {wanted!r} no longer exists; keeping the last known good version {served}"
-            )
-        if target != served:
-            return Decision("fetch", f"alias {wanted!r} now names version {target} (served: {served})")
-        return Decision("ignore", f"alias {wanted!r} still names the served version {served}")
-    if kind in LOSS_EVENTS:
-        if event.version is not None and event.version == served:
-            state = _LOST_STATES[kind]
-            return Decision(
-                "warn",
-                f"the served version {served} is now {state}; keeping it as the last known good value "
-                "until a newer version is added or enabled",
-            )
-        return Decision("ignore", f"{number} is not the one served ({served})")
-    if kind == "SECRET_DELETE":
-        return Decision("warn", "the secret was deleted in Secret Manager; keeping the last known good value")
-    return Decision("ignore", "nothing to fetch")
+    created: bool
+    """The subscription was created by this connection: it holds nothing published before it existed."""
 
 
-_LOST_STATES: Final = {
-    "SECRET_VERSION_DISABLE": "disabled",
-    "SECRET_VERSION_DESTROY": "destroyed",
-    "SECRET_VERSION_DESTROY_SCHEDULED": "scheduled for destruction",
-}
+@dataclass(frozen=True)
+class Received:
+    """Messages that arrived together, in order. Each is the owner's to ``ack()`` once handled."""
 
-
-def _aliases_of(data: bytes) -> dict[str, str] | None:
-    """``versionAliases`` of a Secret resource in JSON (alias -> version number), or None if unreadable."""
-    try:
-        resource = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(resource, dict):
-        return None
-    aliases = resource.get("versionAliases", {})  # proto3 JSON leaves an empty map out
-    if not isinstance(aliases, dict):
-        return None
-    return {str(alias): str(number) for alias, number in aliases.items()}
-
-
-_PROJECT_PART = re.compile(r"projects/([^/]+)/")
-
-
-def _project_of(name: str) -> str | None:
-    match = _PROJECT_PART.match(name)
-    return match[1] if match else None
-
-
-class EventTargets:
-    """Which configured secrets an event's ``secretId`` is about.
-
-    A secret is known under its configured name (``projects/my-project/secrets/S``) and under the name the
-    service returned when it was fetched (``projects/123456/secrets/S``: Secret Manager puts the project
-    NUMBER in the names it returns and in ``secretId``). A project's number learned from one secret applies
-    to every secret of that project, even one that could not be fetched yet.
-    """
-
-    def __init__(self, specs: Iterable[SecretSpec], resolved: Mapping[str, str] | None = None) -> None:
-        resolved = dict(resolved or {})
-        projects: dict[str, str] = {}
-        for configured, returned in resolved.items():
-            ours, theirs = _project_of(configured), _project_of(returned)
-            if ours and theirs and ours != theirs:
-                projects[ours] = theirs
-        self._by_name: dict[str, list[SecretSpec]] = {}
-        for spec in specs:
-            canonical = spec.ref.secret_name
-            forms = {canonical, resolved.get(canonical, canonical)}
-            if (number := projects.get(spec.ref.project)) is not None:
-                forms.add(canonical.replace(f"projects/{spec.ref.project}/", f"projects/{number}/", 1))
-            for form in forms:
-                self._by_name.setdefault(form, []).append(spec)
-
-    @property
-    def secret_names(self) -> list[str]:
-        """Every name an event may use for one of our secrets, sorted."""
-        return sorted(self._by_name)
-
-    def specs_for(self, secret: str) -> Sequence[SecretSpec]:
-        """The configured secrets an event with ``secretId == secret`` is about (often one, maybe none)."""
-        return self._by_name.get(secret, ())
-
-
-def subscription_filter(secret_names: Collection[str]) -> str | None:
-    """A Pub/Sub filter that lets through only events of ``secret_names``, within 256 bytes.
-
-    Exact names when they fit (``attributes.secretId = "..." OR ...``), else one prefix per project and
-    location (``hasPrefix(attributes.secretId, "projects/P/secrets/")``), else None (no filter: the agent
-    filters every message itself anyway).
-    """
-    if not secret_names:
-        return None
-    exact = " OR ".join(f'attributes.secretId = "{name}"' for name in sorted(secret_names))
-    if len(exact.encode()) <= MAX_FILTER_BYTES:
-        return exact
-    prefixes = sorted({name.rsplit("/secrets/", 1)[0] + "/secrets/" for name in secret_names})
-    by_prefix = " OR ".join(f'hasPrefix(attributes.secretId, "{prefix}")' for prefix in prefixes)
-    if len(by_prefix.encode()) <= MAX_FILTER_BYTES:
-        return by_prefix
-    return None
-
-
-_NOT_IN_ID = re.compile(r"[^a-z0-9-]+")
-
-
-def new_subscription_id(hostname: str, suffix: str) -> str:
-    """``secrets-agent-<hostname>-<suffix>``: the pod's name says whose it is, the suffix keeps a restarted
-    pod (same name) from taking over the subscription of its predecessor. At most 255 characters."""
-    host = _NOT_IN_ID.sub("-", hostname.lower()).strip("-") or "host"
-    return f"secrets-agent-{host[: 255 - len('secrets-agent--') - len(suffix)]}-{suffix}"
-
-
-# --------------------------------------------------------------------------------------------------
-# The feed
-# --------------------------------------------------------------------------------------------------
-
-
-class _ConnectFailed(Exception):
-    """The subscription could not be set up or reached; ``str()`` says why (no secret data, ever)."""
+    messages: list[Message]
 
 
 @dataclass(frozen=True)
@@ -310,95 +141,101 @@ class _StreamEnded:
     error: BaseException | None
 
 
-_Item = Any  # a pubsub Message or _StreamEnded
+class _Labelled(logging.LoggerAdapter[logging.Logger]):
+    """Every line starts with the owner's label (``events: ...``), as the owner's own lines do."""
+
+    def __init__(self, logger: logging.Logger, label: str) -> None:
+        super().__init__(logger)
+        self.label = label
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{self.label}: {msg}", kwargs
 
 
-class EventFeed:
-    """A ``ChangeFeed`` of Secret Manager events from Pub/Sub. Create and use it in one running loop.
+class Subscription:
+    """One Pub/Sub subscription and its streaming pull. Create and use it in one running loop.
 
-    ``served(name)``: the version served now for a local name (None: nothing yet). ``resolved``: canonical
-    secret name -> the name Secret Manager returned for it (``GcpSource.resolved_secret_names``, read again
-    whenever the subscription is (re)created, so a secret fetched late is matched by its service name too).
-    ``on_health(True|False)``: events flow / do not (the Syncer picks its poll interval from it).
-    ``on_event(type, action)``: one call per event and configured secret it concerns (metrics).
+    ``label`` starts every line logged to ``log`` (``events``, ``rotate --listen``). ``on_health(healthy,
+    why)``: messages flow now (connected, reachable again) or not (and why, with the retry delay when there
+    is one); called at every such event, repeated ones included. ``before_connect()`` runs in the loop
+    before every connection attempt; it may replace ``create`` (a filter that grew). ``max_messages``: at
+    most this many messages leased at once (None: the client library's default).
     """
 
     def __init__(
         self,
-        config: EventsConfig,
-        specs: Sequence[SecretSpec],
-        served: Callable[[str], str | None],
+        name: str,
         *,
-        resolved: Mapping[str, str] | None = None,
-        on_health: Callable[[bool], None] | None = None,
-        on_event: Callable[[str, str], None] | None = None,
-        backoff: Backoff | None = None,
-        hostname: str | None = None,
+        create: NewSubscription | None = None,
+        backoff: Backoff,
+        label: str,
+        log: logging.Logger,
+        on_health: Callable[[bool, str], None] | None = None,
+        before_connect: Callable[[], None] | None = None,
+        max_messages: int | None = None,
     ) -> None:
-        if not config.enabled:
-            raise ValueError("EventFeed needs events.topic or events.subscription")
-        self.config = config
-        self.specs = list(specs)
-        self._resolved = resolved if resolved is not None else {}
-        self.targets = EventTargets(self.specs, self._resolved)
-        self.filter = subscription_filter(self.targets.secret_names)
-        """The filter a created subscription gets (None: too many secrets for 256 bytes, see above)."""
-        self.subscription = config.subscription or self._created_name(config.topic, hostname)
-        """The subscription pulled from: the configured one, or the one this feed creates."""
-        self.creates = config.subscription is None
-        """Whether this feed creates (and deletes) its subscription."""
-        self.healthy: bool | None = None
-        """Whether events flow now (the stream is up and its subscription exists); None before the first
-        attempt to connect."""
-        self._served = served
+        self.name = name
+        """``projects/P/subscriptions/S``."""
+        self.create = create
+        """How to create the subscription (ours), or None to use it as it is (theirs)."""
+        self._backoff = backoff
+        self._log = _Labelled(log, label)
         self._on_health = on_health
-        self._on_event = on_event
-        self._backoff = backoff or Backoff(1.0, 60.0)
+        self._before_connect = before_connect
+        self._max_messages = max_messages
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Message | _StreamEnded] = asyncio.Queue()
         self._client: Any = None
         self._stream: Any = None
+        self._opened = 0.0  # time.monotonic() of the last connection
         self._created = False  # our subscription exists (created by us, not deleted yet)
-        self._in_flight: list[Any] = []  # messages of the batch the consumer is handling
         self._closed = False
         self._channel_failing = False
         self._verifying: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def _created_name(topic: str | None, hostname: str | None) -> str:
-        assert topic is not None  # config: topic or subscription
-        project = topic.split("/")[1]
-        sub_id = new_subscription_id(hostname or socket.gethostname(), secrets.token_hex(4))
-        return f"projects/{project}/subscriptions/{sub_id}"
+    # -- receiving ---------------------------------------------------------------------------------
 
-    # -- the ChangeFeed --------------------------------------------------------------------------
+    async def open(self) -> bool:
+        """One attempt to set up the subscription and start pulling: True when it was created just now.
+        Raises SubscriptionUnavailable. ``receive()`` calls it, with backoff, whenever it is not connected."""
+        from google.api_core import exceptions
 
-    async def changes(self) -> AsyncIterator[frozenset[str] | None]:
-        """Batches of local names to check, until cancelled or closed. Connects (again) by itself.
-
-        A batch's messages are acknowledged when the next batch is asked for; if the consumer stops in
-        between, they stay unacknowledged and ``close()`` gives them back."""
         self._loop = asyncio.get_running_loop()
+        try:
+            if self._client is None:
+                # Reads PUBSUB_EMULATOR_HOST; otherwise Application Default Credentials (blocking probe).
+                self._client = await asyncio.to_thread(_new_subscriber)
+                self._watcher = asyncio.create_task(self._watch_channel(), name=f"pubsub-channel {self.name}")
+            if self._before_connect is not None:
+                self._before_connect()
+            created = await asyncio.to_thread(self._ensure_subscription)
+        except exceptions.GoogleAPIError as error:
+            missing = isinstance(error, exceptions.NotFound)
+            raise SubscriptionUnavailable(describe_error(error, self.name), missing=missing) from error
+        except Exception as error:  # credentials and transport problems come in many types
+            raise SubscriptionUnavailable(f"{type(error).__name__}: {error}") from error
+        self._start_stream()
+        self._opened = time.monotonic()
+        self._report(True, f"receiving events from {self.name}")
+        return created
+
+    async def receive(self) -> AsyncGenerator[Connected | Received, None]:
+        """``Connected`` after each connection, then the messages as they arrive, until closed or cancelled.
+        Connects (again) by itself, with backoff; a connection ``open()`` made is used as it is."""
         failures, delay = 0, 0.0
         while not self._closed:
-            if delay:
-                await asyncio.sleep(delay)
-            try:
-                fresh = await self._connect()
-            except _ConnectFailed as failure:
-                delay = self._backoff.delay(failures)
-                failures += 1
-                self._set_health(False, f"{failure}; retrying in {delay:.1f}s")
-                continue
-            opened = time.monotonic()
-            self._set_health(True, f"receiving events from {self.subscription}")
-            if fresh and (catch_up := self._catch_up_names()):
-                # Nothing published before the subscription existed will ever arrive on it.
-                yield catch_up
-                log.info(
-                    "events: caught up with what changed before subscribing (%d secret(s))", len(catch_up)
-                )
+            if self._stream is None:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    created = await self.open()
+                except SubscriptionUnavailable as failure:
+                    delay = self._backoff.delay(failures)
+                    failures += 1
+                    self._report(False, f"{failure}; retrying in {delay:.1f}s")
+                    continue
+                yield Connected(created)
             while True:
                 item = await self._inbox.get()
                 if isinstance(item, _StreamEnded):
@@ -412,122 +249,45 @@ class EventFeed:
                         ended = more
                         break
                     messages.append(more)
-                names, self._in_flight = self._handle(messages)
-                if names:
-                    yield frozenset(names)
-                    # Resumed: the consumer asks for the next batch, so it has handled this one.
-                    for message in self._in_flight:
-                        message.ack()
-                    self._in_flight = []
+                yield Received(messages)
                 if ended is not None:
                     self._stream_ended(ended)
                     break
             # The stream ended. One that kept failing at once (refused after it opened) must not spin.
-            if time.monotonic() - opened >= STABLE_STREAM_SECONDS:
+            if time.monotonic() - self._opened >= STABLE_STREAM_SECONDS:
                 failures = 0
             delay = self._backoff.delay(failures)
             failures += 1
 
-    def _catch_up_names(self) -> frozenset[str]:
-        # Pinned versions cannot have changed; the rest (and anything missing) may have.
-        return frozenset(
-            s.name for s in self.specs if not s.ref.version.isdigit() or self._served(s.name) is None
-        )
-
-    def _handle(self, messages: Iterable[Any]) -> tuple[set[str], list[Any]]:
-        """Decide every message and acknowledge those that need no fetch. Returns the names to check and
-        the messages that asked for them (acknowledged once the check is done)."""
-        names: set[str] = set()
-        pending: list[Any] = []
-        for message in messages:
-            wanted = self._names_for(parse_event(dict(message.attributes), bytes(message.data)))
-            if wanted:
-                names |= wanted
-                pending.append(message)
-            else:
-                message.ack()
-        return names, pending
-
-    def _names_for(self, event: SecretEvent | None) -> set[str]:
-        if event is None:
-            log.debug("events: a message without eventType/secretId, ignored")
-            return set()
-        kind = event.event_type if event.event_type in KNOWN_EVENTS else "OTHER"
-        specs = self.targets.specs_for(event.secret)
-        if not specs:
-            # The Pub/Sub emulator does not apply filters, and a filter may be a prefix or absent.
-            log.debug("events: %s for %s, not one of our secrets", kind, event.secret)
-            self._count(kind, "ignored")
-            return set()
-        wanted: set[str] = set()
-        for spec in specs:
-            decision = decide(event, spec, self._served(spec.name))
-            version = f" version {event.version}" if event.version else ""
-            if decision.action == "fetch":
-                log.info("events: %s%s of %s: %s, checking", kind, version, spec.name, decision.reason)
-                wanted.add(spec.name)
-                self._count(kind, "fetch")
-            elif decision.action == "warn":
-                log.warning("events: %s%s of %s: %s", kind, version, spec.name, decision.reason)
-                self._count(kind, "warned")
-            else:
-                log.debug("events: %s%s of %s: %s", kind, version, spec.name, decision.reason)
-                self._count(kind, "ignored")
-        return wanted
-
-    def _count(self, kind: str, action: str) -> None:
-        if self._on_event is not None:
-            self._on_event(kind, action)
-
-    # -- connecting ------------------------------------------------------------------------------
-
-    async def _connect(self) -> bool:
-        """Set up the subscription and start pulling; True when the subscription is new (catch up)."""
-        from google.api_core import exceptions
-
-        try:
-            if self._client is None:
-                # Reads PUBSUB_EMULATOR_HOST; otherwise Application Default Credentials (blocking probe).
-                self._client = await asyncio.to_thread(_new_subscriber)
-                self._watcher = asyncio.create_task(self._watch_channel(), name="events-channel")
-            # Names the source learned since (a secret fetched late); read here, in the loop's thread.
-            self.targets = EventTargets(self.specs, self._resolved)
-            self.filter = subscription_filter(self.targets.secret_names)
-            fresh = await asyncio.to_thread(self._ensure_subscription)
-        except exceptions.GoogleAPIError as error:
-            raise _ConnectFailed(_describe(error, self.subscription)) from error
-        except Exception as error:  # credentials and transport problems come in many types
-            raise _ConnectFailed(f"{type(error).__name__}: {error}") from error
-        self._start_stream()
-        return fresh
-
     def _ensure_subscription(self) -> bool:
-        """Runs in a worker thread. Creates our subscription (True) or checks the configured one exists."""
+        """Runs in a worker thread. Creates our subscription (True) or checks that it exists."""
         from google.api_core import exceptions
 
-        if not self.creates or self._created:
+        new = self.create
+        if new is None or self._created:
             try:
                 self._client.get_subscription(
-                    request={"subscription": self.subscription}, timeout=CALL_TIMEOUT_SECONDS, retry=None
+                    request={"subscription": self.name}, timeout=CALL_TIMEOUT_SECONDS, retry=None
                 )
                 return False
             except exceptions.NotFound:
-                if not self.creates:
+                if new is None:
                     raise
                 self._created = False  # expired or deleted behind our back: create it again
-        request = _subscription_request(self.subscription, self.config, self.filter)
         try:
-            self._client.create_subscription(request=request, timeout=CALL_TIMEOUT_SECONDS, retry=None)
+            self._client.create_subscription(
+                request=new.request(self.name), timeout=CALL_TIMEOUT_SECONDS, retry=None
+            )
         except exceptions.AlreadyExists:
             # Ours, from an attempt whose answer was lost: it may have missed nothing, but be safe.
-            log.info("events: subscription %s already exists, using it", self.subscription)
+            self._log.info("subscription %s already exists, using it", self.name)
         self._created = True
-        log.info(
-            "events: created subscription %s on %s (filter: %s; expires after %s unused)",
-            self.subscription,
-            self.config.topic,
-            self.filter or "none, too many secrets for 256 bytes",
-            _human_seconds(self.config.subscription_ttl),
+        self._log.info(
+            "created subscription %s on %s (filter: %s; expires after %s unused)",
+            self.name,
+            new.topic,
+            new.filter or f"none, too many secrets for {MAX_FILTER_BYTES} bytes",
+            _human_seconds(new.ttl_seconds),
         )
         return True
 
@@ -535,19 +295,25 @@ class EventFeed:
         loop = self._loop
         assert loop is not None
 
-        def on_message(message: Any) -> None:  # a pubsub thread
+        def on_message(message: Message) -> None:  # a pubsub thread
             try:
                 loop.call_soon_threadsafe(self._inbox.put_nowait, message)
             except RuntimeError:  # the loop is closed: we are gone, let it be redelivered
                 message.nack()
 
         def on_done(future: Any) -> None:  # a pubsub thread
+            # Our own cancel is reported too: receive() then reconnects, unless closed.
             error = None if future.cancelled() else future.exception()
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._inbox.put_nowait, _StreamEnded(error))
 
+        options: dict[str, Any] = {}
+        if self._max_messages is not None:
+            from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+            options["flow_control"] = pubsub_v1.types.FlowControl(max_messages=self._max_messages)
         self._stream = self._client.subscribe(
-            self.subscription, callback=on_message, await_callbacks_on_shutdown=False
+            self.name, callback=on_message, await_callbacks_on_shutdown=False, **options
         )
         self._stream.add_done_callback(on_done)
 
@@ -557,12 +323,16 @@ class EventFeed:
             return
         from google.api_core import exceptions
 
-        if isinstance(ended.error, exceptions.NotFound) and self.creates:
+        if isinstance(ended.error, exceptions.NotFound) and self.create is not None:
             self._created = False  # gone (expired, deleted, a restarted emulator): create it again
-        why = _describe(ended.error, self.subscription) if ended.error else "closed to reconnect"
-        self._set_health(False, f"the subscription stream ended ({why}); reconnecting")
+        why = describe_error(ended.error, self.name) if ended.error else "closed to reconnect"
+        self._report(False, f"the subscription stream ended ({why}); reconnecting")
 
-    # -- channel health --------------------------------------------------------------------------
+    def _report(self, healthy: bool, why: str) -> None:
+        if self._on_health is not None:
+            self._on_health(healthy, why)
+
+    # -- channel health ----------------------------------------------------------------------------
 
     async def _watch_channel(self) -> None:
         """Follow the gRPC channel's state: the client library retries UNAVAILABLE forever by itself, and
@@ -575,8 +345,8 @@ class EventFeed:
         channel = getattr(self._client.transport.grpc_channel, "_channel", None)
         check = getattr(channel, "check_connectivity_state", None)
         if check is None:
-            log.info(
-                "events: cannot read the gRPC channel's state; an outage is noticed when the stream ends"
+            self._log.info(
+                "cannot read the gRPC channel's state; an outage is noticed when the stream ends",
             )
             return
         while True:
@@ -588,7 +358,7 @@ class EventFeed:
             return
         if state == _TRANSIENT_FAILURE and not self._channel_failing:
             self._channel_failing = True
-            self._set_health(False, f"Pub/Sub is unreachable (subscription {self.subscription})")
+            self._report(False, f"Pub/Sub is unreachable (subscription {self.name})")
         elif state == _READY and self._channel_failing:
             self._channel_failing = False
             # Connected again, but is our subscription still there? (A restarted emulator forgets it.)
@@ -602,48 +372,36 @@ class EventFeed:
         try:
             await asyncio.to_thread(
                 self._client.get_subscription,
-                request={"subscription": self.subscription},
+                request={"subscription": self.name},
                 timeout=CALL_TIMEOUT_SECONDS,
                 retry=None,
             )
         except exceptions.GoogleAPIError as error:
-            log.info("events: after the outage: %s", _describe(error, self.subscription))
+            self._log.info("after the outage: %s", describe_error(error, self.name))
             if stream is not None and stream is self._stream:
-                stream.cancel()  # the stream ends; changes() reconnects (and re-creates) with backoff
-                if isinstance(error, exceptions.NotFound) and self.creates:
+                stream.cancel()  # the stream ends; receive() reconnects (and re-creates) with backoff
+                if isinstance(error, exceptions.NotFound) and self.create is not None:
                     self._created = False
             return
         if stream is not None and stream is self._stream and not self._closed:
-            # Pub/Sub kept the subscription and its messages: nothing was lost, no catch-up needed.
-            self._set_health(True, f"Pub/Sub is reachable again; receiving events from {self.subscription}")
+            # Pub/Sub kept the subscription and its messages: nothing was lost.
+            self._report(True, f"Pub/Sub is reachable again; receiving events from {self.name}")
 
-    def _set_health(self, healthy: bool, why: str) -> None:
-        if healthy == self.healthy:
-            if not healthy:  # still down: the reason may have changed, and the retry delay has
-                log.info("events: %s", why)
-            return
-        self.healthy = healthy
-        if healthy:
-            log.info("events: %s", why)
-        else:
-            log.warning("events: %s; polling at the normal interval meanwhile", why)
-        if self._on_health is not None:
-            self._on_health(healthy)
+    # -- shutdown ----------------------------------------------------------------------------------
 
-    # -- shutdown --------------------------------------------------------------------------------
-
-    def _unhandled(self) -> list[Any]:
-        """The messages received and not acknowledged: the batch being handled and those still queued."""
-        held, self._in_flight = self._in_flight, []
+    def _queued(self) -> list[Message]:
+        """The messages that arrived and were never handed out by ``receive()``."""
+        held = []
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if not isinstance(item, _StreamEnded):
                 held.append(item)
         return held
 
-    async def close(self) -> None:
-        """Stop the stream; give back what was not handled (a kept subscription redelivers it at once);
-        delete the subscription this feed created. Best effort, logged, bounded by a few seconds."""
+    async def close(self, unhandled: Iterable[Message] = ()) -> None:
+        """Stop the stream; give back ``unhandled`` (received, neither acknowledged nor nacked) and what is
+        still queued, so a kept subscription redelivers it at once; delete the subscription if it is ours.
+        Best effort, logged, bounded by a few seconds."""
         if self._closed:
             return
         self._closed = True
@@ -657,37 +415,38 @@ class EventFeed:
             stream.cancel()
             with contextlib.suppress(Exception):  # its own errors were reported while it ran
                 await asyncio.to_thread(stream.result, DELETE_TIMEOUT_SECONDS)
-        unhandled = self._unhandled()
+        held = [*unhandled, *self._queued()]
         if client is None:
             return
         try:
-            if self.creates and self._created:
+            if self._created:
                 await asyncio.to_thread(self._delete_subscription)
-            elif unhandled:
-                await asyncio.to_thread(self._give_back, [message.ack_id for message in unhandled])
+            elif held:
+                await asyncio.to_thread(self._give_back, [message.ack_id for message in held])
         finally:
             await asyncio.to_thread(client.close)
 
     def _give_back(self, ack_ids: list[str]) -> None:
         """Nack, once the stream is down: a nack sent while it is still open can be answered by an immediate
         redelivery to that very stream, which is going away, and the message would then wait for its ack
-        deadline instead of going to the next subscriber."""
+        deadline instead of going to the next subscriber. (``Message.nack()`` after the stream is down is
+        no better: the client library has stopped the thread that would send it.)"""
         from google.api_core import exceptions
 
         try:
             self._client.modify_ack_deadline(
-                request={"subscription": self.subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0},
+                request={"subscription": self.name, "ack_ids": ack_ids, "ack_deadline_seconds": 0},
                 timeout=DELETE_TIMEOUT_SECONDS,
                 retry=None,
             )
         except exceptions.GoogleAPIError as error:
-            log.info(
-                "events: %d unhandled message(s) come back after their ack deadline instead (%s)",
+            self._log.info(
+                "%d unhandled message(s) come back after their ack deadline instead (%s)",
                 len(ack_ids),
-                _describe(error, self.subscription),
+                describe_error(error, self.name),
             )
         else:
-            log.info("events: gave %d unhandled message(s) back to %s", len(ack_ids), self.subscription)
+            self._log.info("gave %d unhandled message(s) back to %s", len(ack_ids), self.name)
 
     def _delete_subscription(self) -> None:
         from google.api_core import exceptions
@@ -695,21 +454,22 @@ class EventFeed:
         started = time.monotonic()
         try:
             self._client.delete_subscription(
-                request={"subscription": self.subscription}, timeout=DELETE_TIMEOUT_SECONDS, retry=None
+                request={"subscription": self.name}, timeout=DELETE_TIMEOUT_SECONDS, retry=None
             )
         except exceptions.NotFound:
-            log.info("events: subscription %s was already gone", self.subscription)
+            self._log.info("subscription %s was already gone", self.name)
         except exceptions.GoogleAPIError as error:
-            log.warning(
-                "events: could not delete subscription %s (%s); its expiration policy removes it after %s",
-                self.subscription,
-                _describe(error, self.subscription),
-                _human_seconds(self.config.subscription_ttl),
+            ttl = self.create.ttl_seconds if self.create is not None else 0.0
+            self._log.warning(
+                "could not delete subscription %s (%s); its expiration policy removes it after %s",
+                self.name,
+                describe_error(error, self.name),
+                _human_seconds(ttl),
             )
         else:
-            log.info(
-                "events: deleted subscription %s in %.0f ms",
-                self.subscription,
+            self._log.info(
+                "deleted subscription %s in %.0f ms",
+                self.name,
                 (time.monotonic() - started) * 1000,
             )
         self._created = False
@@ -721,24 +481,8 @@ def _new_subscriber() -> Any:
     return pubsub_v1.SubscriberClient()
 
 
-def _subscription_request(name: str, config: EventsConfig, filter_: str | None) -> dict[str, object]:
-    from google.protobuf import duration_pb2
-
-    request: dict[str, object] = {
-        "name": name,
-        "topic": config.topic,
-        "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-        "message_retention_duration": duration_pb2.Duration(seconds=MESSAGE_RETENTION_SECONDS),
-        "expiration_policy": {"ttl": duration_pb2.Duration(seconds=int(config.subscription_ttl))},
-        "labels": {"created-by": "secrets-agent"},
-    }
-    if filter_ is not None:
-        request["filter"] = filter_
-    return request
-
-
-def _describe(error: BaseException, subscription: str) -> str:
-    """A short reason for a Pub/Sub error: status and message (never message data; events carry none)."""
+def describe_error(error: BaseException, subscription: str) -> str:
+    """A short reason for a Pub/Sub error: status and message (never message data), and what to check."""
     code = getattr(error, "code", None)
     status = getattr(code, "name", None) or type(error).__name__
     message = getattr(error, "message", None) or str(error)

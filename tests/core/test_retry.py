@@ -168,3 +168,26 @@ async def test_a_deadline_already_passed_allows_one_attempt() -> None:
 async def test_attempts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="attempts must be at least 1"):
         await retry_transient(Flaky(), backoff=Backoff(), attempts=0)
+
+
+async def test_a_predicate_narrows_which_transient_errors_are_retried() -> None:
+    """As SecretManager does for a write: repeated after a quota refusal, never after UNAVAILABLE."""
+    clock = FakeClock()
+    quota = TransientSourceError("ref: RESOURCE_EXHAUSTED: quota", code="RESOURCE_EXHAUSTED")
+    lost = unavailable(2)
+    operation = Flaky(quota, lost)
+    seen: list[str] = []
+    with pytest.raises(TransientSourceError) as raised:
+        await retry_transient(
+            operation,
+            backoff=Backoff(),
+            attempts=5,
+            retryable=lambda error: error.code == "RESOURCE_EXHAUSTED",
+            on_retry=lambda error, attempt, delay: seen.append(error.code),
+            sleep=clock.sleep,
+            monotonic=clock.monotonic,
+        )
+    assert raised.value is lost
+    assert operation.calls == 2
+    assert seen == ["RESOURCE_EXHAUSTED"]
+    assert len(clock.sleeps) == 1

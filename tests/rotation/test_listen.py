@@ -6,6 +6,7 @@ secret's next_rotation_time, as the service does; the listener (a real process) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,12 +17,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
+from agent.rotation.listen import Listener as RotationListener
+from agent.rotation.listen import ListenError, ListenOptions
 from agent.rotation.lock import ANNOTATION, Holder, RotationState
+from agent.secrets.interface import SecretsBackend
 from agent.secrets.manager import SecretManager
 from agent.secrets.types import SecretType
 from agent_emulator.options import EmulatorOptions
@@ -187,3 +191,19 @@ async def test_secret_rotate_events_rotate_the_secret_they_name(
     assert any(a["operation"] == "add" and a["secret"] == "api" and a["version"] == "2" for a in audit)
     assert any(a["operation"] == "rotate" and a["secret"] == "api" and a["result"] == "ok" for a in audit)
     assert CANARY not in "".join(listener.raw)
+
+
+async def test_a_subscription_that_does_not_exist_is_refused_at_start_with_what_to_do(
+    pubsub: PubSubChannel,
+) -> None:
+    """At start a listener fails (the CLI exits non-zero) instead of retrying in silence; once it runs,
+    the shared subscription lifecycle reconnects by itself."""
+    missing = f"{pubsub.subscription}-missing"
+    listener = RotationListener(cast(SecretsBackend, object()), ListenOptions(subscription=missing))
+    with pytest.raises(ListenError) as refused:
+        await asyncio.wait_for(listener.run(asyncio.Event()), 30)
+    assert str(refused.value) == (
+        f"subscription {missing} does not exist: create it on the topic your secrets notify "
+        "(gcloud pubsub subscriptions create ...)"
+    )
+    assert not listener.ready.is_set()
