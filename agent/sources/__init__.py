@@ -3,6 +3,11 @@
 A source turns a ``SecretSpec`` into a verified ``Fetched`` value, or raises ``PermanentSourceError`` /
 ``TransientSourceError`` (from ``agent.errors``) whose text never holds a value. Retrying is the caller's
 business except where a source documents otherwise.
+
+``gcp`` (Secret Manager) and ``dotenv`` (a watched ``.env``) are the sources; ``errors`` is the one
+translation of Google's exceptions; ``credentials`` finds Application Default Credentials. The change feed:
+``pubsub`` (one Pub/Sub subscription lifecycle, also used by ``rotate --listen``), ``events`` (pure: what a
+Secret Manager event means for a secret) and ``event_feed`` (the ``ChangeFeed`` built on both).
 """
 
 from __future__ import annotations

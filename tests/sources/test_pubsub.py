@@ -1,5 +1,5 @@
 """One Pub/Sub subscription's lifecycle (``agent.sources.pubsub.Subscription``), shared by the agent's events
-feed (tests/sources/test_pubsub_feed.py) and ``rotate --listen`` (tests/rotation/test_listen.py): creating
+feed (tests/sources/test_event_feed.py) and ``rotate --listen`` (tests/rotation/test_listen.py): creating
 our own subscription, pulling, giving back what was not handled, deleting ours, re-creating it when it is
 gone; against the official Pub/Sub emulator."""
 
