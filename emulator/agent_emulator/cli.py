@@ -1,21 +1,17 @@
-"""The emulator's command line: ``secrets-agent emulator`` (through the agent's plugin entry point) and
-``secrets-agent-emulator`` / ``python -m agent_emulator`` run the same parser.
+"""The emulator's command line, run as ``secrets-agent emulator`` (the agent finds ``main`` through the
+``secrets_agent.commands`` entry point of this distribution).
 
-Exit codes: 0 stopped cleanly, 1 could not start, 2 invalid seed, data or fault files or flags.
+Exit codes (printed and mapped by the agent's CLI): 0 stopped cleanly, 1 could not start (AgentError),
+2 invalid seed, data or fault files or flags (ConfigError, every problem with its path).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.errors import AgentError, ConfigError
 from agent_emulator.options import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmulatorOptions
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def build_parser(prog: str = "secrets-agent emulator") -> argparse.ArgumentParser:
@@ -64,20 +60,11 @@ def parse_options(argv: Sequence[str], prog: str = "secrets-agent emulator") -> 
     )
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "secrets-agent-emulator") -> int:
-    """Run the emulator until SIGINT/SIGTERM; returns the exit code."""
-    options = parse_options(sys.argv[1:] if argv is None else argv, prog)
+def main(argv: Sequence[str], prog: str = "secrets-agent emulator") -> int:
+    """Run the emulator until SIGINT/SIGTERM; returns the exit code. Startup problems raise AgentError
+    (ConfigError for bad files or flags), which the caller prints as one line each."""
+    options = parse_options(argv, prog)
     # Imported here: parsing (and --help) does not load gRPC or the store.
     from agent_emulator.server import serve_forever
 
-    try:
-        return serve_forever(options)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"{prog}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except AgentError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_FAILURE
+    return serve_forever(options)
