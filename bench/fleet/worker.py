@@ -1,0 +1,162 @@
+"""The measured actors: a slice of the fleet in one process (``python -m bench.fleet worker``).
+
+Each ``FleetAgent`` is one pod's agent, built by ``agent.app``'s own builders as ``run`` builds it (and, in
+event mode, wired to its own ``EventFeed`` as ``agent.app`` wires ``events``). The worker reports on stdout,
+one JSON line per fact (a version served, a boot, an event, a health change), and takes its orders
+(``safety SECONDS``, ``stop``) on stdin; the driver (``driver``) reads the one and writes the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.fleet.world import PROJECT, SAFETY_POLL, TOPIC, secret_id
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+class FleetAgent:
+    """One pod's agent: the same parts ``secrets-agent run`` builds, without its processes and listeners."""
+
+    def __init__(self, ident: int, config: Any, safety: float) -> None:
+        from agent.app import build_sink, select_source, sync_settings
+        from agent.core.store import SnapshotStore
+        from agent.sync import Syncer
+
+        self.ident = ident
+        self.config = config
+        self.safety = safety
+        self.source = select_source(config, "run")
+        self.store = SnapshotStore(config.secrets)
+        self.syncer = Syncer(
+            config.secrets,
+            self.source,
+            build_sink(config),
+            self.store,
+            sync_settings(config),
+            on_change=[self._changed],
+            rng=random.Random(ident),
+        )
+        self._emitted: dict[str, str] = {}
+
+    def _changed(self, snapshot: Any) -> None:
+        versions = {item.name: item.version for item in snapshot}
+        moved = {name: v for name, v in versions.items() if self._emitted.get(name) != v}
+        if moved:
+            self._emitted.update(moved)
+            emit({"a": self.ident, "v": moved, "t": time.monotonic()})
+
+    async def run(self, start_delay: float) -> None:
+        await asyncio.sleep(start_delay)
+        report = await self.syncer.bootstrap(deadline=time.monotonic() + self.config.timeout)
+        self._changed(report.snapshot)
+        emit({"a": self.ident, "boot": time.monotonic(), "failed": sorted(report.failures)})
+        parts = [self.syncer.poll()]
+        if self.config.events.enabled:
+            parts.append(self._follow_events())
+        await asyncio.gather(*parts)
+
+    async def _follow_events(self) -> None:
+        """As ``agent.app`` wires ``events``: the feed, health -> poll interval, follow with max_delay."""
+        from agent.core.retry import Backoff
+        from agent.sources.event_feed import EventFeed
+
+        events = self.config.events
+
+        def served(name: str) -> str | None:
+            current = self.store.snapshot.get(name)
+            return current.version if current is not None else None
+
+        def health(flowing: bool) -> None:
+            self.syncer.set_poll_interval(self.safety if flowing else self.config.poll_interval)
+            emit({"a": self.ident, "healthy": flowing, "t": time.monotonic()})
+
+        feed = EventFeed(
+            events,
+            self.config.secrets,
+            served,
+            resolved=getattr(self.source, "resolved_secret_names", None),
+            on_health=health,
+            on_event=self._event,
+            backoff=Backoff(self.config.gcp.backoff_initial, self.config.gcp.backoff_max),
+            hostname=f"fleet-{self.ident}",
+        )
+        try:
+            await self.syncer.follow(feed, max_delay=events.max_delay)
+        finally:
+            await feed.close()
+
+    def _event(self, kind: str, action: str) -> None:
+        if action == "fetch":  # the moment an event that asks for a fetch reached this agent's loop
+            emit({"a": self.ident, "e": time.monotonic()})
+
+    def compress_safety_poll(self, seconds: float) -> None:
+        """From now on the safety poll runs every ``seconds`` (the wait in progress is re-planned)."""
+        self.safety = seconds
+        self.syncer.set_poll_interval(seconds)
+
+
+def worker_config(args: argparse.Namespace, ident: int) -> Any:
+    from agent.config import load_config
+
+    flags: dict[str, object] = {
+        "gcp.endpoint": args.target,
+        "project": PROJECT,
+        "output_dir": str(Path(args.work) / f"agent-{ident:04d}"),
+        "poll_interval": f"{args.poll_interval}s",
+        "secrets": [f"{secret_id(i)}={secret_id(i)}" for i in range(args.secrets)],
+    }
+    if args.events:
+        flags["events.topic"] = TOPIC
+        flags["events.poll_interval"] = f"{SAFETY_POLL:g}s"
+    return load_config(None, {}, flags)
+
+
+async def run_worker(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    rng = random.Random(args.first)
+    agents = [
+        FleetAgent(ident, worker_config(args, ident), SAFETY_POLL)
+        for ident in range(args.first, args.first + args.count)
+    ]
+    tasks = [asyncio.create_task(a.run(rng.uniform(0, args.spread))) for a in agents]
+    stop = asyncio.Event()
+
+    def command(line: str) -> None:
+        words = line.split()
+        if not words or words[0] == "stop":
+            stop.set()
+        elif words[0] == "safety":
+            seconds = float(words[1])
+            for agent in agents:  # each pod switches at its own moment, so phases stay spread out
+                loop.call_later(rng.uniform(0, seconds), agent.compress_safety_poll, seconds)
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(command, line)
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [
+        repr(o)
+        for o in outcomes
+        if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)
+    ]
+    for agent in agents:
+        await agent.source.close()
+    emit({"stopped": len(agents), "errors": errors[:3]})
