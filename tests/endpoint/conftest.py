@@ -30,7 +30,6 @@ from agent.core.store import SnapshotStore
 from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.serve import serve_endpoint
 from agent.endpoint.token import TOKEN_HEADER
-from agent.observe.logs import FIELDS_KEY
 from agent.observe.metrics import Metrics
 
 TOKEN = "endpoint-test-token-5d0c1e77"
@@ -225,17 +224,6 @@ def get(target: str, *headers: str) -> bytes:
     """A raw ``GET target`` with the token, ``Connection: close`` and ``headers`` (``"Name: value"``)."""
     lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", f"{TOKEN_HEADER}: {TOKEN}", "Connection: close"]
     return ("\r\n".join([*lines, *headers]) + "\r\n\r\n").encode("latin-1")
-
-
-def logged_text(caplog: pytest.LogCaptureFixture) -> str:
-    """Every captured log line with its structured fields and exception text."""
-    parts = []
-    for record in caplog.records:
-        parts.append(record.getMessage())
-        parts.append(repr(getattr(record, FIELDS_KEY, None)))
-        if record.exc_text:
-            parts.append(record.exc_text)
-    return "\n".join(parts)
 
 
 # -- an endpoint in a thread of its own, for synchronous clients (schemathesis, requests) ---------------

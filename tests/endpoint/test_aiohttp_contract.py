@@ -23,13 +23,13 @@ from aiohttp.abc import AbstractAccessLogger
 
 from agent.endpoint.protocol import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, aiohttp_log
 from agent.endpoint.routes import ROUTE_UNMATCHED
+from testing.logs import logged_text
 from tests.endpoint.conftest import (
     CANARY,
     TOKEN,
     Endpoint,
     fetched,
     get,
-    logged_text,
     parse_response,
     raw_request,
     running_endpoint,

@@ -10,7 +10,8 @@ import pytest
 from agent.core.model import crc32c
 from agent.endpoint.audit import AuditKey, AuditLog
 from agent.endpoint.token import TOKEN_HEADER
-from tests.endpoint.conftest import CANARY, WRONG_TOKEN, Endpoint, logged_text, running_endpoint
+from testing.logs import logged_text
+from tests.endpoint.conftest import CANARY, WRONG_TOKEN, Endpoint, running_endpoint
 
 
 def audit_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:

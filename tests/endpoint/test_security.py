@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from agent.endpoint.token import TOKEN_HEADER
+from testing.logs import logged_text
 from tests.endpoint.conftest import (
     CANARY,
     TOKEN,
@@ -18,7 +19,6 @@ from tests.endpoint.conftest import (
     Endpoint,
     fetched,
     get,
-    logged_text,
     raw_request,
     running_endpoint,
 )

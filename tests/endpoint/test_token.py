@@ -11,7 +11,8 @@ import pytest
 from agent.config import ServerConfig
 from agent.endpoint.token import TOKEN_FILE_MODE, resolve_token, token_matches
 from agent.errors import AgentError
-from tests.endpoint.conftest import TOKEN, logged_text
+from testing.logs import logged_text
+from tests.endpoint.conftest import TOKEN
 
 
 def test_token_comparison_is_exact() -> None:

@@ -22,11 +22,10 @@ from agent.observe.metrics import Liveness, Metrics
 from agent.observe.probes import build_probes_app, serve_probes
 from agent.sync import SyncSettings
 from agent_emulator.server import EmulatorEndpoints
-from tests.observe.test_metrics import (
+from tests.observe.conftest import (
     CANARY,
     FAST,
     MAX_STALENESS,
-    SPECS,
     Clock,
     Rig,
     clear_faults,
@@ -86,16 +85,6 @@ class ReadClock(Clock):
 
 def all_good() -> list[str]:
     return []
-
-
-@pytest.fixture
-async def rig(
-    emulator: EmulatorEndpoints, client: secretmanager_v1.SecretManagerServiceClient, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    create_secret(client, "db-password", "db-v1", "db-v2")
-    create_secret(client, "api-key", CANARY)
-    async with syncer_rig(emulator, SPECS, tmp_path / "out") as r:
-        yield r
 
 
 def probes_for(rig: Rig, alive: Callable[[], list[str]] = all_good) -> web.Application:

@@ -7,7 +7,6 @@ Every generated value starts with ``CANARY``, so a test can prove that no value 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import textwrap
 import urllib.request
@@ -150,14 +149,3 @@ def command_settings(
         "validate": validate if validate is not None else programs.check(),
         **extra,
     }
-
-
-def logged_text(records: Iterable[logging.LogRecord]) -> str:
-    """Every message and structured field of ``records``, for canary checks."""
-    parts = []
-    for record in records:
-        parts.append(record.getMessage())
-        parts.append(json.dumps(getattr(record, "fields", {}), default=str))
-        if record.exc_text:
-            parts.append(record.exc_text)
-    return "\n".join(parts)

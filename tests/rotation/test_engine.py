@@ -27,6 +27,7 @@ from agent.secrets.interface import SecretsBackend
 from agent.secrets.local import LocalSecretManager
 from agent.secrets.types import SecretType
 from agent_emulator.server import EmulatorEndpoints
+from testing.logs import logged_text
 from tests.rotation.helpers_engine import (
     CANARY,
     Programs,
@@ -34,7 +35,6 @@ from tests.rotation.helpers_engine import (
     advance_clock,
     command_settings,
     emulator_now,
-    logged_text,
     manager,
     parse_time,
     write_calls,

@@ -16,9 +16,9 @@ from agent.rotation.results import RotationOptions
 from agent.rotation.selection import select_secrets
 from agent.secrets.interface import SecretsBackend
 from agent.secrets.types import SecretType
+from testing.logs import logged_text
 from testing.postgres_server import PostgresServer
 from tests.rotation.conftest import PgRole
-from tests.rotation.helpers_engine import logged_text
 
 pytestmark = pytest.mark.postgres
 

@@ -43,17 +43,6 @@ def audit_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [dict(getattr(r, FIELDS_KEY)) for r in caplog.records if r.name == "agent.audit"]
 
 
-def logged_text(caplog: pytest.LogCaptureFixture) -> str:
-    """Every captured log line with its structured fields and exception text."""
-    parts = []
-    for record in caplog.records:
-        parts.append(record.getMessage())
-        parts.append(repr(getattr(record, FIELDS_KEY, None)))
-        if record.exc_text:
-            parts.append(record.exc_text)
-    return "\n".join(parts)
-
-
 def put_faults(emulator: EmulatorEndpoints, document: dict[str, Any]) -> None:
     response = requests.put(f"{emulator.admin_url}/faults", json=document, timeout=10)
     assert response.status_code == 200, response.text

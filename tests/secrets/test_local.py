@@ -24,7 +24,8 @@ from agent.secrets import (
     SecretType,
     VersionNotEnabled,
 )
-from tests.secrets.conftest import CALLER, audit_events, logged_text
+from testing.logs import logged_text
+from tests.secrets.conftest import CALLER, audit_events
 
 CANARY = "canary-4be2-local-value-never-logged"
 

@@ -21,7 +21,8 @@ from agent.secrets import (
     VersionNotEnabled,
 )
 from agent_emulator.server import EmulatorEndpoints
-from tests.secrets.conftest import CALLER, PROJECT, TOPIC, audit_events, logged_text, put_faults
+from testing.logs import logged_text
+from tests.secrets.conftest import CALLER, PROJECT, TOPIC, audit_events, put_faults
 
 CANARY = "canary-9c1f-secret-value-never-logged"
 State = secretmanager_v1.SecretVersion.State
