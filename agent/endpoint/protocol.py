@@ -18,9 +18,8 @@ What uses aiohttp's public API, and what cannot:
   would let a response still waiting to be written be cut off by an eviction.)
 * The limits and the idle timeout are the handler's keyword options, the ones ``AppRunner`` passes through
   (``max_line_size``, ``max_field_size``, ``max_headers``, ``keepalive_timeout``, ``lingering_time``); its
-  own log lines go to
-  ``agent.endpoint.aiohttp`` (the ``logger`` option), whose filter keeps an exception's type and drops its
-  text: aiohttp's messages can quote the raw request line or headers, token included.
+  own log lines go to ``agent.endpoint.aiohttp`` (the ``logger`` option), whose filter keeps an exception's
+  type and drops its text: aiohttp's messages can quote the raw request line or headers, token included.
 * Not possible through a public API: the response to a request aiohttp could not parse (an oversized or
   malformed request line or header). aiohttp builds it in ``RequestHandler.handle_error()``, a text/plain
   body logged with the exception's text, and no middleware, signal (not even ``on_response_prepare``: there
