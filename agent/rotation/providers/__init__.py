@@ -1,0 +1,1 @@
+"""Rotation providers by secret type: ``symmetric``, ``password``, ``postgres``, ``command``, ``manual``."""
