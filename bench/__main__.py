@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import bootstrap, emulator_access, endpoint, fleet, propagation, run_footprint
+from bench import bootstrap, emulator_access, endpoint, fleet, propagation, run_footprint, webhook
 
 
 def verdict(met: bool) -> str:
@@ -25,6 +25,7 @@ def main() -> None:
     local = endpoint.main()
     rotation = propagation.main(quick)
     fleet_result = fleet.main(quick)
+    hook = webhook.main(quick)
 
     n, limit = bootstrap.TARGET_SIZE, bootstrap.TARGET_RATIO
     print("\nSummary")
@@ -52,6 +53,15 @@ def main() -> None:
     print_endpoint_summary(local)
     print_propagation_summary(rotation)
     print_fleet_summary(fleet_result)
+    print(
+        f"| webhook review of a {webhook.ANNOTATION_SET // 1024} KiB annotation set, worst shape "
+        f"('{hook.worst.title}'), median | < {webhook.TARGET_MS:g} ms | {hook.worst.median_ms:.1f} ms "
+        f"({hook.ratio(hook.worst):.1f}x a one-secret pod's review) | {verdict(hook.met)} |"
+    )
+    print(
+        f"| webhook /healthz p99 while the worst reviews run back to back | none set "
+        f"| {hook.health_p99_ms:.1f} ms | reported |"
+    )
 
 
 def print_endpoint_summary(local: endpoint.Result) -> None:

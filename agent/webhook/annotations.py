@@ -13,12 +13,27 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
-from agent.config import CONFIG_YAML_ENV, TOKEN_FILE_NAME, load_config
+from agent.config import CONFIG_YAML_ENV, RESERVED_FILE_NAMES, load_config, reserved_name_reason
 from agent.errors import AgentError, ConfigError
+from agent.webhook.limits import (
+    MAX_PROBLEM_TEXT,
+    MAX_SECRETS,
+    MAX_SHOWN,
+    MAX_TOTAL,
+    key_problem,
+    max_annotations,
+    max_value,
+    path_problem,
+    shortened,
+    shown_key,
+    shown_value,
+    value_problem,
+)
 from agent.webhook.quantity import parse_quantity
 from agent.webhook.settings import (
     AGENT_CONTAINER,
@@ -68,6 +83,8 @@ _CONFIG_PATHS = {
     "notify.process": "reload-process",
     "notify.url": "reload-url",
     "notify.command": "reload-command",
+    "output_dir": "output-path",
+    "env_file": "env-file",
 }
 _RESOURCE_KEYS = {
     "cpu-request": "cpu_request",
@@ -84,6 +101,12 @@ likeliest mistake of all. The refusal message travels further than the pod (the 
 controller's FailedCreate events, the API server's audit log), so it names these annotations without
 quoting their values."""
 NOT_SHOWN = "(value not shown)"
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's emitter and parser when PyYAML has them: the same documents, several times faster. The agent
+reads the injected text with its own strict pure-Python loader, which a review cannot afford for 64
+secrets (three quarters of the review's time); the text the webhook writes is flat, has no duplicate keys
+and is read back here to the very mapping it was written from, so both read the same settings."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,10 @@ class InvalidAnnotations(AgentError):
 
     def __init__(self, problems: Iterable[AnnotationProblem]) -> None:
         self.problems = tuple(sorted(problems, key=lambda p: p.annotation))
-        super().__init__("; ".join(str(p) for p in self.problems))
+        shown = [shortened(str(p), MAX_PROBLEM_TEXT) for p in self.problems[:MAX_SHOWN]]
+        if len(self.problems) > MAX_SHOWN:
+            shown.append(f"and {len(self.problems) - MAX_SHOWN} more problems")
+        super().__init__("; ".join(shown))
 
     @property
     def annotations(self) -> tuple[str, ...]:
@@ -148,7 +174,7 @@ def injection_requested(pod: Mapping[str, Any]) -> bool:
     if lowered in ("true", "false"):
         return lowered == "true"
     raise InvalidAnnotations(
-        [AnnotationProblem(prefixed("inject"), f"expected true or false, got {value!r}")]
+        [AnnotationProblem(prefixed("inject"), f"expected true or false, got {shown_value(value)}")]
     )
 
 
@@ -176,6 +202,9 @@ class _Secret:
     name: str
     ref: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    refused: bool = False
+    """One of its annotations was refused already (too long, a control character): it is left out of the
+    agent configuration, whose loader would only repeat the problem."""
 
 
 @dataclass
@@ -183,21 +212,43 @@ class _Reader:
     pod: Mapping[str, Any]
     settings: InjectorSettings
     problems: list[AnnotationProblem] = field(default_factory=list)
+    present: set[str] = field(default_factory=set)
+    """Every well-formed key of ours, its value accepted or not (``ours`` holds the accepted ones)."""
+    unknown: list[str] = field(default_factory=list)
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(AnnotationProblem(prefixed(key), message))
 
     def read(self) -> Injection | None:
         ours = {k[len(PREFIX) :]: v for k, v in _annotations(self.pod).items() if k.startswith(PREFIX)}
+        limit = max_annotations(len(GLOBAL_KEYS))
+        if len(ours) > limit:
+            # Refused before any per-key work: what a review costs must not grow with what a pod sends.
+            self.problem(
+                "*",
+                f"{len(ours)} annotations under {PREFIX}; at most {limit} are allowed (the pod-wide ones "
+                f"and {MAX_SECRETS} secrets with their -env, -file and -mode options)",
+            )
+            return None
+        total = sum(len(key) + len(value) for key, value in ours.items())
+        if total > MAX_TOTAL:
+            self.problem(
+                "*",
+                f"{total} characters in the annotations under {PREFIX} (names after the prefix, and "
+                f"values); at most {MAX_TOTAL} are allowed",
+            )
+            return None
+        ours = self._checked(ours)
         secrets = self._secrets(ours)
+        self._report_unknown()
         mode = self._mode(ours.get("mode"))
         image = ours.get("image", self.settings.image)
         if not _IMAGE.fullmatch(image):
-            self.problem("image", f"expected an image reference without spaces, got {image!r}")
+            self.problem("image", f"expected an image reference without spaces, got {shown_value(image)}")
         output_path = self._output_path(ours.get("output-path", DEFAULT_OUTPUT_PATH))
         mounted = self._mounted(ours.get("containers"), output_path)
         resources = self._resources(ours)
-        if "reload-signal" in ours and "reload-process" not in ours:
+        if "reload-signal" in self.present and "reload-process" not in self.present:
             self.problem(
                 "reload-signal",
                 f"needs {prefixed('reload-process')} (a regular expression matching the app's command "
@@ -218,7 +269,7 @@ class _Reader:
                 "written readable by every user of the containers that mount them (0444); set "
                 "securityContext.fsGroup to keep them 0440"
             )
-        if "reload-process" in ours and app_user is None:
+        if "reload-process" in self.present and app_user is None:
             warnings.append(
                 f"{prefixed('reload-process')}: the app's runAsUser is not declared; the agent runs as uid "
                 f"{AGENT_USER} and can signal only processes of that user"
@@ -242,20 +293,43 @@ class _Reader:
 
     # -- single annotations -----------------------------------------------------------------------------
 
-    def _secrets(self, ours: Mapping[str, str]) -> dict[str, _Secret]:
-        """``secret-<name>`` and its options, by name; unknown keys are reported here too."""
-        secrets: dict[str, _Secret] = {}
-        options: list[tuple[str, str, str, str]] = []  # (key, name, option, value)
+    def _checked(self, ours: Mapping[str, str]) -> dict[str, str]:
+        """The annotations whose key and value pass the checks every annotation gets (length, control
+        characters); the others are reported here, and only their keys (in ``present``) are kept."""
+        accepted: dict[str, str] = {}
         for key, value in ours.items():
+            if (problem := key_problem(key)) is not None:
+                self.problems.append(AnnotationProblem(PREFIX + shown_key(key), problem))
+                continue
+            self.present.add(key)
+            secret_ref = key.startswith(SECRET_KEY) and _option_of(key) is None
+            problem = value_problem(value, max_value(key, secret_ref))
+            if problem is None and (
+                key == "env-file" or (key.startswith(SECRET_KEY) and _option_of(key) == "file")
+            ):
+                problem = path_problem(value)
+            if problem is not None:
+                self.problem(key, problem)
+                continue
+            accepted[key] = value
+        return accepted
+
+    def _secrets(self, ours: Mapping[str, str]) -> dict[str, _Secret]:
+        """``secret-<name>`` and its options, by name; unknown keys are noted here too."""
+        secrets: dict[str, _Secret] = {}
+        options: list[tuple[str, str, str, str | None]] = []  # (key, name, option, value)
+        for key in sorted(self.present):
+            value = ours.get(key)  # None: refused by _checked
             if key in GLOBAL_KEYS:
                 continue
             if not key.startswith(SECRET_KEY) or key == SECRET_KEY:
-                self._unknown(key, ours)
+                self.unknown.append(key)
                 continue
             rest = key[len(SECRET_KEY) :]
-            option = next((o for o in SECRET_OPTIONS if rest.endswith("-" + o)), None)
+            option = _option_of(key)
             if option is None:
-                secrets.setdefault(rest, _Secret(rest)).ref = value
+                secret = secrets.setdefault(rest, _Secret(rest))
+                secret.ref, secret.refused = value, value is None
             else:
                 options.append((key, rest[: -len(option) - 1], option, value))
         for key, name, option, value in options:
@@ -266,14 +340,23 @@ class _Reader:
                     "cannot end in -env, -file or -mode)",
                 )
                 continue
-            secrets[name].options[option] = value
+            if value is None:
+                secrets[name].refused = True
+            else:
+                secrets[name].options[option] = value
+        if len(secrets) > MAX_SECRETS:
+            self.problem(
+                SECRET_KEY + "*", f"{len(secrets)} secrets; at most {MAX_SECRETS} are allowed per pod"
+            )
         return {name: secrets[name] for name in sorted(secrets)}
 
-    def _unknown(self, key: str, ours: Mapping[str, str]) -> None:
-        known = [*GLOBAL_KEYS, *(k for k in ours if k.startswith(SECRET_KEY))]
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {prefixed(close[0])}?)" if close else ""
-        self.problem(key, f"unknown annotation{hint}")
+    def _report_unknown(self) -> None:
+        """One problem per unknown key; a suggestion for those a refusal can show (the first MAX_SHOWN in
+        the order problems are listed), each computed against our fixed keys only: linear in the keys."""
+        for index, key in enumerate(sorted(self.unknown)):
+            close = _suggestion(key) if index < MAX_SHOWN else None
+            hint = f" (did you mean {prefixed(close)}?)" if close else ""
+            self.problem(key, f"unknown annotation{hint}")
 
     def _mode(self, value: str | None) -> InjectionMode:
         if value is None:
@@ -281,7 +364,7 @@ class _Reader:
         for mode in INJECTION_MODES:
             if value.strip().lower() == mode:
                 return mode
-        self.problem("mode", f"expected one of {', '.join(INJECTION_MODES)}, got {value!r}")
+        self.problem("mode", f"expected one of {', '.join(INJECTION_MODES)}, got {shown_value(value)}")
         return self.settings.default_mode
 
     def _output_path(self, value: str) -> str:
@@ -293,7 +376,8 @@ class _Reader:
             or ".." in value.split("/")
         ):
             self.problem(
-                "output-path", f"expected an absolute, normalised directory such as /secrets, got {value!r}"
+                "output-path",
+                f"expected an absolute, normalised directory such as /secrets, got {shown_value(value)}",
             )
         return value
 
@@ -301,27 +385,29 @@ class _Reader:
         spec = self.pod.get("spec") or {}
         app = [c["name"] for c in spec.get("containers") or []]
         init = [c["name"] for c in spec.get("initContainers") or []]
+        by_name = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
         if value is None:
             chosen = app
         else:
             chosen = [name.strip() for name in value.split(",") if name.strip()]
             if not chosen:
                 self.problem("containers", "expected a comma-separated list of container names")
-            for name in chosen:
-                if name not in app and name not in init:
-                    self.problem(
-                        "containers",
-                        f"the pod has no container {name!r} (containers: {', '.join(app) or 'none'}; "
-                        f"init containers: {', '.join(init) or 'none'})",
-                    )
-        by_name = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+            missing = list(dict.fromkeys(name for name in chosen if name not in by_name))
+            if missing:
+                # One problem for all of them, each list cut short: a pod may have many containers.
+                self.problem(
+                    "containers",
+                    f"the pod has no container {_listed(missing)} (containers: {_listed(app)}; "
+                    f"init containers: {_listed(init)})",
+                )
         mounted = tuple(dict.fromkeys(name for name in chosen if name in by_name))
         for name in mounted:
             for mount in by_name[name].get("volumeMounts") or []:
                 if posixpath.normpath(str(mount.get("mountPath", ""))) == output_path:
                     self.problem(
                         "output-path",
-                        f"container {name!r} already mounts volume {mount.get('name')!r} at {output_path}",
+                        f"container {shown_value(name)} already mounts volume "
+                        f"{shown_value(str(mount.get('name')))} at {output_path}",
                     )
         return mounted
 
@@ -359,6 +445,8 @@ class _Reader:
         self, ours: Mapping[str, str], secrets: Mapping[str, _Secret], output_path: str, default_mode: str
     ) -> str:
         """The agent's configuration as YAML; problems of the agent's loader become annotation problems."""
+        secrets = {name: secret for name, secret in secrets.items() if not secret.refused}
+        self._files(secrets)
         config: dict[str, Any] = {}
         project = ours.get("project", self.settings.project)
         if project is not None:
@@ -395,14 +483,24 @@ class _Reader:
                 derived = option == "file" and option not in secret.options
                 paths[f"secrets[{index}].{option}"] = base if derived else f"{base}-{option}"
         config["secrets"] = items
-        text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        text = yaml.dump(
+            config, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True
+        )
+        if len(secrets) > MAX_SECRETS:
+            return text  # refused already; the loader's cost grows with the secrets
+        reported = {p.annotation for p in self.problems}
+        document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (libyaml's when present)
+        if document != config:  # never seen; then the agent's own reading of the text decides
+            document = None
         try:
-            load_config(None, {CONFIG_YAML_ENV: text}, {})
+            load_config(None, {CONFIG_YAML_ENV: text}, {}, document=document)
         except ConfigError as error:
             for problem in error.problems:
                 key = paths.get(problem.path)
                 if key is None:  # a setting no annotation maps to: a bug here, reported rather than hidden
                     key, message = "inject", f"agent configuration {problem}"
+                elif prefixed(key) in reported:
+                    continue  # the webhook's own check of that annotation said it first
                 else:
                     message = _SECRET_PATH.sub(lambda m: prefixed(paths[m[0]]), problem.message)
                     value = ours.get(key)
@@ -411,21 +509,89 @@ class _Reader:
                 self.problem(key, message)
         return text
 
+    def _files(self, secrets: Mapping[str, _Secret]) -> None:
+        """Secret files the agent keeps for itself (``.token``, ``.notified``, ``..``-names). The loader
+        refuses such an explicit ``file``, but a file named after the secret (``secret-.token``) is never
+        checked as a file, and a path inside a reserved name (``.token/x``) is not a reserved name."""
+        for secret in secrets.values():
+            explicit = "file" in secret.options
+            path = secret.options.get("file", secret.name)
+            reserved = _reserved(path)
+            if reserved is None:
+                continue
+            if explicit:
+                self.problem(f"{SECRET_KEY}{secret.name}-file", f"{shown_value(path)}: {reserved}")
+            else:
+                self.problem(
+                    SECRET_KEY + secret.name,
+                    f"its file would be {shown_value(path)} (the secret's name): {reserved}; set "
+                    f"{prefixed(SECRET_KEY + secret.name + '-file')} to another name",
+                )
+
     def _env_file(self, value: str, secrets: Mapping[str, _Secret]) -> str:
         parts = value.split("/")
-        if value.startswith("/") or any(p in ("", ".", "..") or p.startswith("..") for p in parts):
+        if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
             self.problem(
                 "env-file",
-                f"expected a file name relative to the output path such as app.env, got {value!r}",
+                f"expected a file name relative to the output path such as app.env, got {shown_value(value)}",
             )
-        elif value == TOKEN_FILE_NAME:
-            self.problem("env-file", f"{value!r} is reserved for the local endpoint's token")
+            return value
+        if (reserved := _reserved(value)) is not None:
+            self.problem("env-file", f"{shown_value(value)}: {reserved}")
+            return value
+        # The env file shares the output directory (and its atomic swap) with the secrets: the same path,
+        # or one inside the other, would have to be a file and a directory at once.
         for secret in secrets.values():
-            if secret.options.get("file", secret.name) == value:
+            file = str(PurePosixPath(secret.options.get("file", secret.name)))  # as the loader reads it
+            if file == value:
                 self.problem(
-                    "env-file", f"{value!r} is also the file of {prefixed(SECRET_KEY + secret.name)}"
+                    "env-file",
+                    f"{shown_value(value)} is also the file of {prefixed(SECRET_KEY + secret.name)}",
+                )
+            elif value.startswith(file + "/") or file.startswith(value + "/"):
+                self.problem(
+                    "env-file",
+                    f"{shown_value(value)} and {shown_value(file)}, the file of "
+                    f"{prefixed(SECRET_KEY + secret.name)}, would be one inside the other",
                 )
         return value
+
+
+def _option_of(key: str) -> str | None:
+    """``secret-db-env`` -> ``env``; None for a secret's reference (``secret-db``)."""
+    _, dash, tail = key[len(SECRET_KEY) :].rpartition("-")
+    return tail if dash and tail in SECRET_OPTIONS else None
+
+
+def _suggestion(key: str) -> str | None:
+    """The annotation an unknown key was probably meant to be, from our fixed keys (never the pod's own:
+    comparing every unknown key with every key a pod sends is what made reviews quadratic)."""
+    close = difflib.get_close_matches(key, GLOBAL_KEYS, n=1)
+    if close:
+        return close[0]
+    head, dash, rest = key.partition("-")
+    if dash and rest and difflib.get_close_matches(head, [SECRET_KEY[:-1]], n=1):
+        return SECRET_KEY + rest  # secert-db, secrets-db -> secret-db
+    return None
+
+
+def _reserved(path: str) -> str | None:
+    """Why ``path`` (relative to the output directory) would take a name the agent writes itself (the
+    names and the reasons are the agent's own, ``agent.config``), or None. A path inside a reserved file
+    (``.token/x``) needs it to be a directory: as much a collision as the name itself."""
+    pure = PurePosixPath(path)
+    reason = reserved_name_reason(pure.as_posix())
+    if reason is None and pure.parts and pure.parts[0] in RESERVED_FILE_NAMES:
+        reason = f"inside {pure.parts[0]!r}, which is {reserved_name_reason(pure.parts[0])}"
+    return reason
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    """``'a', 'b', ... (12 in all)``: a list a refusal can carry, whatever the pod holds."""
+    if not names:
+        return "none"
+    shown = ", ".join(shown_value(name) for name in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 _QUOTED = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"")

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.webhook.annotations import InvalidAnnotations
+from agent.webhook.annotations import AnnotationProblem, InvalidAnnotations
+from agent.webhook.limits import MAX_LOGGED, MAX_SHOWN, shortened
 from agent.webhook.mutate import Mutation, review_pod
-from agent.webhook.settings import InjectorSettings
+from agent.webhook.settings import PREFIX, InjectorSettings
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -44,26 +45,36 @@ def answer_review(raw: bytes, settings: InjectorSettings) -> Answer:
     uid: str = request["uid"]
     pod: dict[str, Any] = request["object"]
     metadata = pod.get("metadata") or {}
+    # Names as the pod's creator wrote them (the API server checks them after the webhook): cut short.
     log_fields: dict[str, object] = {
-        "uid": uid,
-        "namespace": request.get("namespace") or metadata.get("namespace") or "",
-        "pod": metadata.get("name") or (metadata.get("generateName") or "") + "*",
+        "uid": shortened(uid, MAX_LOGGED),
+        "namespace": shortened(request.get("namespace") or metadata.get("namespace") or "", MAX_LOGGED),
+        "pod": shortened(metadata.get("name") or (metadata.get("generateName") or "") + "*", MAX_LOGGED),
         "operation": request["operation"],
         "dry_run": request.get("dryRun") is True,
     }
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     mutation = Mutation()
+    refused: InvalidAnnotations | None = None
     if request["operation"] == "CREATE":  # a pod's containers cannot change after creation
         try:
             mutation = review_pod(pod, settings)
         except InvalidAnnotations as error:
-            response = {
-                "uid": uid,
-                "allowed": False,
-                "status": {"code": 400, "status": "Failure", "reason": "BadRequest", "message": str(error)},
-            }
-            # Only the names: a message may quote an annotation's value.
-            log_fields["invalid"] = list(error.annotations)
+            refused = error
+        except RecursionError:
+            # The parsers a review relies on (regular expressions, YAML) recurse; the limits keep every
+            # value too short for that, and this keeps a miss a refusal rather than a 500.
+            refused = InvalidAnnotations([AnnotationProblem(PREFIX + "*", "nested too deeply to be checked")])
+    if refused is not None:
+        response = {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": 400, "status": "Failure", "reason": "BadRequest", "message": str(refused)},
+        }
+        # Only the names (a message may quote an annotation's value), as many as the refusal lists.
+        log_fields["invalid"] = list(refused.annotations[:MAX_SHOWN])
+        if len(refused.annotations) > MAX_SHOWN:
+            log_fields["invalid_count"] = len(refused.annotations)
     if mutation.patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(mutation.patch).encode()).decode("ascii")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from agent.config import split_listen
 from agent.core.serving import serve_site
 from agent.observe.logs import fields
-from agent.supervisor import signal_handlers, supervise
+from agent.supervisor import Listener, Part, signal_handlers, supervise
 from agent.webhook.review import answer_review
 from agent.webhook.settings import InjectorSettings, WebhookOptions
 from agent.webhook.tls import ReloadingCertificate
@@ -20,13 +21,33 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit (3 MiB): no AdmissionReview of a real Pod is larger."""
+REVIEW_THREADS = 1
+"""Reviews decided at once, in a worker thread, never on the event loop: ``/healthz`` (the kubelet's
+probes) and the TLS handshakes of other requests are answered while a review runs. One: a review is pure
+Python and holds the GIL, so a second thread would not decide more reviews per second, only make the event
+loop wait for the GIL behind two threads instead of one."""
+REVIEW_DEADLINE = 4.0
+"""Seconds a review may wait for a thread and run: the API server gives up after the webhook's
+``timeoutSeconds`` (5), so a later answer helps nobody. A review that has not started by then never
+starts; one that has (its cost is bounded by ``agent.webhook.limits``) finishes in its thread."""
 
 
 def build_app(settings: InjectorSettings) -> web.Application:
     """The routes; TLS is the listener's business."""
+    reviews = ThreadPoolExecutor(max_workers=REVIEW_THREADS, thread_name_prefix="webhook-review")
 
     async def mutate(request: web.Request) -> web.StreamResponse:
-        answer = answer_review(await request.read(), settings)
+        raw = await request.read()  # at most MAX_BODY (client_max_size), else 413
+        decided = asyncio.get_running_loop().run_in_executor(reviews, answer_review, raw, settings)
+        try:
+            answer = await asyncio.wait_for(decided, REVIEW_DEADLINE)
+        except TimeoutError:
+            log.warning("admission review not decided in time", extra=fields(deadline=REVIEW_DEADLINE))
+            return web.json_response(
+                {"error": f"the review was not decided within {REVIEW_DEADLINE:g} s (the webhook is busy)"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
         if answer.status == 200:
             # One line per review; the webhook never knows a secret value, and logs annotation names only.
             log.info("admission review", extra=fields(**answer.log_fields))
@@ -37,7 +58,11 @@ def build_app(settings: InjectorSettings) -> web.Application:
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})
 
+    async def stop_reviews(app: web.Application) -> None:
+        reviews.shutdown(wait=False, cancel_futures=True)
+
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+    app.on_cleanup.append(stop_reviews)
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", healthz)  # serving means ready: the certificate loaded at start
@@ -50,9 +75,20 @@ async def _json_errors(request: web.Request, handler: Callable[..., object]) -> 
     try:
         response = await handler(request)  # type: ignore[misc]
     except web.HTTPException as error:
-        return web.json_response({"error": error.reason}, status=error.status)
+        reason = error.reason
+        if error.status == 413:
+            reason = f"the body is larger than {MAX_BODY // (1024 * 1024)} MiB, the API server's own limit"
+        return web.json_response({"error": reason}, status=error.status)
     assert isinstance(response, web.StreamResponse)
     return response
+
+
+MAX_CONNECTIONS = 256
+"""Most connections open at once: the API servers keep a pool each; a flood beyond this evicts idle ones."""
+IDLE_TIMEOUT = 60.0
+"""Seconds a connection may sit without a complete request (under the API server's 90 s idle timeout)."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds one request may take, body included: the API server's longest ``timeoutSeconds``."""
 
 
 async def serve(
@@ -62,17 +98,30 @@ async def serve(
     certificate: ReloadingCertificate,
     *,
     started: Callable[[int], None] | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> None:
-    """Serve ``app`` over TLS on ``host:port`` until cancelled; ``started(port)`` gets the bound port."""
+    """Serve ``app`` over TLS on ``host:port`` until cancelled; ``started(port)`` gets the bound port.
+
+    With the defences of every listener (``agent.core.serving``): at most ``max_connections`` connections
+    (idle ones evicted first; TLS handshakes bounded in time and number), closed after ``idle_timeout``
+    seconds without a complete request, each request answered within ``request_timeout`` seconds (a body
+    sent slowly gets 408)."""
     await serve_site(
         app,
         host,
         port,
         name="webhook",
         routes="/mutate, /healthz, /readyz",
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
         shutdown_timeout=2.0,
         ssl_context=certificate.context,
+        logger_name="agent.webhook.aiohttp",
         started=started,
+        cannot_listen=("the webhook", "set --listen to a free address"),
     )
 
 
@@ -88,13 +137,18 @@ async def run_webhook(options: WebhookOptions) -> None:
         await asyncio.sleep(options.shutdown_delay)
         stop.set()
 
-    parts = {
-        "webhook server": serve(build_app(options.injector), host, port, certificate),
-        "certificate watcher": certificate.watch(options.reload_interval),
-    }
+    app = build_app(options.injector)
+
+    def server(started: Callable[[int], None]) -> Part:
+        return serve(app, host, port, certificate, started=started)
+
+    # The server is a listener: the certificate watcher starts only once the port is bound, and a port
+    # that is taken is one line naming --listen, nothing else started.
+    listeners: dict[str, Listener] = {"webhook server": server}
+    parts = {"certificate watcher": certificate.watch(options.reload_interval)}
     delayed = asyncio.create_task(stop_after_delay(), name="delayed stop")
     try:
         with signal_handlers(terminating):
-            await supervise(parts, stop, grace=5.0)
+            await supervise(parts, stop, grace=5.0, listeners=listeners)
     finally:
         delayed.cancel()

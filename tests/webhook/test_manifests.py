@@ -48,6 +48,7 @@ def test_the_objects(docs: list[dict[str, Any]]) -> None:
         "Issuer/secrets-agent-webhook-selfsigned",
         "MutatingWebhookConfiguration/secrets-agent",
         "Namespace/secrets-agent",
+        "NetworkPolicy/secrets-agent-webhook",
         "PodDisruptionBudget/secrets-agent-webhook",
         "Service/secrets-agent-webhook",
         "ServiceAccount/secrets-agent-webhook",
@@ -170,6 +171,37 @@ def test_the_webhook_configuration(docs: list[dict[str, Any]]) -> None:
     assert NAMESPACE in excluded["values"]
     (condition,) = webhook["matchConditions"]
     assert "'secrets-agent.io/inject' in object.metadata.annotations" in condition["expression"]
+
+
+def test_the_network_policy_admits_only_the_https_port_and_no_egress(docs: list[dict[str, Any]]) -> None:
+    deployment = one(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    _, listen_port = split_listen(webhook_options(deployment).listen)
+    policy = one(docs, "NetworkPolicy")["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["egress"] == []  # the webhook calls nobody
+    (rule,) = policy["ingress"]
+    ports = [(k8s.container_port(container, p["port"]), p["protocol"]) for p in rule["ports"]]
+    assert ports == [(listen_port, "TCP")]
+    # Sources are address ranges (the API server is no pod): never a selector that admits pods.
+    assert rule["from"]
+    assert all(set(source) == {"ipBlock"} for source in rule["from"])
+
+
+def test_the_readme_s_network_policy_patch_admits_only_the_control_plane(tmp_path: Path) -> None:
+    (overlay,) = [b for b in readme_yaml_blocks() if "kind: NetworkPolicy" in b]
+    data = yaml.safe_load(overlay)
+    data["resources"] = [os.path.relpath(WEBHOOK, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(data))
+    rendered = subprocess.run(
+        [k8s.kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    policy = next(d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "172.16.0.0/28"}}]
+    assert k8s.validate_core(policy) == []
 
 
 def test_the_webhook_s_namespace_runs_restricted(docs: list[dict[str, Any]]) -> None:
