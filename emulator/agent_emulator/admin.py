@@ -11,6 +11,7 @@ Never a 500 for bad input.
 ``POST /emulator/v1/faults:clear``     drop every fault rule (seed and quotas stay)
 ``GET  /emulator/v1/counters``         ``{"methods": {"GetSecret": {"OK": 3, ...}}, "total": N}``
 ``POST /emulator/v1/counters:reset``   zero the counters
+``GET  /emulator/v1/calls``            ``{"delayed": N}``: calls asleep in an injected latency right now
 ``GET  /emulator/v1/clock``            ``{"now": RFC 3339, "offset_seconds": n}``
 ``POST /emulator/v1/clock:advance``    body ``{"seconds": n}``; fires due rotations; returns
                                        ``{"now", "offset_seconds", "rotations_fired"}``
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.errors import ConfigError, Problem
+from agent_emulator import bounded
 from agent_emulator.clock import Clock
 from agent_emulator.fault_config import parse_fault_config
 from agent_emulator.faults import CallCounters, FaultController
@@ -38,13 +40,18 @@ PREFIX = "/emulator/v1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BadRequest(Exception):
-    """Turned into a 400 JSON answer listing ``problems``."""
+MAX_BODY_BYTES = 256 * 1024
+"""Largest admin request body (a fault config is a few hundred bytes)."""
 
-    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
+
+class BadRequest(Exception):
+    """Turned into a JSON answer (400, or ``status``) listing ``problems``."""
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = (), status: int = 400) -> None:
         super().__init__(message)
         self.message = message
         self.problems = problems
+        self.status = status
 
 
 def error_body(status: int, message: str, problems: tuple[Problem, ...] = ()) -> dict[str, Any]:
@@ -68,19 +75,37 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except BadRequest as error:
-            return web.json_response(error_body(400, error.message, error.problems), status=400)
+            return web.json_response(
+                error_body(error.status, error.message, error.problems), status=error.status
+            )
 
     return guarded
 
 
+async def _read_body(request: web.Request) -> bytes:
+    too_large = BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", status=413)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    data = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(data)
+
+
 async def _json_body(request: web.Request) -> Any:
-    text = await request.text()
-    if not text.strip():
+    raw = await _read_body(request)
+    if not raw.strip():
         raise BadRequest("the request body must be a JSON document")
     try:
-        return json.loads(text)
+        return bounded.loads_json(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not valid JSON: it is not UTF-8") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
+    except bounded.InputError as error:
+        raise BadRequest(f"the request body is refused: {error.reason}") from None
 
 
 def advance_seconds(body: object) -> float:
@@ -91,7 +116,9 @@ def advance_seconds(body: object) -> float:
         )
     seconds = body["seconds"]
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
-        raise BadRequest("invalid seconds", (Problem("seconds", f"expected a number, got {seconds!r}"),))
+        raise BadRequest(
+            "invalid seconds", (Problem("seconds", f"expected a number, got {bounded.shown(seconds)}"),)
+        )
     if seconds < 0:
         raise BadRequest(
             "invalid seconds", (Problem("seconds", "the emulator clock only moves forward (got a negative)"),)
@@ -127,6 +154,9 @@ def add_admin_routes(
         faults.clear()
         return web.json_response(faults.config.to_json())
 
+    async def get_calls(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"delayed": faults.delayed_calls})
+
     async def get_counters(request: web.Request) -> web.StreamResponse:
         return web.json_response(counters.snapshot())
 
@@ -160,6 +190,7 @@ def add_admin_routes(
         ("PUT", "/faults", put_faults),
         ("POST", "/faults:clear", clear_faults),
         ("GET", "/counters", get_counters),
+        ("GET", "/calls", get_calls),
         ("POST", "/counters:reset", reset_counters),
         ("GET", "/clock", get_clock),
         ("POST", "/clock:advance", advance_clock),

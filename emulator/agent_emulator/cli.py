@@ -14,6 +14,20 @@ from pathlib import Path
 from agent_emulator.options import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmulatorOptions
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port number, 0..65535 (0 = any free port)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 0 to 65535, got {text[:20]!r}"
+        ) from None
+    if not 0 <= value <= 65535:
+        # gRPC would otherwise bind the port modulo 65536, and aiohttp raise OverflowError.
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
+    return value
+
+
 def build_parser(prog: str = "secrets-agent emulator") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -21,11 +35,11 @@ def build_parser(prog: str = "secrets-agent emulator") -> argparse.ArgumentParse
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument(
-        "--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port, 0 = any (default: %(default)s)"
+        "--grpc-port", type=port, default=DEFAULT_GRPC_PORT, help="gRPC port, 0 = any (default: %(default)s)"
     )
     p.add_argument(
         "--http-port",
-        type=int,
+        type=port,
         default=DEFAULT_HTTP_PORT,
         help="REST and admin API port, 0 = any (default: %(default)s)",
     )

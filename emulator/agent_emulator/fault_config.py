@@ -13,9 +13,13 @@ from a YAML file (``--faults``), ``--fault METHOD:KIND=VALUE`` flags, or at run 
 
 Kinds: ``unavailable``, ``resource_exhausted``, ``deadline_exceeded``, ``internal`` (probabilities 0..1 of
 failing a call with that status; together at most 1), ``latency_ms`` + ``jitter_ms`` (added delay: fixed
-plus uniform random, milliseconds), ``corrupt_crc`` (probability that an AccessSecretVersion response
-carries a wrong ``data_crc32c``), ``fail_next`` (the next N calls fail with ``fail_code``, default
-UNAVAILABLE, then calls pass: deterministic tests need no luck).
+plus uniform random, milliseconds, each at most MAX_DELAY_MS), ``corrupt_crc`` (probability that an
+AccessSecretVersion response carries a wrong ``data_crc32c``), ``fail_next`` (the next N calls fail with
+``fail_code``, default UNAVAILABLE, then calls pass: deterministic tests need no luck; N at most
+MAX_FAIL_NEXT).
+
+Every number is bounded (delays, counts, quotas, the seed), so that a config cannot make the emulator
+hang or stop answering: an injected delay longer than a minute is a mistake, not a test.
 
 A method's own entry overrides ``*`` kind by kind. Flags override the file kind by kind.
 """
@@ -34,6 +38,8 @@ import grpc
 import yaml
 
 from agent.errors import ConfigError, Problem
+from agent_emulator import bounded
+from agent_emulator.bounded import shown
 from agent_emulator.methods import METHODS
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.quotas import SERVICE_LIMITS, QuotaLimits
@@ -60,6 +66,17 @@ PROBABILITY_KINDS: tuple[str, ...] = (*ERROR_KINDS, "corrupt_crc")
 DURATION_KINDS: tuple[str, ...] = ("latency_ms", "jitter_ms")
 KINDS: tuple[str, ...] = (*PROBABILITY_KINDS, *DURATION_KINDS, "fail_next", "fail_code")
 """Every fault kind, in the order they are listed in configs and messages."""
+
+MAX_DELAY_MS = 60_000.0
+"""Longest ``latency_ms`` and longest ``jitter_ms`` (one minute each)."""
+MAX_FAIL_NEXT = 1_000_000
+"""Most forced failures one ``fail_next`` can ask for."""
+MAX_QUOTA = 1_000_000_000
+"""Largest per-minute quota limit."""
+MAX_SEED = 2**64 - 1
+"""The seed is a whole number from 0 to 2**64 - 1."""
+MAX_FILE_BYTES = 1024 * 1024
+"""Largest ``--faults`` file."""
 
 _PAYLOAD_METHOD = "AccessSecretVersion"
 _TOP_LEVEL_KEYS = ("seed", "faults", "quotas")
@@ -133,26 +150,27 @@ def check_kind_value(method_key: str, kind: str, value: object) -> float | int |
     Raises ``ValueError`` with a message fit to follow the entry's path.
     """
     if kind not in KINDS:
-        raise ValueError(
-            f"unknown fault kind {kind!r}{_did_you_mean(kind, KINDS)}; expected one of: {', '.join(KINDS)}"
-        )
+        suggestion = _did_you_mean(kind, KINDS)
+        raise ValueError(f"unknown fault kind {shown(kind)}{suggestion}; expected one of: {', '.join(KINDS)}")
     if kind == "fail_code":
         if not isinstance(value, str) or value.upper() not in FAIL_CODES:
-            raise ValueError(f"expected one of {', '.join(FAIL_CODES)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(FAIL_CODES)}, got {shown(value)}")
         return value.upper()
     if kind == "fail_next":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"expected a whole number of calls >= 0, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_FAIL_NEXT:
+            raise ValueError(
+                f"expected a whole number of calls from 0 to {MAX_FAIL_NEXT}, got {shown(value)}"
+            )
         return value
     if not _is_number(value) or not math.isfinite(cast(float, value)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {shown(value)}")
     number = float(cast(float, value))
     if kind in DURATION_KINDS:
-        if number < 0:
-            raise ValueError(f"expected milliseconds >= 0, got {value!r}")
+        if not 0 <= number <= MAX_DELAY_MS:
+            raise ValueError(f"expected milliseconds from 0 to {MAX_DELAY_MS:.0f}, got {shown(value)}")
         return number
     if not 0.0 <= number <= 1.0:
-        raise ValueError(f"expected a probability between 0 and 1, got {value!r}")
+        raise ValueError(f"expected a probability between 0 and 1, got {shown(value)}")
     if kind == "corrupt_crc" and method_key not in (_PAYLOAD_METHOD, ALL_METHODS):
         raise ValueError(f"only {_PAYLOAD_METHOD} returns a payload; set corrupt_crc on it or on '*'")
     return number
@@ -163,12 +181,15 @@ def check_method_key(key: object) -> str | None:
     if key == ALL_METHODS or key in METHODS:
         return None
     return (
-        f"unknown method {key!r}{_did_you_mean(str(key), METHODS)}; "
+        f"unknown method {shown(key)}{_did_you_mean(str(key), METHODS)}; "
         f"expected '*' or one of: {', '.join(sorted(METHODS))}"
     )
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    # The names are short: a long word is no typo of one, and difflib's cost grows with its length.
+    if len(word) > 64:
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -195,7 +216,7 @@ def _parse_quotas(value: object, problems: list[Problem]) -> QuotaLimits | None:
         return SERVICE_LIMITS
     if not isinstance(value, Mapping):
         problems.append(
-            Problem("quotas", f"expected 'service', true, false or a mapping of limits, got {value!r}")
+            Problem("quotas", f"expected 'service', true, false or a mapping of limits, got {shown(value)}")
         )
         return None
     limits: dict[str, int] = {}
@@ -204,9 +225,12 @@ def _parse_quotas(value: object, problems: list[Problem]) -> QuotaLimits | None:
             problems.append(
                 Problem(f"quotas.{key}", f"unknown quota; expected one of: {', '.join(_QUOTA_KEYS)}")
             )
-        elif not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        elif not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_QUOTA:
             problems.append(
-                Problem(f"quotas.{key}", f"expected a whole number of requests >= 0, got {limit!r}")
+                Problem(
+                    f"quotas.{key}",
+                    f"expected a whole number of requests from 0 to {MAX_QUOTA}, got {shown(limit)}",
+                )
             )
         else:
             limits[key] = limit
@@ -237,8 +261,10 @@ def parse_fault_config(data: object) -> FaultConfig:
         if key not in _TOP_LEVEL_KEYS:
             problems.append(Problem(str(key), f"unknown key; expected one of: {', '.join(_TOP_LEVEL_KEYS)}"))
     seed = data.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        problems.append(Problem("seed", f"expected a whole number, got {seed!r}"))
+    if seed is not None and (
+        not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED
+    ):
+        problems.append(Problem("seed", f"expected a whole number from 0 to 2**64 - 1, got {shown(seed)}"))
         seed = None
     rules: dict[str, FaultRule] = {}
     entries = data.get("faults")
@@ -334,10 +360,13 @@ def load_fault_config(options: EmulatorOptions) -> FaultConfig:
 
 def _read_yaml(path: Path) -> object:
     try:
-        with open(path, encoding="utf-8") as stream:
-            return yaml.safe_load(stream)
+        return bounded.load_yaml(bounded.read_text(path, MAX_FILE_BYTES))
     except OSError as error:
-        raise ConfigError(Problem(str(path), f"cannot read the faults file: {error.strerror}")) from error
+        raise ConfigError(Problem(str(path), f"cannot read the faults file: {error.strerror}")) from None
+    except UnicodeDecodeError:
+        raise ConfigError(Problem(str(path), "cannot read the faults file: it is not UTF-8")) from None
+    except bounded.InputError as error:
+        raise ConfigError(Problem(str(path), f"refused: {error.reason}")) from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""

@@ -96,6 +96,8 @@ class FaultController:
         self._monotonic = monotonic
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._released = False
+        self._sleepers: set[asyncio.Future[object]] = set()
         self.replace(config or FaultConfig())
 
     @classmethod
@@ -148,13 +150,43 @@ class FaultController:
             forced = self._take_forced(method.name, rule) if within_quota else None
             decision = decide(rule, self._rng, forced)
         if decision.delay_seconds > 0:
-            await self._sleep(decision.delay_seconds)
+            await self._delay(decision.delay_seconds)
         if not within_quota:
             raise EmulatorError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, quota_exceeded_message(method.quota, project)
             )
         if decision.error is not None:
             raise injected_error(decision.error, method, project)
+
+    async def _delay(self, seconds: float) -> None:
+        """Sleep for an injected latency, unless :meth:`release` cuts it short: the call then fails
+        UNAVAILABLE, as a call to a server that is going away does."""
+        going_away = EmulatorError(grpc.StatusCode.UNAVAILABLE, _MESSAGES[grpc.StatusCode.UNAVAILABLE])
+        if self._released:
+            raise going_away
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        self._sleepers.add(sleeper)
+        try:
+            await sleeper
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._released and sleeper.cancelled() and not (current and current.cancelling()):
+                raise going_away from None
+            raise
+        finally:
+            self._sleepers.discard(sleeper)
+
+    @property
+    def delayed_calls(self) -> int:
+        """How many calls are asleep in an injected latency right now."""
+        return len(self._sleepers)
+
+    def release(self) -> None:
+        """End every injected delay now, and inject none from here on: the server is stopping, and its
+        shutdown must not wait for a latency fault (call it on the event loop that runs the calls)."""
+        self._released = True
+        for sleeper in list(self._sleepers):
+            sleeper.cancel()
 
     def _take_forced(self, method_name: str, rule: FaultRule) -> grpc.StatusCode | None:
         for key in (method_name, ALL_METHODS):

@@ -9,7 +9,12 @@ list is empty.
     labels.env=production             label equality ("labels.env:*" = has the label, "labels:env" too)
     state:ENABLED / state=DISABLED    version state (case-insensitive)
     create_time>2024-01-01T00:00:00Z  timestamps compare as times
+    replication.automatic:*           a message field is tested for presence only (":*")
+    replication.user_managed.replicas.location:(us-east1 OR us-central1)   a group of values
     NOT, -, AND, OR, parentheses      OR binds tighter than AND, as in AIP-160
+
+A filter is bounded before it costs anything: at most MAX_FILTER_CHARS characters, MAX_DEPTH nested
+parentheses and MAX_RESTRICTIONS comparisons; past that it is INVALID_ARGUMENT like any malformed filter.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -33,19 +38,48 @@ T = TypeVar("T")
 PAGE_SIZE_CAP = 25000
 """The service caps page_size at 25,000 and uses that when it is 0."""
 
+MAX_FILTER_CHARS = 20_000
+"""Longest filter accepted (a gRPC request could otherwise carry megabytes of it)."""
+MAX_DEPTH = 32
+"""Deepest nesting of parentheses accepted (the parser recurses once per level)."""
+MAX_RESTRICTIONS = 500
+"""Most comparisons in one filter: each is evaluated against every listed item."""
+
 _COMPARATORS = ("<=", ">=", "!=", "<", ">", "=", ":")
 _STOP = set(" \t\r\n()")
 
 
+class MessagePresent:
+    """The value a field lookup returns for a set message field (``replication.automatic``): such a
+    field can only be tested for presence (``:*``)."""
+
+
+PRESENT = MessagePresent()
+
+
+_QUOTED_CHARS = 120
+"""How much of a bad filter its error quotes: a whole long one would not fit in gRPC's status metadata."""
+
+
 def _invalid_filter(text: str, reason: str) -> EmulatorError:
-    return EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, f'Invalid filter "{text}": {reason}.')
+    return EmulatorError(
+        grpc.StatusCode.INVALID_ARGUMENT, f'Invalid filter "{_clip(text)}": {_clip(reason)}.'
+    )
+
+
+def _clip(text: str) -> str:
+    # Reasons quote parts of the filter too (a field name, the unparsed rest): clip them the same way.
+    return text if len(text) <= _QUOTED_CHARS else text[: _QUOTED_CHARS - 3] + "..."
 
 
 class _Parser:
-    def __init__(self, text: str, known: Callable[[str], bool]) -> None:
+    def __init__(self, text: str, known: Callable[[str], bool], presence_only: Collection[str]) -> None:
         self.text = text
         self.known = known
+        self.presence_only = presence_only
         self.pos = 0
+        self.depth = 0
+        self.restrictions = 0
 
     def fail(self, reason: str) -> EmulatorError:
         return _invalid_filter(self.text, reason)
@@ -114,12 +148,19 @@ class _Parser:
         if self.at_end():
             raise self.fail("unexpected end of filter")
         if self.text[self.pos] == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.fail(f"parentheses nested deeper than {MAX_DEPTH} levels")
             self.pos += 1
             inner = self.expression()
             if self.at_end() or self.text[self.pos] != ")":
                 raise self.fail("missing closing parenthesis")
             self.pos += 1
+            self.depth -= 1
             return inner
+        self.restrictions += 1
+        if self.restrictions > MAX_RESTRICTIONS:
+            raise self.fail(f"more than {MAX_RESTRICTIONS} comparisons")
         return self.restriction()
 
     def restriction(self) -> Predicate:
@@ -142,7 +183,38 @@ class _Parser:
         if not self.known(field):
             raise self.fail(f"unknown field [{field}]")
         self.pos += len(op)
+        self.skip_space()
+        if field in self.presence_only:
+            if op != ":" or self.word() != "*":
+                raise self.fail(f"[{field}] is a message: it can only be tested for presence, {field}:*")
+            return _restriction(self.text, field, op, "*")
+        if self.pos < len(self.text) and self.text[self.pos] == "(":
+            return self.value_group(field, op)
         return _restriction(self.text, field, op, self.word())
+
+    def value_group(self, field: str, op: str) -> Predicate:
+        """``field:(a OR b)`` / ``field:(a AND b)``: one comparison per value, as Google documents for
+        ``state:(ENABLED OR DISABLED)``; one connective per group, no nesting."""
+        self.pos += 1
+        values = [self.word()]
+        connective = ""
+        while not self.at_end() and self.text[self.pos] != ")":
+            word = "AND" if self.peek_keyword("AND") else "OR" if self.peek_keyword("OR") else ""
+            if not word or (connective and word != connective):
+                raise self.fail(f"expected OR or AND between the values of [{field}], at position {self.pos}")
+            connective = word
+            self.pos += len(word)
+            self.restrictions += 1
+            if self.restrictions > MAX_RESTRICTIONS:
+                raise self.fail(f"more than {MAX_RESTRICTIONS} comparisons")
+            values.append(self.word())
+        if self.at_end():
+            raise self.fail("missing closing parenthesis")
+        self.pos += 1
+        parts = [_restriction(self.text, field, op, value) for value in values]
+        if connective == "AND":
+            return lambda get: all(p(get) for p in parts)
+        return lambda get: any(p(get) for p in parts)
 
 
 def _as_time(text: str, value: str) -> dt.datetime:
@@ -156,6 +228,8 @@ def _as_time(text: str, value: str) -> dt.datetime:
 def _compare(text: str, actual: Any, op: str, expected: str) -> bool:
     if actual is None:
         return op == "!="
+    if isinstance(actual, MessagePresent):
+        return True  # the parser allows only "field:*" on a message field (presence_only)
     if isinstance(actual, list):
         if op == "!=":
             return all(_compare(text, item, "=", expected) is False for item in actual)
@@ -196,14 +270,23 @@ def _restriction(text: str, field: str, op: str, expected: str) -> Predicate:
     return lambda get: _compare(text, get(field), op, expected)
 
 
-def compile_filter(text: str, known: Callable[[str], bool]) -> Predicate:
+def compile_filter(
+    text: str, known: Callable[[str], bool], presence_only: Collection[str] = frozenset()
+) -> Predicate:
     """Parse a list filter; an empty filter matches everything. INVALID_ARGUMENT when malformed.
 
-    ``known`` says whether a field name exists for the listed resource.
+    ``known`` says whether a field name exists for the listed resource; ``presence_only`` names the
+    message fields among them, which only ``field:*`` may test (their lookup returns ``PRESENT`` or None).
     """
+    if len(text) > MAX_FILTER_CHARS:
+        # Not quoted back: it is too long to be useful in a message.
+        raise EmulatorError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Invalid filter: longer than {MAX_FILTER_CHARS} characters.",
+        )
     if not text.strip():
         return lambda get: True
-    parser = _Parser(text, known)
+    parser = _Parser(text, known, presence_only)
     predicate = parser.expression()
     if not parser.at_end():
         raise parser.fail(f"unexpected [{parser.text[parser.pos :]}]")
@@ -211,10 +294,14 @@ def compile_filter(text: str, known: Callable[[str], bool]) -> Predicate:
 
 
 def select(
-    items: Sequence[T], text: str, known: Callable[[str], bool], lookup: Callable[[T], FieldLookup]
+    items: Sequence[T],
+    text: str,
+    known: Callable[[str], bool],
+    lookup: Callable[[T], FieldLookup],
+    presence_only: Collection[str] = frozenset(),
 ) -> list[T]:
     """The items a filter matches, in their order."""
-    predicate = compile_filter(text, known)
+    predicate = compile_filter(text, known, presence_only)
     return [item for item in items if predicate(lookup(item))]
 
 

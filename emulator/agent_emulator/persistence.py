@@ -43,11 +43,17 @@ from google.protobuf import field_mask_pb2
 
 from agent.core.atomicfile import write_atomically
 from agent.errors import ConfigError, Problem
+from agent_emulator import bounded
 from agent_emulator.errors import EmulatorError
 from agent_emulator.resource_names import SECRET_ID, parse_secret_name
 from agent_emulator.store import SecretStore
 
 log = logging.getLogger(__name__)
+
+MAX_SEED_BYTES = 16 * 1024 * 1024
+"""Largest seed file read (a seed is written by hand; 16 MiB is thousands of secrets)."""
+MAX_DATA_BYTES = 1024 * 1024 * 1024
+"""Largest data file read (it holds every payload; 1 GiB is far beyond any development store)."""
 
 _SECRET_KEYS = {"value", "versions", "labels", "annotations", "aliases", "topics", "rotation"}
 _VERSION_KEYS = {"value", "data_base64", "state"}
@@ -93,19 +99,25 @@ class _Problems:
 
 def _parse_document(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read_text(path, MAX_SEED_BYTES)
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(Problem(str(path), f"cannot read the seed file: {error}")) from None
+    except bounded.InputError as error:
+        raise ConfigError(Problem(str(path), f"seed file refused: {error.reason}")) from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return bounded.loads_json(text)
         except json.JSONDecodeError as error:
             # msg + position only: the exception's text never includes the document itself.
             raise ConfigError(
                 Problem(str(path), f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}")
             ) from None
+        except bounded.InputError as error:
+            raise ConfigError(Problem(str(path), f"seed file refused: {error.reason}")) from None
     try:
-        return yaml.safe_load(text)
+        return bounded.load_yaml(text)
+    except bounded.InputError as error:
+        raise ConfigError(Problem(str(path), f"seed file refused: {error.reason}")) from None
     except yaml.YAMLError as error:
         # PyYAML's own message quotes the offending line, which may be a secret value: keep the position.
         mark = getattr(error, "problem_mark", None)
@@ -337,17 +349,21 @@ def _create(store: SecretStore, seed: SeedSecret, now: dt.datetime) -> None:
 def read_data(path: Path) -> dict[str, Any] | None:
     """The data file's content, or None when it does not exist yet. ConfigError when unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read_text(path, MAX_DATA_BYTES)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(Problem(str(path), f"cannot read the data file: {error}")) from None
+    except bounded.InputError as error:
+        raise ConfigError(Problem(str(path), f"data file refused: {error.reason}")) from None
     try:
-        data = json.loads(text)
+        data = bounded.loads_json(text)
     except json.JSONDecodeError as error:
         raise ConfigError(
             Problem(str(path), f"not an emulator data file: {error.msg} at line {error.lineno}")
         ) from None
+    except bounded.InputError as error:
+        raise ConfigError(Problem(str(path), f"not an emulator data file: {error.reason}")) from None
     if not isinstance(data, dict):
         raise ConfigError(Problem(str(path), "not an emulator data file"))
     return data

@@ -14,6 +14,7 @@ import google_crc32c
 from google.cloud.secretmanager_v1 import types
 
 from agent_emulator import secret_rules as rules
+from agent_emulator.listing import PRESENT
 from agent_emulator.resource_names import SecretName, parse_numbered_version_name, parse_secret_name
 
 State = types.SecretVersion.State
@@ -27,7 +28,14 @@ SECRET_FIELDS = {
     "annotations",
     "topics.name",
     "version_aliases",
+    # Documented list filters (cloud.google.com/secret-manager/docs/filtering):
+    # "replication.automatic:*", "replication.user_managed.replicas.location:(us-east1 OR ...)".
+    "replication.automatic",
+    "replication.user_managed",
+    "replication.user_managed.replicas.location",
 }
+SECRET_MESSAGE_FIELDS = frozenset({"replication.automatic", "replication.user_managed"})
+"""Secret fields that are messages: a filter can only test them for presence (``replication.automatic:*``)."""
 SECRET_MAP_FIELDS = ("labels.", "annotations.", "version_aliases.")
 VERSION_FIELDS = {"name", "state", "create_time", "destroy_time"}
 
@@ -152,11 +160,24 @@ def secret_fields(record: StoredSecret) -> Callable[[str], Any]:
             return dict(getattr(meta, name))
         if name == "version_aliases":
             return {alias: str(n) for alias, n in meta.version_aliases.items()}
+        if name.startswith("replication."):
+            return _replication_field(meta, name)
         field_name, key = name.split(".", 1)
         values = {alias: str(n) for alias, n in getattr(meta, field_name).items()}
         return values.get(key)
 
     return lookup
+
+
+def _replication_field(meta: types.Secret, name: str) -> Any:
+    # Regional secrets have no replication at all: every replication field is unset for them.
+    replication = meta.replication if "replication" in meta else None
+    if name == "replication.automatic":
+        return PRESENT if replication is not None and "automatic" in replication else None
+    managed = replication.user_managed if replication is not None and "user_managed" in replication else None
+    if name == "replication.user_managed":
+        return PRESENT if managed is not None else None
+    return [replica.location for replica in managed.replicas] if managed is not None else []
 
 
 def version_fields(version: StoredVersion) -> Callable[[str], Any]:

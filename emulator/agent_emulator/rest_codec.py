@@ -23,6 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from agent_emulator import bounded
 from agent_emulator.errors import EmulatorError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -141,7 +142,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = bounded.loads_json(text)
     except UnicodeDecodeError:
         raise invalid("Invalid JSON payload received. The body is not valid UTF-8.") from None
     except json.JSONDecodeError as error:
@@ -149,16 +150,15 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise invalid(
             f"Invalid JSON payload received. {error.msg} at line {error.lineno} column {error.colno}."
         ) from None
-    except (ValueError, RecursionError):
+    except bounded.InputError as error:
+        # Nested too deep, a number too long, NaN: said plainly, still without quoting the document.
+        reason = error.reason[:1].upper() + error.reason[1:]
+        raise invalid(f"Invalid JSON payload received. {reason}.") from None
+    except ValueError:
         raise invalid("Invalid JSON payload received. Unexpected token.") from None
     if not isinstance(value, dict):
         raise invalid('Invalid JSON payload received. Unknown name "": Root element must be a message.')
     return value
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity as bare words; JSON (and Google) do not.
-    raise ValueError(name)
 
 
 def _json_keys(descriptor: Descriptor) -> dict[str, FieldDescriptor]:

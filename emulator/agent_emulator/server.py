@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from agent.errors import AgentError
-from agent_emulator import events, persistence
+from agent_emulator import events, guard, persistence
 from agent_emulator.admin import add_admin_routes
 from agent_emulator.clock import Clock
 from agent_emulator.dispatch import Dispatcher
@@ -68,6 +68,15 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _check_options(options: EmulatorOptions) -> None:
+    # The CLI refuses these as usage errors; code building EmulatorOptions itself gets the same verdict.
+    for flag, value in (("--grpc-port", options.grpc_port), ("--http-port", options.http_port)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise EmulatorStartError(f"{flag} must be a port number from 0 to 65535, got {value!r}")
+    if not options.host.isprintable() or len(options.host) > 255:
+        raise EmulatorStartError("--host must be a host name or address")
+
+
 async def _start_grpc(options: EmulatorOptions, dispatcher: Dispatcher) -> tuple[grpc.aio.Server, int]:
     # so_reuseport off: with it, a second emulator would silently share the port instead of failing.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -91,7 +100,8 @@ async def _start_http(
     clock: Clock,
     store: SecretStore,
 ) -> tuple[web.AppRunner, int]:
-    app = web.Application()
+    # The guard runs first: a request a web page sent never reaches a handler (see agent_emulator.guard).
+    app = web.Application(middlewares=[guard.middleware(options.host)])
     add_rest_routes(app, dispatcher)
     add_admin_routes(app, faults=faults, counters=counters, clock=clock, store=store)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -144,6 +154,7 @@ async def serve(
     stop: asyncio.Event,
 ) -> None:
     """Run the emulator until ``stop`` is set; call ``started`` once both listeners accept connections."""
+    _check_options(options)
     clock = Clock()
     publisher = events.make_publisher()
     try:
@@ -166,6 +177,8 @@ async def serve(
             timers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timers
+            # Calls asleep in an injected latency (up to a minute) would hold both shutdowns up.
+            faults.release()
             await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
             await runner.cleanup()
     finally:

@@ -25,6 +25,7 @@ from agent_emulator.errors import EmulatorError
 from agent_emulator.events import EventPublisher
 from agent_emulator.listing import page, select
 from agent_emulator.records import (
+    SECRET_MESSAGE_FIELDS,
     VERSION_FIELDS,
     StoredSecret,
     StoredVersion,
@@ -243,7 +244,7 @@ class SecretStore:
         records = sorted(
             (r for r in self._secrets.values() if r.name.parent == parent), key=lambda r: r.name.secret_id
         )
-        matching = select(records, request.filter, known_secret_field, secret_fields)
+        matching = select(records, request.filter, known_secret_field, secret_fields, SECRET_MESSAGE_FIELDS)
         chosen, token = page(
             matching,
             lambda r: r.name.secret_id,

@@ -14,6 +14,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from agent_emulator.admin import rfc3339
 
+JSON = {"Content-Type": "application/json"}
+"""What a state-changing admin request must declare (a browser cannot send it cross-site unasked)."""
+
 
 def url(emulator: Any, path: str) -> str:
     return f"{emulator.admin_url}/{path}"
@@ -56,7 +59,7 @@ def test_faults_get_put_clear(emulator: Any) -> None:
     assert put.json() == expected
     assert requests.get(url(emulator, "faults"), timeout=10).json() == expected
 
-    cleared = requests.post(url(emulator, "faults:clear"), timeout=10)
+    cleared = requests.post(url(emulator, "faults:clear"), headers=JSON, timeout=10)
     assert cleared.status_code == 200
     assert cleared.json() == {"seed": 42, "faults": {}, "quotas": expected["quotas"]}
     assert requests.get(url(emulator, "faults"), timeout=10).json() == cleared.json()
@@ -102,7 +105,7 @@ def test_put_faults_lists_every_problem_in_a_400(emulator: Any) -> None:
     ],
 )
 def test_put_faults_rejects_bodies_that_are_not_a_config(emulator: Any, body: str, fragment: str) -> None:
-    response = requests.put(url(emulator, "faults"), data=body, timeout=10)
+    response = requests.put(url(emulator, "faults"), data=body, headers=JSON, timeout=10)
     assert response.status_code == 400
     error = response.json()["error"]
     assert fragment in error["message"] + "".join(p["message"] for p in error["problems"])
@@ -117,7 +120,7 @@ def test_counters_get_and_reset(emulator: Any, client: secretmanager_v1.SecretMa
         "methods": {"CreateSecret": {"OK": 1}, "GetSecret": {"NOT_FOUND": 1}},
         "total": 2,
     }
-    reset = requests.post(url(emulator, "counters:reset"), timeout=10)
+    reset = requests.post(url(emulator, "counters:reset"), headers=JSON, timeout=10)
     assert (reset.status_code, reset.json()) == (200, {"methods": {}, "total": 0})
 
 
@@ -166,7 +169,7 @@ def test_clock_advance_validates_its_body(emulator: Any, body: Any, path: str, f
 def test_unknown_admin_routes_answer_json_not_500(
     emulator: Any, method: str, path: str, status: int, fragment: str
 ) -> None:
-    response = requests.request(method, url(emulator, path), timeout=10)
+    response = requests.request(method, url(emulator, path), headers=JSON, timeout=10)
     assert response.status_code == status
     assert fragment in response.json()["error"]["message"]
 

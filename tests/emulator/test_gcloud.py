@@ -70,3 +70,19 @@ def test_gcloud_sees_the_services_error_for_a_disabled_latest(
         "FAILED_PRECONDITION: Secret Version [projects/gcloud-project/secrets/half-rotated/versions/2] "
         "is in DISABLED state." in result.stderr.decode()
     )
+
+
+def test_gcloud_disables_destroys_and_deletes_through_the_browser_guard(
+    emulator: EmulatorEndpoints, client: secretmanager_v1.SecretManagerServiceClient, tmp_path: Path
+) -> None:
+    # Every state-changing call gcloud makes passes the cross-site guard (JSON, or a body-less DELETE).
+    created = gcloud(emulator, tmp_path, "secrets", "create", "short-lived", "--data-file=-", stdin=b"v1")
+    assert created.returncode == 0, created.stderr.decode()
+    for verb in ("disable", "enable", "destroy"):
+        done = gcloud(emulator, tmp_path, "secrets", "versions", verb, "1", "--secret", "short-lived")
+        assert done.returncode == 0, done.stderr.decode()
+    labelled = gcloud(emulator, tmp_path, "secrets", "update", "short-lived", "--update-labels=env=dev")
+    assert labelled.returncode == 0, labelled.stderr.decode()
+    deleted = gcloud(emulator, tmp_path, "secrets", "delete", "short-lived")
+    assert deleted.returncode == 0, deleted.stderr.decode()
+    assert list(client.list_secrets(parent="projects/gcloud-project")) == []

@@ -50,6 +50,8 @@ class Api:
 def api(emulator: EmulatorEndpoints) -> Iterator[Api]:
     """A REST endpoint holding SECRET with one version (``VERSION``, data ``value``)."""
     with requests.Session() as session:
+        # What the official clients send; without it a state-changing request is refused (guard.py).
+        session.headers["Content-Type"] = "application/json"
         api = Api(emulator.rest_url.rstrip("/"), session)
         created = api.call("POST", "/v1/projects/p/secrets?secretId=s", '{"replication": {"automatic": {}}}')
         assert created.status_code == 200, created.text
