@@ -16,15 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.config import NOTIFIED_FILE_NAME
-from agent.core.atomicfile import write_atomically
+from agent.core.atomicfile import read_regular_file, write_atomically
 
 log = logging.getLogger(__name__)
 
+MAX_NOTIFIED_BYTES = 1 << 20
+"""Largest record read: versions only, a few dozen bytes per secret."""
+
 
 def read_notified(output_dir: Path) -> dict[str, str] | None:
-    """The versions last told to the app; ``None`` when unknown (no file, or one we cannot read)."""
+    """The versions last told to the app; ``None`` when unknown (no file, or one we cannot read, or not a
+    regular file of ours)."""
     try:
-        document = json.loads((output_dir / NOTIFIED_FILE_NAME).read_text(encoding="utf-8"))
+        # Our own file or nothing: a link, FIFO or huge file planted in its place is not read.
+        document = json.loads(read_regular_file(output_dir / NOTIFIED_FILE_NAME, MAX_NOTIFIED_BYTES))
     except (OSError, ValueError):
         return None
     versions = document.get("versions") if isinstance(document, dict) else None
@@ -34,8 +39,9 @@ def read_notified(output_dir: Path) -> dict[str, str] | None:
 
 
 def write_notified(output_dir: Path, versions: Mapping[str, str]) -> None:
-    """Record ``versions`` as told to the app (atomically). A failure is logged, never raised: losing this
-    record costs at most one reload the app did not need, or one it misses after a crash."""
+    """Record ``versions`` as told to the app (atomically, mode 0600; a link planted there is replaced, not
+    followed). A failure is logged, never raised: losing this record costs at most one reload the app did
+    not need, or one it misses after a crash."""
     path = output_dir / NOTIFIED_FILE_NAME
     document = json.dumps({"versions": dict(sorted(versions.items()))}).encode("utf-8")
     try:

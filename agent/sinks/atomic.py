@@ -27,11 +27,13 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from agent.core.atomicfile import SHARED_DIR_MODE, make_directories
 from agent.errors import SinkError
+from agent.sinks.current import MAX_FILE_BYTES, OwnSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ DATA_TMP_LINK = "..data_tmp"
 _LINK_TMP_PREFIX = "..link_tmp."
 _SNAPSHOT_DIR = re.compile(r"\.\.\d{4}(?:_\d{2}){5}\.\d{9}_[a-z0-9]{6}")
 _HIDDEN_NAME = re.compile(r"\.\.[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_DIR_MODE = 0o755  # others must traverse to reach files whose own modes guard them (as the kubelet does)
+_DIR_MODE = SHARED_DIR_MODE
 
 
 @dataclass(frozen=True)
@@ -119,21 +121,29 @@ class AtomicDirWriter:
             raise SinkError(f"{self.root / DATA_LINK} points to {target!r}, not a snapshot directory of ours")
         return target
 
-    def current(self) -> dict[str, bytes]:
-        """Every file of the current snapshot (relative path -> bytes), hidden ones included; {} if none.
+    def current(
+        self, paths: Iterable[str] | None = None, *, max_file_bytes: int = MAX_FILE_BYTES
+    ) -> dict[str, bytes]:
+        """The files of the current snapshot (relative path -> bytes), hidden ones included; {} if none.
+        With ``paths``, only those (the missing ones are left out), without listing the rest.
 
-        Used to adopt what a previous agent wrote. Raises SinkError when the snapshot cannot be read.
+        Used to adopt what a previous agent wrote, so only what we could have written is read (see
+        ``agent.sinks.current``): a snapshot directory that is a link, is not ours or holds anything but
+        directories and regular files of at most ``max_file_bytes`` raises SinkError, as does one that
+        cannot be read.
         """
         name = self.current_dir_name()
         if name is None:
             return {}
-        directory = self.root / name
         result: dict[str, bytes] = {}
         try:
-            for relative in _walk_files(directory):
-                result[relative] = (directory / relative).read_bytes()
+            with OwnSnapshot(self.root, name) as snapshot:
+                for relative in snapshot.files() if paths is None else paths:
+                    found = snapshot.read(str(validate_path(relative)), max_file_bytes)
+                    if found is not None:
+                        result[relative] = found[1]
         except OSError as error:
-            raise _failure("cannot read the current snapshot in", directory, error) from None
+            raise _failure("cannot read the current snapshot in", self.root / name, error) from None
         return result
 
     def snapshot_time(self) -> float | None:
@@ -225,7 +235,7 @@ class AtomicDirWriter:
 
     def _make_root(self) -> None:
         try:
-            self.root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            make_directories(self.root, _DIR_MODE)  # the output directory and its parents, whatever the umask
         except OSError as error:
             raise _failure("cannot create the output directory", self.root, error) from None
 
@@ -239,15 +249,16 @@ class AtomicDirWriter:
                 )
 
     def _unchanged(self, old: str, files: Mapping[str, FileEntry], tops: set[str]) -> bool:
-        directory = self.root / old
         try:
-            if set(_walk_files(directory)) != set(files):
-                return False
-            for relative, entry in files.items():
-                if not _same_file(directory / relative, entry):
+            with OwnSnapshot(self.root, old) as snapshot:
+                if set(snapshot.files()) != set(files):
                     return False
-        except OSError:
-            return False  # unreadable or vanished: rewriting is the safe answer
+                for relative, entry in files.items():
+                    found = snapshot.read(relative, len(entry.data))
+                    if found is None or not _same_file(*found, entry):
+                        return False
+        except (OSError, SinkError):
+            return False  # unreadable, vanished or not ours: rewriting is the safe answer
         return all(self._is_our_link(top) for top in tops) and not self._stale_links(tops)
 
     def _stale_links(self, tops: set[str]) -> list[str]:
@@ -330,28 +341,14 @@ class AtomicDirWriter:
             log.warning("snapshot swapped in %s, but removing the previous one failed: %s", self.root, detail)
 
 
-def _walk_files(directory: Path) -> Iterator[str]:
-    """Relative paths of the regular files (and anything else that is not a directory) under ``directory``."""
-    for current, dirs, names in os.walk(directory, onerror=_raise):
-        base = Path(current)
-        for name in names:
-            yield (base / name).relative_to(directory).as_posix()
-        dirs.sort()
-
-
-def _raise(error: OSError) -> None:
-    raise error
-
-
-def _same_file(path: Path, entry: FileEntry) -> bool:
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != entry.mode:
+def _same_file(info: os.stat_result, data: bytes, entry: FileEntry) -> bool:
+    if stat.S_IMODE(info.st_mode) != entry.mode:
         return False
     if entry.uid is not None and info.st_uid != entry.uid:
         return False
     if entry.gid is not None and info.st_gid != entry.gid:
         return False
-    return info.st_size == len(entry.data) and path.read_bytes() == entry.data
+    return data == entry.data
 
 
 def _write_file(path: Path, entry: FileEntry) -> None:

@@ -22,12 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from agent.config import SecretSpec
-from agent.core.atomicfile import remove_leftovers, write_atomically
+from agent.config import NOTIFIED_FILE_NAME, TOKEN_FILE_NAME, SecretSpec
+from agent.core.atomicfile import (
+    make_directories,
+    read_regular_file_status,
+    remove_leftovers,
+    write_atomically,
+)
 from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import ConfigError, Problem, SinkError
 from agent.render.envfile import render_env_file, value_problem
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "..manifest.json"
 MANIFEST_FORMAT = 1
+ENV_DIR_MODE = 0o755
+"""Mode of the directories created for an env file outside ``output_dir`` (as the output directory's)."""
+RESERVED_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME})
+"""Files the agent keeps in ``output_dir`` beside the snapshot: an env file there would be overwritten."""
 
 
 class SnapshotSink:
@@ -73,6 +83,8 @@ class SnapshotSink:
         relative = absolute.relative_to(root).as_posix()
         if any(part.startswith("..") for part in PurePosixPath(relative).parts):
             raise ConfigError(Problem("env_file", f"{relative!r}: names starting with '..' are reserved"))
+        if relative in RESERVED_NAMES:
+            raise ConfigError(Problem("env_file", f"{relative!r} is reserved for the agent's own files"))
         try:
             pure = validate_path(relative)
         except SinkError as error:
@@ -136,24 +148,31 @@ class SnapshotSink:
         """What a previous agent left on disk, as a Snapshot, so a restart keeps serving last-known-good.
 
         First removes the leftovers of an interrupted write (``cleanup()``). Adopts a secret only when it
-        is still configured with the same reference and its file matches the manifest's CRC32C. Never
-        raises for unreadable leftovers: it logs why and adopts less.
+        is still configured with the same reference and file and its file matches the manifest's CRC32C.
+        Reads only the manifest and the files of configured secrets, each a regular file of ours of
+        bounded size (``AtomicDirWriter.current``): a planted snapshot is refused, never read through.
+        Never raises for unreadable leftovers: it logs why and adopts less.
         """
         try:
             self._cleanup_once()
-            files = self.writer.current()
+            recorded = _parse_manifest(self.writer.current([MANIFEST]).get(MANIFEST))
+            wanted = [
+                spec
+                for spec in self.specs
+                if (entry := recorded.get(spec.name)) is not None
+                and entry.get("ref") == str(spec.ref)
+                and entry.get("file") == spec.file
+            ]
+            files = self.writer.current([spec.file for spec in wanted])
         except SinkError as error:  # the first write() reports it properly
             log.warning("cannot adopt the existing snapshot: %s", error)
             return Snapshot()
-        recorded = _parse_manifest(files.get(MANIFEST))
         # When the previous agent swapped it in: an honest lower bound of when these values were fetched.
         fetched_at = self.writer.snapshot_time() or time.time()
         adopted: list[Fetched] = []
-        for spec in self.specs:
-            entry = recorded.get(spec.name)
-            if entry is None or entry.get("ref") != str(spec.ref):
-                continue
-            data = files.get(str(entry.get("file")))
+        for spec in wanted:
+            entry = recorded[spec.name]
+            data = files.get(spec.file)
             if data is None or crc32c(data) != entry.get("crc32c"):
                 log.warning("not adopting %s: its file does not match the manifest", spec.name)
                 continue
@@ -174,12 +193,14 @@ class SnapshotSink:
 
     def _write_outside(self, path: Path, data: bytes, *, files_changed: bool) -> bool:
         try:
-            if path.read_bytes() == data and (path.stat().st_mode & 0o7777) == self.env_file_mode:
+            # Compared without following a link, bounded: a link, FIFO or huge file planted there is replaced.
+            info, current = read_regular_file_status(path, len(data))
+            if current == data and stat.S_IMODE(info.st_mode) == self.env_file_mode:
                 return False
         except OSError:
-            pass  # missing or unreadable: (re)write it
+            pass  # missing, unreadable or not a file of ours: (re)write it
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_directories(path.parent, ENV_DIR_MODE)
             write_atomically(path, data, mode=self.env_file_mode)
         except OSError as error:
             files = "the secret files were swapped but " if files_changed else ""

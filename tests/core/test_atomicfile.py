@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from agent.core.atomicfile import remove_leftovers, write_atomically
+from agent.core.atomicfile import make_directories, read_regular_file, remove_leftovers, write_atomically
 
 
 def mode_of(path: Path) -> int:
@@ -74,3 +75,53 @@ def test_leftover_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> No
         ".other.env.k2j3h4.tmp",
         "app.env",
     ]
+
+
+def test_a_refused_directory_gets_nothing_written(tmp_path: Path) -> None:
+    def refuse(info: os.stat_result) -> None:
+        raise PermissionError(errno.EPERM, "not ours")
+
+    with pytest.raises(PermissionError):
+        write_atomically(tmp_path / "backup", b"value", check_directory=refuse)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directories_are_created_with_the_mode_asked_whatever_the_umask(tmp_path: Path) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    existing.chmod(0o711)
+    old_umask = os.umask(0)
+    try:
+        make_directories(existing / "a" / "b", 0o755)
+        make_directories(tmp_path / "private" / "c", 0o700)
+    finally:
+        os.umask(old_umask)
+    assert mode_of(existing) == 0o711  # left as it was
+    assert (mode_of(existing / "a"), mode_of(existing / "a" / "b")) == (0o755, 0o755)
+    assert (mode_of(tmp_path / "private"), mode_of(tmp_path / "private" / "c")) == (0o700, 0o700)
+
+
+def test_a_file_in_the_way_of_a_directory_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        make_directories(tmp_path / "file", 0o755)
+
+
+def test_reading_refuses_links_fifos_and_big_files_without_blocking(tmp_path: Path) -> None:
+    ours = tmp_path / "record"
+    ours.write_bytes(b"12345")
+    (tmp_path / "link").symlink_to(ours)
+    os.mkfifo(tmp_path / "fifo")  # no writer: a plain open() would wait forever
+
+    assert read_regular_file(ours, 5) == b"12345"
+    assert read_regular_file(tmp_path / "link", 5, follow_links=True) == b"12345"
+    for name, code in (("link", errno.ELOOP), ("fifo", errno.EINVAL)):
+        with pytest.raises(OSError) as caught:
+            read_regular_file(tmp_path / name, 5)
+        assert caught.value.errno == code
+    with pytest.raises(OSError) as too_big:
+        read_regular_file(ours, 4)
+    assert too_big.value.errno == errno.EFBIG
+    with pytest.raises(OSError) as device:
+        read_regular_file("/dev/zero", 1 << 20, follow_links=True)
+    assert device.value.errno == errno.EINVAL

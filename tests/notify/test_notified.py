@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from agent.config import NOTIFIED_FILE_NAME, load_config
 from agent.errors import ConfigError
-from agent.notify.notified import read_notified, write_notified
+from agent.notify.notified import MAX_NOTIFIED_BYTES, read_notified, write_notified
 
 
 def test_versions_round_trip_in_a_private_file(tmp_path: Path) -> None:
@@ -42,3 +43,25 @@ def test_no_secret_may_be_written_over_the_record(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="reserved for the record of what the app was told"):
         load_config(config, {}, {})
+
+
+def test_a_planted_link_fifo_or_huge_file_is_not_read_and_is_replaced(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"versions": {"db": "99"}}')
+    output = tmp_path / "out"
+    output.mkdir()
+    record = output / NOTIFIED_FILE_NAME
+    record.symlink_to(victim)
+    assert read_notified(output) is None  # not read through the link
+    write_notified(output, {"db": "1"})
+    assert victim.read_text() == '{"versions": {"db": "99"}}'
+    assert not record.is_symlink()
+    assert read_notified(output) == {"db": "1"}
+
+    record.unlink()
+    os.mkfifo(record)  # no writer: a plain read would wait forever
+    assert read_notified(output) is None
+    record.unlink()
+    with open(record, "wb") as stream:
+        stream.truncate(MAX_NOTIFIED_BYTES + 1)
+    assert read_notified(output) is None
