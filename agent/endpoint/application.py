@@ -2,8 +2,9 @@
 
 This module only assembles it (state, middleware, routes, hooks); each part explains itself:
 ``handlers.py`` (what each route answers, from memory only), ``middlewares.py`` (JSON errors, the
-``X-Forwarded-For`` refusal, the token), ``audit.py`` (the audit log of reads), and, for serving it,
-``serve.py`` with ``protocol.py`` and ``limits.py`` (request size limits, idle timeout, connection cap).
+``Host`` check and the proxy-header refusal of ``limits.py``, the token), ``audit.py`` (the audit log of
+reads), and, for serving it, ``serve.py`` with ``protocol.py`` over ``agent.core.serving`` (request size
+limits, idle timeout, connection cap).
 
 Routes (``agent/endpoint/openapi.json`` is the reference, served at ``/openapi.json`` without a token):
 ``GET /v1/secrets/{name}`` (raw bytes, or ``?format=json``; ETag, If-None-Match, long-poll ``?wait=``),
@@ -14,12 +15,13 @@ Routes (``agent/endpoint/openapi.json`` is the reference, served at ``/openapi.j
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
 from agent.core.store import SnapshotStore
 from agent.endpoint import handlers
+from agent.endpoint.limits import endpoint_hosts
 from agent.endpoint.middlewares import safety_net, security_headers
 from agent.endpoint.routes import ROUTE_EVENTS, ROUTE_OPENAPI, ROUTE_REFRESH, ROUTE_SECRET, ROUTE_SECRETS
 from agent.endpoint.state import STATE, EndpointState
@@ -40,14 +42,17 @@ def build_endpoint_app(
     *,
     store: SnapshotStore,
     token: str,
-    refresh: Callable[[], None],
+    refresh: Callable[[], float | None],
     audit: bool,
     max_wait: float,
     metrics: Metrics | None = None,
     ping_interval: float = SSE_PING_INTERVAL,
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """The endpoint's aiohttp application; serve it with ``serve_endpoint`` (which adds the connection
-    limits). ``refresh`` asks the sync loop to check the backend now; ``max_wait`` caps ``?wait=``."""
+    limits). ``refresh`` asks the sync loop to check the backend now (None: queued; a number: too soon,
+    retry after that many seconds); ``max_wait`` caps ``?wait=``; ``allowed_hosts`` are the ``Host`` names
+    answered besides loopback (``server.allowed_hosts``)."""
     app = web.Application(middlewares=[safety_net], client_max_size=MAX_BODY_BYTES)
     app[STATE] = EndpointState(
         store=store,
@@ -58,6 +63,7 @@ def build_endpoint_app(
         metrics=metrics,
         ping_interval=ping_interval,
         openapi=load_openapi(),
+        hosts=endpoint_hosts(allowed_hosts),
     )
     app.router.add_get(ROUTE_SECRETS, handlers.list_secrets, allow_head=False)
     app.router.add_get(ROUTE_SECRET, handlers.get_secret, allow_head=False)

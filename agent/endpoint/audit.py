@@ -29,7 +29,7 @@ AUDIT_RESULTS = {
     503: "not_fetched",
 }
 """The ``result`` of a read by its status (``error`` for one not listed), unless the request names it
-(``forwarded``)."""
+(``forwarded``: a proxy header; ``wrong_host``: a Host that is not loopback or configured)."""
 
 
 class AuditKey(NamedTuple):

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import email.utils
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from agent.endpoint.state import AUDIT_VERSION, STATE, STREAMING, EndpointState
 
 BODY_TIMEOUT = 5.0
 """Seconds a request body may take to arrive."""
+REFRESH_TOO_SOON = "refresh asked too soon after the last one: retry after Retry-After seconds"
+"""The 429 of ``POST /v1/refresh``."""
 
 
 # -- how a value is represented --------------------------------------------------------------------------
@@ -193,7 +196,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def refresh(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/refresh``: ask the sync loop to check the backend now (202); the body is ignored."""
+    """``POST /v1/refresh``: ask the sync loop to check the backend now (202); the body is ignored.
+
+    The sync loop decides: requests while a round is queued join it (202), and one asked too soon after the
+    last forced round is refused (429 with ``Retry-After``), so no local caller can turn requests into
+    Secret Manager calls at will."""
     # Reading the body enforces client_max_size (413); the deadline stops a body that never arrives
     # from holding a connection slot.
     try:
@@ -201,7 +208,11 @@ async def refresh(request: web.Request) -> web.StreamResponse:
             await request.read()
     except TimeoutError:
         return error_response(408, STATUS_MESSAGES[408])
-    request.app[STATE].refresh()
+    retry_after = request.app[STATE].refresh()
+    if retry_after is not None:
+        # Whole seconds (RFC 9110 delay-seconds), rounded up so that a client honouring it is accepted.
+        seconds = max(1, math.ceil(retry_after))
+        return error_response(429, REFRESH_TOO_SOON, headers={"Retry-After": str(seconds)})
     return web.json_response({"status": "refresh requested"}, status=202)
 
 

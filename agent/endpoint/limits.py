@@ -1,101 +1,67 @@
-"""How many connections the endpoint holds open, and what a connection gets when none is free.
+"""Who may talk to the endpoint at all, decided before the token: the ``Host`` it was addressed by and the
+proxy headers it must not carry. (How many connections it holds, and for how long: ``agent.core.serving``,
+configured by ``serve.py``.)
 
-Any local process can open sockets to the endpoint: a flood of idle ones must not starve a real client, and
-a client whose request is being handled must never be cut off. ConnectionLimiter decides; it knows
-connections by their asyncio transport (what both the connection plumbing and a request can name, through
-public APIs) and evicts one by closing that transport.
+* ``Host``: loopback only (``127.0.0.1``, any ``127.x`` or ``[::1]`` literal, ``localhost``, any port) plus
+  the names configured (``server.allowed_hosts``). A page in a developer's browser that rebinds its own DNS
+  name to 127.0.0.1 sends that name: refused, so it cannot read even ``/openapi.json``.
+* Proxy headers: the endpoint is for processes in the pod. A request relayed by a proxy, a mesh sidecar or
+  a CDN carries whatever headers the proxy's client chose, and its real client is not in the pod: every
+  header a proxy adds to say so is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import logging
-import time
+from collections.abc import Iterable
 
-from agent.endpoint.responses import RETRY_AFTER_SECONDS
+from multidict import CIMultiDictProxy
 
-log = logging.getLogger("agent.endpoint.limits")
+from agent.core.serving.hosts import HostPolicy
 
-REFUSED_LINGER = 1.0
-"""Seconds a refused connection (all busy) is kept half-closed so that its client reads the 503."""
-
-_BUSY_BODY = b'{"error": "too many connections: retry shortly"}'
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n"
-    b"Retry-After: " + str(RETRY_AFTER_SECONDS).encode() + b"\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"Connection: close\r\n\r\n" + _BUSY_BODY
+_PROXY_HEADERS = (
+    "Forwarded",
+    "Via",
+    "X-Real-IP",
+    "X-Client-IP",
+    "Client-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "CF-Connecting-IPv6",
+    "Fastly-Client-IP",
+    "Akamai-Client-IP",
+    "X-Cluster-Client-IP",
+    "X-Original-Forwarded-For",
+    "X-Originating-IP",
+    "X-Remote-IP",
+    "X-Remote-Addr",
+    "X-ProxyUser-IP",
+    "X-Host",
+    "X-Original-Host",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Appengine-User-IP",
 )
-"""The whole answer to a refused connection, written before aiohttp ever sees it (so fixed bytes)."""
+PROXY_HEADERS = {name.lower(): name for name in _PROXY_HEADERS}
+"""Headers a proxy adds about the client it relays: lower case -> how the refusal names it."""
+PROXY_PREFIXES = {"x-forwarded-": "X-Forwarded-*", "x-envoy-": "X-Envoy-*"}
+"""Header families a proxy adds (``X-Forwarded-For/-Host/-Proto/-Port``, Envoy's ``X-Envoy-...``): prefix ->
+how the refusal names the family (never the name the client sent)."""
+_PREFIXES = tuple(PROXY_PREFIXES)
 
 
-class ConnectionLimiter:
-    """At most ``limit`` open connections. When full, a newcomer closes the connection that has been idle
-    (no request being handled) the longest; only when every connection is busy is the newcomer refused.
-
-    Idle covers both a connection that never sent a byte and one stuck in the middle of its headers: the
-    sockets a flood opens. A client whose request is being handled is never cut off. Closing a transport
-    flushes what was already written to it, so an evicted connection still gets its last response.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._idle: collections.OrderedDict[asyncio.BaseTransport, None] = collections.OrderedDict()
-        self._busy: set[asyncio.BaseTransport] = set()
-        self._last_refusal_log = float("-inf")
-
-    @property
-    def open(self) -> int:
-        """Connections counted now (idle and busy)."""
-        return len(self._idle) + len(self._busy)
-
-    def admit(self, connection: asyncio.BaseTransport) -> bool:
-        """Count a new connection (idle), evicting the longest idle one if full; False: refuse it."""
-        if self.open >= self.limit:
-            if not self._idle:
-                self._log_refusal()
-                return False
-            oldest, _ = self._idle.popitem(last=False)
-            oldest.close()
-        self._idle[connection] = None
-        return True
-
-    def busy(self, connection: asyncio.BaseTransport | None) -> None:
-        """A request on ``connection`` is being handled (None: its connection is already gone)."""
-        if connection is not None and connection in self._idle:  # not when already evicted or gone
-            del self._idle[connection]
-            self._busy.add(connection)
-
-    def idle(self, connection: asyncio.BaseTransport | None) -> None:
-        """The response on ``connection`` is completely written (None: its connection is already gone)."""
-        if connection is not None and connection in self._busy:
-            self._busy.discard(connection)
-            self._idle[connection] = None  # the most recently active go last: evicted last
-
-    def gone(self, connection: asyncio.BaseTransport) -> None:
-        """``connection`` is closed, by either side."""
-        self._idle.pop(connection, None)
-        self._busy.discard(connection)
-
-    def _log_refusal(self) -> None:
-        now = time.monotonic()
-        if now - self._last_refusal_log >= 60:  # at most one line a minute under a flood
-            self._last_refusal_log = now
-            log.warning(
-                "local endpoint: all %d connections are busy; refusing new ones with 503 "
-                "(server.max_connections)",
-                self.limit,
-            )
+def proxy_header(headers: CIMultiDictProxy[str]) -> str | None:
+    """How to name the first proxy header in ``headers`` (None: none): our spelling, never the client's."""
+    for name in headers:
+        lower = name.lower()
+        known = PROXY_HEADERS.get(lower)
+        if known is not None:
+            return known
+        if lower.startswith(_PREFIXES):
+            return next(family for prefix, family in PROXY_PREFIXES.items() if lower.startswith(prefix))
+    return None
 
 
-def refuse(transport: asyncio.Transport) -> asyncio.TimerHandle:
-    """Answer BUSY_RESPONSE and close; returns the timer that closes it (cancel it if the client goes first).
-
-    Half-close and drain instead of closing outright: closing a socket with the client's request still
-    unread sends a reset, and the client would never see the 503."""
-    transport.write(BUSY_RESPONSE)
-    transport.write_eof()
-    return asyncio.get_running_loop().call_later(REFUSED_LINGER, transport.close)
+def endpoint_hosts(allowed: Iterable[str] = ()) -> HostPolicy:
+    """The ``Host`` values the endpoint answers: loopback, plus ``allowed`` (``server.allowed_hosts``);
+    a request without ``Host`` is refused (HTTP/1.1 requires it, every client sends it)."""
+    return HostPolicy.of(allowed, addresses="loopback", missing=False)

@@ -2,12 +2,13 @@
 
 * The safety net (the only middleware) turns every error into a JSON body with a fixed message and an
   unexpected exception into a generic 500 whose log line names the type only (its text may quote a value
-  or the request); then it counts the request (metrics, the audit log of secret reads) and tells the
-  connection cap that the connection is busy.
-* The gate refuses requests carrying ``X-Forwarded-For`` or ``Forwarded`` (400: the endpoint is for
-  processes in the pod, and a request relayed by a proxy carries whatever headers the proxy's client chose),
-  then requires ``X-Secrets-Agent-Token`` on everything but the OpenAPI document (compared in constant
-  time): missing -> 401, wrong -> 403.
+  or the request); then it counts the request (metrics, the audit log of secret reads). First of all it
+  tells the connection cap that the connection is busy (``request_started``).
+* The gate refuses a request addressed by a ``Host`` that is not loopback or configured (421: DNS
+  rebinding, see ``limits.py``), then one carrying any proxy header (``X-Forwarded-*``, ``Forwarded``,
+  ``X-Real-IP``, ``Via``...: 400, the endpoint is for processes in the pod, and a request relayed by a proxy
+  carries whatever headers the proxy's client chose), then requires ``X-Secrets-Agent-Token`` on
+  everything but the OpenAPI document (compared in constant time): missing -> 401, wrong -> 403.
 * ``security_headers`` (an ``on_response_prepare`` hook, so it also covers aiohttp's own responses) adds
   ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
 """
@@ -20,7 +21,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from agent.core.serving import request_started
 from agent.endpoint.audit import AUDIT_RESULTS, AuditKey
+from agent.endpoint.limits import proxy_header
 from agent.endpoint.responses import SECURITY_HEADERS, STATUS_MESSAGES, error_response, from_http_exception
 from agent.endpoint.routes import ROUTE_OPENAPI, ROUTE_SECRET, route_of
 from agent.endpoint.state import AUDIT_RESULT, AUDIT_VERSION, STATE, STREAMING, EndpointState
@@ -28,16 +31,20 @@ from agent.endpoint.token import TOKEN_HEADER, token_matches
 
 log = logging.getLogger("agent.endpoint.middlewares")
 
+HOST_REFUSED = (
+    "the Host header must name the endpoint by a loopback address (127.0.0.1, localhost or [::1], any port) "
+    "or a name in server.allowed_hosts"
+)
+"""The body of a 421: the ``Host`` value itself is never echoed."""
+
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def safety_net(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Outermost: JSON for every error, a generic 500 for surprises, then metrics and the audit log."""
+    request_started(request)
     state = request.app[STATE]
-    connections = state.connections
-    if connections is not None:
-        connections.busy(request.transport)
     route = route_of(request)
     try:
         response = await _gate(request, handler, route)
@@ -70,15 +77,21 @@ def _account(request: web.Request, state: EndpointState, route: str, status: int
 
 
 async def _gate(request: web.Request, handler: _Handler, route: str) -> web.StreamResponse:
-    """Refuse proxied requests, then require the token everywhere except the OpenAPI document.
+    """Refuse foreign ``Host`` values and proxied requests, then require the token everywhere except the
+    OpenAPI document.
 
     Called by ``safety_net`` rather than registered as a second middleware: each aiohttp middleware is
     one more coroutine layer on every request."""
-    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+    headers = request.headers
+    if not request.app[STATE].hosts.allows(headers.get("Host")):
+        request[AUDIT_RESULT] = "wrong_host"
+        return error_response(421, HOST_REFUSED)
+    proxied = proxy_header(headers)
+    if proxied is not None:
         request[AUDIT_RESULT] = "forwarded"
         return error_response(
             400,
-            "forwarded requests are refused (X-Forwarded-For or Forwarded header present): "
+            f"forwarded requests are refused ({proxied} header present): "
             "call the endpoint directly from inside the pod",
         )
     if route == ROUTE_OPENAPI:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from agent.core.model import Fetched
+from agent.core.serving.hosts import HostPolicy
 from agent.core.store import SnapshotStore
 from agent.endpoint.audit import AuditLog
-from agent.endpoint.limits import ConnectionLimiter
+from agent.endpoint.limits import endpoint_hosts
 from agent.observe.metrics import Metrics
 
 
@@ -26,7 +27,8 @@ class EndpointState:
 
     store: SnapshotStore
     token: str
-    refresh: Callable[[], None]
+    refresh: Callable[[], float | None]
+    """Asks for a forced round: None when queued, else seconds to wait (the 429's Retry-After)."""
     audit: bool
     max_wait: float
     metrics: Metrics | None
@@ -37,9 +39,8 @@ class EndpointState:
     audit_trail: AuditLog = field(default_factory=lambda: AuditLog())
     value_headers: dict[str, tuple[Fetched, dict[str, str]]] = field(default_factory=dict)
     """Per name: the item last served and its headers (an ETag and a date to format, every request)."""
-    connections: ConnectionLimiter | None = None
-    """The connection cap of the listener serving this app (set by ``serve_endpoint``; None otherwise): the
-    safety-net middleware tells it when a request starts, so that a busy connection is never evicted."""
+    hosts: HostPolicy = field(default_factory=endpoint_hosts)
+    """The ``Host`` values answered (loopback, plus ``server.allowed_hosts``)."""
     _stopped: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     async def wait_for_change(self, after: int, within: float) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import TOKEN_FILE_NAME, ServerConfig
-from agent.core.atomicfile import write_atomically
+from agent.core.atomicfile import SHARED_DIR_MODE, make_directories, read_regular_file, write_atomically
 from agent.errors import AgentError
 
 log = logging.getLogger("agent.endpoint.token")
@@ -23,17 +24,40 @@ TOKEN_FILE_MODE = 0o440
 """Readable by the agent's user and group (containers sharing the volume), writable by nobody."""
 MIN_TOKEN_LENGTH = 16
 """Same rule as ``server.token`` in the configuration."""
+MAX_TOKEN_FILE_BYTES = 4096
+"""Largest ``server.token_file`` read."""
 
 
 def resolve_token(server: ServerConfig, output_dir: Path) -> str:
     """The token the endpoint requires: ``server.token``, else ``server.token_file``'s content, else a new
     random token written to ``<output_dir>/.token`` (mode 0440). Raises AgentError for an unusable file."""
+    token, share = prepare_token(server, output_dir)
+    share()
+    return token
+
+
+def prepare_token(server: ServerConfig, output_dir: Path) -> tuple[str, Callable[[], None]]:
+    """``resolve_token`` in two steps: the token, and the step that shares it (writing ``.token`` for a
+    generated one, nothing for a configured one). ``run`` takes that step only once its listeners are
+    bound, so an agent that cannot start leaves the token of the one already running alone."""
     if server.token is not None:
-        return server.token
+        return server.token, _nothing
     if server.token_file is not None:
-        return read_token_file(server.token_file)
+        return read_token_file(server.token_file), _nothing
     token = secrets.token_urlsafe(32)
-    path = output_dir / TOKEN_FILE_NAME
+
+    def share() -> None:  # a closure, not a partial: a partial's repr would show the token
+        share_token(output_dir / TOKEN_FILE_NAME, token)
+
+    return token, share
+
+
+def _nothing() -> None:
+    pass
+
+
+def share_token(path: Path, token: str) -> None:
+    """Write a generated token to ``path`` for the apps; AgentError (naming the file) when that fails."""
     try:
         write_token_file(path, token)
     except OSError as error:
@@ -42,13 +66,14 @@ def resolve_token(server: ServerConfig, output_dir: Path) -> str:
             "set server.token or server.token_file instead"
         ) from None
     log.info("generated the endpoint token and wrote it to %s", path)
-    return token
 
 
 def read_token_file(path: Path) -> str:
     """The token in ``path`` without its trailing newline. Errors name the file, never its content."""
     try:
-        raw = path.read_bytes()
+        # Links followed (a mounted Kubernetes Secret is made of them), but never a FIFO, a device or a
+        # file far bigger than any token: reading those would block or fill the memory.
+        raw = read_regular_file(path, MAX_TOKEN_FILE_BYTES, follow_links=True)
     except OSError as error:
         raise AgentError(
             f"server.token_file {path}: cannot read it ({error.strerror or 'I/O error'})"
@@ -68,8 +93,9 @@ def read_token_file(path: Path) -> str:
 
 def write_token_file(path: Path, token: str) -> None:
     """Write ``token`` to ``path`` atomically with mode 0440 (an app polling for the file never reads half a
-    token); the directory is created if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    token); the directory and its missing parents are created 0755 whatever the umask. A link planted at
+    ``path`` is replaced, never written through."""
+    make_directories(path.parent, SHARED_DIR_MODE)
     write_atomically(path, token.encode("utf-8"), mode=TOKEN_FILE_MODE)
 
 

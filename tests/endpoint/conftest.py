@@ -122,9 +122,10 @@ async def running_endpoint(
     max_connections: int = 64,
     idle_timeout: float = 15.0,
     ping_interval: float = 15.0,
-    refresh: Callable[[], None] | None = None,
+    refresh: Callable[[], float | None] | None = None,
     initial: Snapshot = INITIAL,
     customize: Callable[[web.Application], None] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> AsyncIterator[Endpoint]:
     """``customize`` gets the application before it is served (a test's extra hook or route)."""
     store = ObservedStore(SPECS)
@@ -139,6 +140,7 @@ async def running_endpoint(
         max_wait=max_wait,
         metrics=metrics,
         ping_interval=ping_interval,
+        **({"allowed_hosts": allowed_hosts} if allowed_hosts else {}),  # only when set: an older app has none
     )
     if customize is not None:
         customize(app)
@@ -224,6 +226,52 @@ def get(target: str, *headers: str) -> bytes:
     """A raw ``GET target`` with the token, ``Connection: close`` and ``headers`` (``"Name: value"``)."""
     lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", f"{TOKEN_HEADER}: {TOKEN}", "Connection: close"]
     return ("\r\n".join([*lines, *headers]) + "\r\n\r\n").encode("latin-1")
+
+
+# -- connection floods ---------------------------------------------------------------------------------------
+
+
+async def open_idle(
+    port: int, count: int, partial: bool, path: str = "/v1/secrets/db"
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``count`` connections that send nothing, or (every second one, with ``partial``) half a request."""
+    connections = []
+    for i in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if partial and i % 2:
+            # Half a request, never finished: a slowloris.
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        connections.append((reader, writer))
+    return connections
+
+
+async def closed_by_server(
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]], want: int, within: float = 10.0
+) -> int:
+    """How many of ``connections`` the server closed (EOF or reset), waiting ``within`` s for ``want``."""
+
+    async def sees_close(reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    pending = {asyncio.create_task(sees_close(reader)) for reader, _ in connections}
+    closed = 0
+    deadline = asyncio.get_running_loop().time() + within
+    while pending and closed < want:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            break
+        done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        closed += len(done)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return closed
+
+
+def close_all(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    for _, writer in connections:
+        writer.close()
 
 
 # -- an endpoint in a thread of its own, for synchronous clients (schemathesis, requests) ---------------

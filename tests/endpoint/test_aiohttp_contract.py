@@ -1,4 +1,5 @@
-"""What agent/endpoint/protocol.py relies on in aiohttp, checked against the installed aiohttp.
+"""What agent/core/serving/connection.py (every listener's connection plumbing) relies on in aiohttp,
+checked against the installed aiohttp.
 
 Two kinds of reliance, both here so that an aiohttp upgrade that breaks one fails this file by name:
 
@@ -21,7 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from agent.endpoint.protocol import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, aiohttp_log
+from agent.core.serving.connection import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
+from agent.endpoint.protocol import aiohttp_log
 from agent.endpoint.routes import ROUTE_UNMATCHED
 from testing.logs import logged_text
 from tests.endpoint.conftest import (

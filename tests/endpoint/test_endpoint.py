@@ -349,6 +349,25 @@ async def test_refresh_with_a_large_body_is_413_and_does_not_refresh(
     assert endpoint.refreshes == []
 
 
+@pytest.mark.parametrize(("wait", "retry_after"), [(0.2, "1"), (1.0, "1"), (2.5, "3"), (3600.0, "3600")])
+async def test_refresh_asked_too_soon_is_429_with_retry_after_in_whole_seconds(
+    http: aiohttp.ClientSession, wait: float, retry_after: str
+) -> None:
+    """The sync loop refused it (a forced round started less than the minimum interval ago): the client is
+    told when to come back, rounded up so that it is accepted then."""
+    async with (
+        running_endpoint(refresh=lambda: wait) as endpoint,
+        http.post(endpoint.url("/v1/refresh"), headers=endpoint.auth()) as response,
+    ):
+        assert response.status == 429
+        assert response.headers["Retry-After"] == retry_after
+        assert response.headers["Cache-Control"] == "no-store"
+        assert await response.json() == {
+            "error": "refresh asked too soon after the last one: retry after Retry-After seconds"
+        }
+    assert endpoint.metrics.calls == [("/v1/refresh", 429)]
+
+
 async def test_openapi_document_is_served_without_a_token(
     endpoint: Endpoint, http: aiohttp.ClientSession
 ) -> None:
@@ -388,7 +407,7 @@ async def test_a_port_in_use_is_a_clear_error(endpoint: Endpoint) -> None:
         store=endpoint.store, token="x" * 16, refresh=lambda: None, audit=False, max_wait=1.0
     )
     with pytest.raises(
-        AgentError, match=rf"cannot listen on 127\.0\.0\.1:{endpoint.port} \(server\.listen\)"
+        AgentError, match=rf"cannot listen on 127\.0\.0\.1:{endpoint.port}: .*; set server\.listen"
     ):
         await serve_endpoint(app, "127.0.0.1", endpoint.port, max_connections=4)
 

@@ -4,15 +4,24 @@ not starve a real client, and a client whose request is being handled is never c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
 import pytest
 
 from agent.core.model import crc32c
-from agent.endpoint.limits import BUSY_RESPONSE, ConnectionLimiter, refuse
-from tests.endpoint.conftest import CANARY, fetched, get, parse_response, raw_request, running_endpoint
+from agent.core.serving.limits import BUSY_RESPONSE, BurstLog, ConnectionLimiter, refuse
+from tests.endpoint.conftest import (
+    CANARY,
+    close_all,
+    closed_by_server,
+    fetched,
+    get,
+    open_idle,
+    parse_response,
+    raw_request,
+    running_endpoint,
+)
 
 # -- ConnectionLimiter, by itself ---------------------------------------------------------------------------
 
@@ -44,11 +53,11 @@ def test_a_full_limiter_evicts_the_connection_idle_the_longest() -> None:
     assert limiter.open == 3
 
 
-def test_a_full_limiter_of_busy_connections_refuses_and_says_so_once_a_minute(
+def test_a_full_limiter_of_busy_connections_refuses_and_says_so_once_per_burst(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agent.endpoint.limits")
-    limiter = ConnectionLimiter(2)
+    caplog.set_level(logging.WARNING, logger="agent.core.serving")
+    limiter = ConnectionLimiter(2, name="local endpoint", setting="server.max_connections")
     busy = [FakeTransport("a"), FakeTransport("b")]
     for transport in busy:
         assert limiter.admit(transport)
@@ -61,6 +70,36 @@ def test_a_full_limiter_of_busy_connections_refuses_and_says_so_once_a_minute(
     ]
     limiter.gone(busy[0])
     assert limiter.admit(FakeTransport("e"))
+    assert caplog.records[-1].getMessage() == (
+        "local endpoint: accepting connections again; 1 more were refused, 0s in all"
+    )
+    assert len(caplog.records) == 2
+
+
+def test_a_burst_is_one_line_when_it_starts_one_per_window_and_one_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tests.burst")
+    now = [0.0]
+    burst = BurstLog(
+        logging.getLogger("tests.burst"),
+        "started",
+        "%(count)d more, %(seconds).0fs in",
+        "ended after %(count)d more, %(seconds).0fs in all",
+        window=10,
+        clock=lambda: now[0],
+    )
+    for _ in range(66_000):  # the accept failures of 20 s seen in the issue
+        burst.note()
+        now[0] += 20 / 66_000
+    burst.end()
+    burst.end()  # nothing more to say
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "started"
+    assert messages[-1].startswith("ended after ")
+    assert len(messages) <= 4
+    told = sum(int(m.split()[0]) for m in messages[1:-1]) + int(messages[-1].split()[2])
+    assert told == 66_000 - 1  # every repeat counted once, the first one being the "started" line
 
 
 def test_reports_about_connections_already_gone_change_nothing() -> None:
@@ -94,6 +133,9 @@ async def test_a_refused_connection_is_answered_half_closed_then_closed() -> Non
         def write_eof(self) -> None:
             written.append(b"<eof>")
 
+        def can_write_eof(self) -> bool:
+            return True
+
     transport = Recording("refused")
     linger = refuse(transport)
     assert written == [BUSY_RESPONSE, b"<eof>"]
@@ -102,48 +144,6 @@ async def test_a_refused_connection_is_answered_half_closed_then_closed() -> Non
 
 
 # -- the limits of a running endpoint ------------------------------------------------------------------------
-
-
-async def open_idle(
-    port: int, count: int, partial: bool
-) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    connections = []
-    for i in range(count):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        if partial and i % 2:
-            # Half a request, never finished: a slowloris.
-            writer.write(b"GET /v1/secrets/db HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        connections.append((reader, writer))
-    return connections
-
-
-async def closed_by_server(
-    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]], want: int, within: float = 10.0
-) -> int:
-    """How many of ``connections`` the server closed (EOF or reset), waiting ``within`` s for ``want``."""
-
-    async def sees_close(reader: asyncio.StreamReader) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-
-    pending = {asyncio.create_task(sees_close(reader)) for reader, _ in connections}
-    closed = 0
-    deadline = asyncio.get_running_loop().time() + within
-    while pending and closed < want:
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            break
-        done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        closed += len(done)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    return closed
-
-
-def close_all(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
-    for _, writer in connections:
-        writer.close()
 
 
 async def test_a_thousand_idle_connections_do_not_starve_a_real_client(http: aiohttp.ClientSession) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ServerConfig
-from agent.endpoint.token import TOKEN_FILE_MODE, resolve_token, token_matches
+from agent.endpoint.token import MAX_TOKEN_FILE_BYTES, TOKEN_FILE_MODE, resolve_token, token_matches
 from agent.errors import AgentError
 from testing.logs import logged_text
 from tests.endpoint.conftest import TOKEN
@@ -85,3 +85,38 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
         output.mkdir(mode=0o500)
     with pytest.raises(AgentError, match="cannot write the endpoint token"):
         resolve_token(ServerConfig(), output)
+
+
+def test_a_link_planted_at_the_token_is_replaced_and_missing_parents_are_0755(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    output = tmp_path / "a" / "b"
+    output.mkdir(parents=True)
+    (output / ".token").symlink_to(victim)
+    token = resolve_token(ServerConfig(), output)
+    assert victim.read_bytes() == b"precious"
+    assert not (output / ".token").is_symlink()
+    assert (output / ".token").read_text() == token
+
+    old_umask = os.umask(0)
+    try:
+        resolve_token(ServerConfig(), tmp_path / "new" / "out")
+    finally:
+        os.umask(old_umask)
+    for directory in (tmp_path / "new", tmp_path / "new" / "out"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+
+
+def test_a_token_file_that_is_a_fifo_or_huge_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(AgentError, match=r"fifo: cannot read it \(not a regular file\)"):
+        resolve_token(ServerConfig(token_file=fifo), tmp_path)
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (MAX_TOKEN_FILE_BYTES + 1))
+    with pytest.raises(AgentError, match="larger than"):
+        resolve_token(ServerConfig(token_file=huge), tmp_path)
+    linked = tmp_path / "linked"  # a mounted Kubernetes Secret is links: followed for a configured file
+    (tmp_path / "real").write_text(TOKEN + "\n")
+    linked.symlink_to(tmp_path / "real")
+    assert resolve_token(ServerConfig(token_file=linked), tmp_path) == TOKEN
