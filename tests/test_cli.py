@@ -93,7 +93,8 @@ def test_check_config_reports_every_problem_with_its_path_and_exits_2(
     for expected in BAD_LINES:
         assert expected in lines
     cache_line = next(line for line in lines if line.startswith("secrets-agent: secrets[2].ref: "))
-    assert "secret reference 'projects/p/secrets/bad!'" in cache_line
+    assert "secret reference not shown (23 characters, " in cache_line
+    assert "bad!" not in cache_line
     assert "secret id may only contain letters, digits, '-' and '_'" in cache_line
     assert len(lines) == len(BAD_LINES) + 1
     assert "Traceback" not in err
@@ -464,3 +465,253 @@ def test_emulator_arguments_go_to_the_emulators_own_parser() -> None:
     options = parse_options(invocation.args.argv)
     assert options.grpc_port == 0
     assert options.fault_specs == ("*:latency_ms=5",)
+
+
+# --- hostile and unlucky input: real `python -m agent check-config` processes ------------------------------
+
+
+def check_config(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m agent check-config ARGS`` as a real process with a clean environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **(env or {})},
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_config_error(done: subprocess.CompletedProcess[str], *lines: str) -> None:
+    """Exit 2, nothing on stdout, no traceback, and each of ``lines`` begins a line of stderr."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "Error:" not in done.stderr, done.stderr
+    listed = [line.removeprefix("secrets-agent: ") for line in done.stderr.splitlines()]
+    for start in lines:
+        assert any(line.startswith(start) for line in listed), (start, listed)
+
+
+# What Kubernetes injects for the Services `secrets-agent-webhook` (a named port) and `secrets-agent`
+# (IPv6) of the pod's namespace: https://kubernetes.io/docs/concepts/services-networking/service/
+SERVICE_LINKS = {
+    "SECRETS_AGENT_WEBHOOK_SERVICE_HOST": "10.96.12.34",
+    "SECRETS_AGENT_WEBHOOK_SERVICE_PORT": "443",
+    "SECRETS_AGENT_WEBHOOK_SERVICE_PORT_HTTPS": "443",
+    "SECRETS_AGENT_WEBHOOK_PORT": "tcp://10.96.12.34:443",
+    "SECRETS_AGENT_WEBHOOK_PORT_443_TCP": "tcp://10.96.12.34:443",
+    "SECRETS_AGENT_WEBHOOK_PORT_443_TCP_PROTO": "tcp",
+    "SECRETS_AGENT_WEBHOOK_PORT_443_TCP_PORT": "443",
+    "SECRETS_AGENT_WEBHOOK_PORT_443_TCP_ADDR": "10.96.12.34",
+    "SECRETS_AGENT_SERVICE_HOST": "fd00:10:96::1",
+    "SECRETS_AGENT_SERVICE_PORT": "8731",
+    "SECRETS_AGENT_PORT": "tcp://[fd00:10:96::1]:8731",
+    "SECRETS_AGENT_PORT_8731_UDP": "udp://[fd00:10:96::1]:8731",
+    "SECRETS_AGENT_PORT_8731_UDP_PROTO": "udp",
+    "SECRETS_AGENT_PORT_8731_UDP_PORT": "8731",
+    "SECRETS_AGENT_PORT_8731_UDP_ADDR": "fd00:10:96::1",
+}
+
+
+def test_kubernetes_service_links_of_our_services_are_not_settings() -> None:
+    done = check_config(EXAMPLE, env=SERVICE_LINKS)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_typo_next_to_service_links_is_still_an_error_with_a_suggestion() -> None:
+    done = check_config(
+        EXAMPLE,
+        env={
+            **SERVICE_LINKS,
+            "SECRETS_AGENT_POLL_INTERVALL": "5m",
+            "SECRETS_AGENT_SERVER_TOKN": "x" * 20,
+            # Service-link names with values no Service link has: a guess at a setting, not a link.
+            "SECRETS_AGENT_SERVER_PORT": "8730",
+            "SECRETS_AGENT_PROBES_SERVICE_HOST": "probes.example",
+        },
+    )
+    assert_config_error(
+        done,
+        "env SECRETS_AGENT_POLL_INTERVALL: unknown setting (did you mean SECRETS_AGENT_POLL_INTERVAL?)",
+        "env SECRETS_AGENT_SERVER_TOKN: unknown setting (did you mean SECRETS_AGENT_SERVER_TOKEN?)",
+        "env SECRETS_AGENT_SERVER_PORT: unknown setting",
+        "env SECRETS_AGENT_PROBES_SERVICE_HOST: unknown setting",
+    )
+    assert len(done.stderr.splitlines()) == 4, done.stderr
+
+
+def test_no_setting_looks_like_a_service_link() -> None:
+    """A setting whose variable had a service link's shape would be silently ignored: none may."""
+    from agent.config.loader import _SERVICE_LINK, _Reader
+
+    reader = _Reader(env={}, flags={})
+    reader.section(Config, {}, "", layered=True)
+    assert reader.env_used
+    assert [name for name in reader.env_used if _SERVICE_LINK.fullmatch(name)] == []
+
+
+TOKEN_CANARY = "98127364519283746510"
+VALUE_CANARY = "Pa55-w0rd!canary-7Qx2"
+
+
+def test_credentials_in_a_bad_configuration_are_never_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"project: my-project\n"
+        f"server: {{token: {TOKEN_CANARY}}}\n"  # a YAML number: the type error quoted it
+        f"notify: {{url: 'ftp://user:{VALUE_CANARY}@hooks.example/x?key={VALUE_CANARY}'}}\n"
+        f"secrets:\n"
+        f"  - {{name: db, ref: '{VALUE_CANARY}'}}\n"  # a value pasted as its reference
+        f"  - {{name: pin, ref: {TOKEN_CANARY}}}\n"
+    )
+    done = check_config(config, "--secret", VALUE_CANARY)
+    assert_config_error(
+        done,
+        "server.token: expected a string, got a number",
+        "notify.url: expected an http:// or https:// URL with a host, got 'ftp://hooks.example'",
+        "secrets[0].ref: secret reference not shown (21 characters",
+        "secrets[1].ref: expected a string, got a number",
+        "--secret[0]: expected NAME=REF such as db-password=projects/P/secrets/S, got a string of 21 "
+        "characters",
+    )
+    for canary in (TOKEN_CANARY, VALUE_CANARY, "Pa55", "w0rd", "canary-7Qx2"):
+        assert canary not in done.stderr, done.stderr
+
+
+def test_check_config_prints_the_notify_url_without_its_credentials(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"notify: {{url: 'https://user:{VALUE_CANARY}@hooks.example:8443/reload?sig={VALUE_CANARY}#{VALUE_CANARY}'}}\n"
+    )
+    done = check_config(config)
+    assert done.returncode == 0, done.stderr
+    assert VALUE_CANARY not in done.stdout
+    printed = yaml.safe_load(done.stdout)["notify"]["url"]
+    assert printed == "https://<redacted>@hooks.example:8443/reload?<redacted>#<redacted>"
+    # Still a valid configuration, as the rest of the output is.
+    again = tmp_path / "printed.yaml"
+    again.write_text(done.stdout)
+    assert check_config(again).returncode == 0
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("notify: " + "[" * 5000 + "]" * 5000 + "\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("notify: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")
+    for file in (deep, nested):
+        assert_config_error(check_config(file), f"{file}:1: invalid YAML: nested more than 64 levels deep")
+    inline = check_config(env={"SECRETS_AGENT_CONFIG_YAML": "a: " + "[" * 5000 + "]" * 5000})
+    assert_config_error(inline, "env SECRETS_AGENT_CONFIG_YAML:1: invalid YAML: nested more than 64 levels")
+
+
+def test_a_regular_expression_nested_thousands_deep_is_a_config_error(tmp_path: Path) -> None:
+    """re.compile recurses once per group: 3,000 of them used to end in a RecursionError traceback."""
+    file = tmp_path / "agent.yaml"
+    file.write_text('notify:\n  process: "' + "(" * 3000 + '"\n')
+    assert_config_error(check_config(file), "notify.process: the regular expression is nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        ('output_dir: "/tmp/out\\0put"', "output_dir: must not contain a NUL byte (at character 9)"),
+        ('env_file: "app\\0.env"', "env_file: must not contain a NUL byte"),
+        ('server: {token_file: "/run/tok\\0en"}', "server.token_file: must not contain a NUL byte"),
+        (
+            'notify: {pid_file: "/run/app\\npid"}',
+            "notify.pid_file: must not contain a control character (U+000A)",
+        ),
+        ('dotenv: {file: "\\x1b[2J.env"}', "dotenv.file: must not contain a control character (U+001B)"),
+        ('fallback_dotenv: "a\\x7f"', "fallback_dotenv: must not contain a control character (U+007F)"),
+        ('notify: {process: "app\\0"}', "notify.process: must not contain a NUL byte"),
+        ('notify: {command: ["reload", "a\\0b"]}', "notify.command: argument 1: must not contain a NUL byte"),
+        (
+            'secrets: [{name: a, ref: projects/my-project/secrets/a, file: "a\\tb"}]',
+            "secrets[0].file: must not",
+        ),
+        (
+            'server: {allowed_hosts: ["app\\0.example"]}',
+            "server.allowed_hosts: item 0: must not contain a NUL",
+        ),
+    ],
+    ids=[
+        "output_dir",
+        "env_file",
+        "token_file",
+        "pid_file",
+        "dotenv",
+        "fallback",
+        "process",
+        "command",
+        "file",
+        "hosts",
+    ],
+)
+def test_control_characters_in_paths_and_strings_are_config_errors(
+    yaml_text: str, problem: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml_text + "\n")
+    assert_config_error(check_config(config), problem)
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        (
+            "env_file: .notified",
+            "env_file: '.notified' (in output_dir): reserved for the record of what the app",
+        ),
+        ("env_file: .token", "env_file: '.token' (in output_dir): reserved for the local endpoint's token"),
+        ("env_file: ..data", "env_file: '..data' (in output_dir): names starting with '..' are reserved"),
+        (
+            "env_file: ..manifest.json",
+            "env_file: '..manifest.json' (in output_dir): names starting with '..'",
+        ),
+        (
+            "env_file: {out}/..2024_01_01/env",
+            "env_file: '{out}/..2024_01_01/env' ('..2024_01_01/env' in output_dir",
+        ),
+        ("env_file: db", "env_file: 'db' (in output_dir) is the file of secret 'db'"),
+        (
+            "server: {{token_file: {out}/db}}",
+            "server.token_file: '{out}/db' ('db' in output_dir) is the file of",
+        ),
+        (
+            "server: {{token_file: {out}/..data/db}}",
+            "server.token_file: '{out}/..data/db' ('..data/db' in output_dir)",
+        ),
+        (
+            "notify: {{pid_file: {out}/.notified}}",
+            "notify.pid_file: '{out}/.notified' ('.notified' in output_dir)",
+        ),
+    ],
+    ids=[
+        "notified",
+        "token",
+        "data",
+        "manifest",
+        "snapshot",
+        "secret",
+        "token-file",
+        "token-data",
+        "pid-file",
+    ],
+)
+def test_files_the_agent_writes_cannot_be_configured_as_other_files(
+    setting: str, problem: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"output_dir: {out}\nsecrets: [{{name: db, ref: projects/my-project/secrets/db}}]\n"
+        + setting.format(out=out)
+        + "\n"
+    )
+    assert_config_error(check_config(config), problem.format(out=out))

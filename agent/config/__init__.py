@@ -4,7 +4,8 @@
 * ``agent.config.refs``: secret references;
 * ``agent.config.schema``: the frozen dataclasses, each field with its parser and its documentation;
 * ``agent.config.yaml``: strict YAML reading (a duplicate key is an error);
-* ``agent.config.loader``: YAML + environment + flags -> Config, every problem with its path.
+* ``agent.config.loader``: YAML + environment + flags -> Config, every problem with its path;
+* ``agent.config.childenv``: the environment of the commands the agent runs, without its credentials.
 
 Other packages import these names from ``agent.config``; the modules of this package import from each
 other directly.
@@ -12,13 +13,16 @@ other directly.
 
 from __future__ import annotations
 
-from agent.config.loader import SECRET_FLAG, load_config, unknown_key
+from agent.config.childenv import WITHHELD_ENV, child_environment
+from agent.config.loader import SECRET_FLAG, is_service_link, load_config, unknown_key
 from agent.config.schema import (
     CONFIG_FILE_ENV,
     CONFIG_YAML_ENV,
+    CREDENTIAL_ENV,
     ENV_PREFIX,
     LOG_LEVELS,
     NOTIFIED_FILE_NAME,
+    RESERVED_FILE_NAMES,
     TOKEN_FILE_NAME,
     Command,
     Config,
@@ -40,13 +44,17 @@ from agent.config.schema import (
     SourceName,
     Strategy,
     items,
+    reserved_name_reason,
     section,
     setting,
 )
 from agent.config.values import (
+    control_character_problem,
     describe,
+    describe_kind,
     env_name_for,
     format_mode,
+    host_name,
     is_loopback,
     optional_project,
     parse_delay,
@@ -54,6 +62,7 @@ from agent.config.values import (
     parse_mode,
     parse_signal,
     pubsub_name,
+    redacted_url,
     split_listen,
 )
 from agent.config.yaml import (
@@ -68,11 +77,14 @@ from agent.config.yaml import (
 __all__ = [
     "CONFIG_FILE_ENV",
     "CONFIG_YAML_ENV",
+    "CREDENTIAL_ENV",
     "ENV_PREFIX",
     "LOG_LEVELS",
     "NOTIFIED_FILE_NAME",
+    "RESERVED_FILE_NAMES",
     "SECRET_FLAG",
     "TOKEN_FILE_NAME",
+    "WITHHELD_ENV",
     "Command",
     "Config",
     "DotenvConfig",
@@ -94,10 +106,15 @@ __all__ = [
     "SourceName",
     "Strategy",
     "YamlDocument",
+    "child_environment",
+    "control_character_problem",
     "describe",
+    "describe_kind",
     "env_name_for",
     "format_mode",
+    "host_name",
     "is_loopback",
+    "is_service_link",
     "items",
     "load_config",
     "load_yaml",
@@ -110,6 +127,8 @@ __all__ = [
     "read_text_file",
     "read_yaml_file",
     "read_yaml_text",
+    "redacted_url",
+    "reserved_name_reason",
     "section",
     "setting",
     "split_listen",

@@ -7,7 +7,15 @@ One generic reader walks the fields of the ``agent.config.schema`` dataclasses:
 
 * a setting at path ``a.b`` is read from the file key ``a: {b: ...}``, the environment variable
   ``SECRETS_AGENT_A_B`` and the flag key ``"a.b"`` (the CLI's ``--a-b``);
-* unknown keys and unknown ``SECRETS_AGENT_*`` variables are errors (typos must not be silently ignored);
+* unknown keys and unknown ``SECRETS_AGENT_*`` variables are errors (typos must not be silently ignored),
+  each with the closest setting as a hint;
+* except Kubernetes' service-link variables: for every Service in the namespace Kubernetes sets
+  ``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_SERVICE_PORT``, ``<SERVICE>_SERVICE_PORT_<NAME>``,
+  ``<SERVICE>_PORT``, ``<SERVICE>_PORT_<N>_<PROTO>`` and its ``_PROTO``, ``_PORT`` and ``_ADDR``
+  (https://kubernetes.io/docs/concepts/services-networking/service/#environment-variables), so a Service
+  named ``secrets-agent-webhook`` (ours) gives every pod ``SECRETS_AGENT_WEBHOOK_SERVICE_HOST``. A
+  ``SECRETS_AGENT_*`` variable whose name AND value have one of those shapes (an IP address, a port
+  number, ``tcp://IP:PORT``, a protocol) is ignored; ``SECRETS_AGENT_SERVER_PORT=8730`` still is an error;
 * every problem is collected and raised together in one ConfigError, each with its path.
 """
 
@@ -15,17 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
+import os
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from agent.config.refs import parse_ref
+from agent.config.refs import hidden_reason, parse_ref
 from agent.config.schema import (
     CONFIG_FILE_ENV,
     CONFIG_YAML_ENV,
     ENV_PREFIX,
     Config,
+    DotenvConfig,
     EventsConfig,
     ExecConfig,
     GcpConfig,
@@ -36,8 +48,17 @@ from agent.config.schema import (
     ServerConfig,
     Setting,
     _meta,
+    reserved_name_reason,
 )
-from agent.config.values import _ENV_NAME, _seconds, describe, env_name_for, is_loopback, split_listen
+from agent.config.values import (
+    _ENV_NAME,
+    _seconds,
+    describe,
+    describe_kind,
+    env_name_for,
+    is_loopback,
+    split_listen,
+)
 from agent.config.yaml import read_yaml_file, read_yaml_text
 from agent.errors import ConfigError, InvalidReference, Problem
 
@@ -147,10 +168,23 @@ class _Reader:
         return self.flag_names.get(path) or "--" + path.replace(".", "-").replace("_", "-")
 
     def check_leftovers(self) -> None:
-        """Unknown ``SECRETS_AGENT_*`` variables are typos until proven otherwise."""
+        """Unknown ``SECRETS_AGENT_*`` variables are typos until proven otherwise (Kubernetes' service links
+        of our own Services are proven otherwise: see the module docstring)."""
+        # Compared without the prefix every name shares, which would make any two names look alike.
+        known = sorted(name.removeprefix(ENV_PREFIX) for name in self.env_used | _NOT_SETTINGS)
+        suggested = 0
         for name in sorted(self.env):
-            if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS and name not in self.env_used:
-                self.problems.append(Problem(f"env {name}", "unknown setting"))
+            if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS or name in self.env_used:
+                continue
+            if is_service_link(name, self.env[name]):
+                continue
+            hint = ""
+            # difflib is quadratic in the name's length: a bounded number of bounded names only.
+            if suggested < _MAX_SUGGESTIONS and len(name) <= _MAX_SUGGESTED_NAME:
+                suggested += 1
+                if close := difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1, cutoff=0.75):
+                    hint = f" (did you mean {ENV_PREFIX}{close[0]}?)"
+            self.problems.append(Problem(f"env {name}", f"unknown setting{hint}"))
         for key in self.flags:
             if key not in self.flags_used:
                 raise TypeError(f"load_config: flag {key!r} is not a config setting")  # a bug in the CLI
@@ -158,6 +192,52 @@ class _Reader:
 
 _NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, CONFIG_YAML_ENV})
 """``SECRETS_AGENT_*`` variables that hold the configuration's source, not a setting."""
+_MAX_SUGGESTIONS = 20
+_MAX_SUGGESTED_NAME = 100
+
+# Kubernetes' service-link variables (pkg/kubelet/envvars): <SERVICE> is the Service name upper-cased with
+# '-' -> '_'; <NAME> a port's name likewise; <PROTO> TCP, UDP or SCTP.
+_SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+?_(?:"
+    r"(?P<host>SERVICE_HOST)"
+    r"|(?P<service_port>SERVICE_PORT(?:_[A-Z0-9_]+)?)"
+    r"|(?P<url>PORT)"
+    r"|(?P<port_url>PORT_[0-9]{1,5}_(?:TCP|UDP|SCTP))"
+    r"|(?P<proto>PORT_[0-9]{1,5}_(?:TCP|UDP|SCTP)_PROTO)"
+    r"|(?P<port>PORT_[0-9]{1,5}_(?:TCP|UDP|SCTP)_PORT)"
+    r"|(?P<addr>PORT_[0-9]{1,5}_(?:TCP|UDP|SCTP)_ADDR)"
+    r")"
+)
+_LINK_URL = re.compile(
+    r"(?P<proto>tcp|udp|sctp)://(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})"
+)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) < 65536
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is a Kubernetes service-link variable: the name's shape and the value's."""
+    match = _SERVICE_LINK.fullmatch(name)
+    if match is None:
+        return False
+    if match["host"] or match["addr"]:
+        return _is_ip(value)
+    if match["service_port"] or match["port"]:
+        return _is_port(value)
+    if match["proto"]:
+        return value in ("tcp", "udp", "sctp")
+    url = _LINK_URL.fullmatch(value)
+    return url is not None and _is_ip(url["v6"] or url["v4"]) and _is_port(url["port"])
 
 
 def _join(path: str, name: str) -> str:
@@ -203,10 +283,14 @@ def _secret_entries(reader: _Reader, from_file: object, from_flags: object) -> l
         path = f"{SECRET_FLAG}[{index}]"
         name, equals, ref = text.partition("=") if isinstance(text, str) else ("", "", "")
         if not equals:
+            # Perhaps a value pasted in place of NAME=REF: quoted only when it looks like a reference.
+            shown = (
+                describe(text)
+                if isinstance(text, str) and hidden_reason(text) is None
+                else (f"{describe_kind(text)}, not shown")
+            )
             reader.problems.append(
-                Problem(
-                    path, f"expected NAME=REF such as db-password=projects/P/secrets/S, got {describe(text)}"
-                )
+                Problem(path, f"expected NAME=REF such as db-password=projects/P/secrets/S, got {shown}")
             )
             continue
         entries.append((path, {"name": name, "ref": ref}))
@@ -362,6 +446,84 @@ def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
         )
 
 
+def _inside(root: str, path: Path) -> str | None:
+    """``path`` relative to ``root`` (POSIX, ``.`` for the root itself) when it lies inside it, else None.
+    Lexical, like the sink's placement of the env file: relative paths are taken from the working
+    directory, except the env file's (``base``)."""
+    absolute = os.path.abspath(path)
+    if absolute != root and not absolute.startswith(root.rstrip("/") + "/"):
+        return None
+    return PurePosixPath(os.path.relpath(absolute, root)).as_posix()
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two paths inside one directory are the same file, or one would be inside the other."""
+    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    return pa == pb or pa in pb.parents or pb in pa.parents
+
+
+def _check_files(reader: _Reader, values: Mapping[str, Any]) -> None:
+    """Files the configuration names inside ``output_dir`` must not be ones the agent writes there itself:
+    the env file must not take a reserved name (``.token``, ``.notified``, ``..data``, ``..manifest.json``,
+    any ``..`` name) or a secret's file; a file the agent reads (the token file, the pid file, a ``.env``)
+    must be neither of those nor the env file (the token would be a secret's value, the signalled pid a
+    number from a secret)."""
+    output_dir = values.get("output_dir")
+    if not isinstance(output_dir, Path):
+        return
+    root = os.path.abspath(output_dir)
+    secrets: tuple[SecretSpec, ...] = values.get("secrets", ())
+    written: dict[str, str] = {spec.file: f"the file of secret {spec.name!r}" for spec in secrets}
+    env_file = values.get("env_file")
+    env_path: str | None = None
+    if isinstance(env_file, Path):
+        # A relative env file lives inside output_dir (see Config.env_file).
+        env_path = os.path.abspath(os.path.join(root, env_file))
+        relative = _inside(root, Path(env_path))
+        if relative is not None:
+            problem = _placement_problem(str(env_file), relative, written)
+            if problem is not None:
+                reader.problems.append(Problem("env_file", problem))
+            else:
+                written[relative] = "the env file"
+    server, notify, dotenv = values.get("server"), values.get("notify"), values.get("dotenv")
+    read: list[tuple[str, Path | None]] = [("fallback_dotenv", values.get("fallback_dotenv"))]
+    if isinstance(server, ServerConfig):
+        read.append(("server.token_file", server.token_file))
+    if isinstance(notify, NotifyConfig):
+        read.append(("notify.pid_file", notify.pid_file))
+    if isinstance(dotenv, DotenvConfig):
+        read.append(("dotenv.file", dotenv.file))
+    for key, path in read:
+        if path is None:
+            continue
+        if env_path is not None and os.path.abspath(path) == env_path:
+            reader.problems.append(Problem(key, f"{str(path)!r} is the env file: the agent writes it"))
+            continue
+        relative = _inside(root, path)
+        if relative is None:
+            continue
+        problem = _placement_problem(str(path), relative, written)
+        if problem is not None:
+            reader.problems.append(Problem(key, f"{problem}; the agent writes there, so it cannot read it"))
+
+
+def _placement_problem(shown: str, relative: str, written: Mapping[str, str]) -> str | None:
+    """Why a configured file (as the user wrote it: ``shown``) at ``relative`` inside output_dir collides
+    with what the agent writes there, or None."""
+    if relative == ".":
+        return f"{shown!r} is output_dir itself"
+    where = f"{shown!r} (in output_dir)" if shown == relative else f"{shown!r} ({relative!r} in output_dir)"
+    if (reason := reserved_name_reason(relative)) is not None:
+        return f"{where}: {reason}"
+    for file, owner in written.items():
+        if relative == file:
+            return f"{where} is {owner}"
+        if _overlaps(relative, file):
+            return f"{where} overlaps {owner} ({file!r})"
+    return None
+
+
 def _read_layer(file: Path | None, env: Mapping[str, str]) -> Mapping[Any, object]:
     """The file layer: ``file``, else ``$SECRETS_AGENT_CONFIG``, else the text of
     ``$SECRETS_AGENT_CONFIG_YAML``, else nothing. A file and the inline text together are an error: which
@@ -392,6 +554,7 @@ def load_config(
     flags: Mapping[str, object],
     *,
     flag_names: Mapping[str, str] | None = None,
+    document: Mapping[Any, object] | None = None,
 ) -> Config:
     """Build the Config: flags > environment (``SECRETS_AGENT_*``) > YAML ``file`` > defaults.
 
@@ -401,8 +564,10 @@ def load_config(
     ``flags["secrets"]`` is a list of ``NAME=REF`` strings (``--secret``), appended to the file's secrets.
     ``flag_names`` maps a path to its flag when that is not ``--`` + the path (``"gcp.endpoint"`` ->
     ``"--endpoint"``), so problems name what the user typed. Raises ConfigError with every problem found.
+    ``document``, when given, is the file layer already parsed (the webhook checks the configuration it
+    injects without parsing its own YAML twice, in pure Python).
     """
-    raw = _read_layer(file, env)
+    raw = _read_layer(file, env) if document is None else document
     reader = _Reader(env=env, flags=flags, flag_names=flag_names or {})
     values = reader.section(Config, raw, "", layered=True)
     project_ok = "project" not in reader.invalid
@@ -411,6 +576,7 @@ def load_config(
         reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok
     )
     _check_across(reader, values)
+    _check_files(reader, values)
     reader.check_leftovers()
     if reader.problems:
         raise ConfigError(reader.problems)

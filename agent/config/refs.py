@@ -10,6 +10,13 @@ Accepted forms (``V`` defaults to ``latest`` wherever it may be left out)::
 ``V`` is ``latest``, a version number (1, 2, ...) or a version alias. Ids are validated as the service
 validates them, so a typo fails at start-up with a message naming the reference instead of as a
 NOT_FOUND from Google minutes later.
+
+A secret's value pasted in place of its reference is the likeliest mistake of all, and an error message
+travels far (terminals, CI logs, Kubernetes events). So an invalid reference is quoted only when it is
+*reference-shaped*: made only of the characters references use (letters, digits, ``/ _ . @ # : -``), at
+most 300 characters, and without a long random-looking word (16 or more characters mixing letters and
+digits, as API keys and hex tokens do). Any other invalid reference is described by its length and the
+rule it broke, never shown (``HiddenReference``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.errors import InvalidReference
+from agent.errors import ConfigError, InvalidReference, Problem
 
 LATEST = "latest"
 
@@ -75,17 +82,59 @@ class SecretRef:
         return self.version_name
 
 
+_SHAPED_CHARS = re.compile(r"[A-Za-z0-9/_.@#:-]*")
+_WORD_SEPARATORS = re.compile(r"[/_.@#:-]+")
+_MAX_SHAPED_LENGTH = 300
+_RANDOM_WORD_LENGTH = 16
+
+
+def hidden_reason(text: str) -> str | None:
+    """Why ``text`` is not reference-shaped (see the module docstring), or None when it may be quoted."""
+    if len(text) > _MAX_SHAPED_LENGTH:
+        return f"{len(text)} characters, longer than any reference"
+    if not _SHAPED_CHARS.fullmatch(text):
+        return f"{len(text)} characters, some of which no reference contains"
+    for word in _WORD_SEPARATORS.split(text):
+        if len(word) >= _RANDOM_WORD_LENGTH and not word.isdigit() and not word.isalpha():
+            return f"{len(text)} characters, with a long run of mixed letters and digits like a key or token"
+    return None
+
+
+class HiddenReference(InvalidReference):
+    """An invalid reference that is not quoted: it does not look like a reference, so it may be a secret's
+    value pasted in its place. The message gives its length and why it is hidden, never its text."""
+
+    def __init__(self, why: str, reason: str, path: str = "") -> None:
+        self.reference = ""
+        self.reason = reason
+        message = (
+            f"secret reference not shown ({why}: a secret value pasted in place of its reference?): {reason}"
+        )
+        ConfigError.__init__(self, Problem(path, message))
+
+
+def _quotes_text(reason: str, text: str) -> bool:
+    """Whether ``reason`` quotes a piece of ``text`` longer than one character (a part, an id...)."""
+    return any(len(quoted) > 1 and quoted in text for quoted in re.findall(r"'([^']*)'", reason))
+
+
 def parse_ref(text: str, default_project: str | None = None) -> SecretRef:
     """Parse any accepted spelling of a reference; short forms take ``default_project``.
 
-    Raises InvalidReference naming ``text`` and what is wrong with it.
+    Raises InvalidReference naming ``text`` and what is wrong with it, or HiddenReference (without the text)
+    when ``text`` does not look like a reference at all.
     """
     if not isinstance(text, str):
-        raise InvalidReference(str(text), f"expected a string, got {type(text).__name__}")
+        raise HiddenReference(f"a {type(text).__name__}", "expected a string")
     try:
         return _parse(text, default_project)
-    except ValueError as reason:
-        raise InvalidReference(text, str(reason)) from None
+    except ValueError as error:
+        reason = str(error)
+        why = hidden_reason(text)
+        if why is None:
+            raise InvalidReference(text, reason) from None
+        # The reason too is shown only when it quotes no part of the text.
+        raise HiddenReference(why, _FORMS_HINT if _quotes_text(reason, text) else reason) from None
 
 
 def _parse(text: str, default_project: str | None) -> SecretRef:

@@ -23,8 +23,10 @@ from agent.config.values import (
     _choice,
     _command_line,
     _dump_token,
+    _dump_url,
     _env_var_name,
     _fraction,
+    _host_list,
     _list,
     _listen_address,
     _local_name,
@@ -37,6 +39,7 @@ from agent.config.values import (
     _optional_token,
     _optional_url,
     _path,
+    _reference_text,
     _seconds,
     _string,
     _subscription_ttl,
@@ -52,11 +55,33 @@ from agent.config.values import (
 )
 
 ENV_PREFIX = "SECRETS_AGENT_"
-"""Prefix of the variables that set settings: ``SECRETS_AGENT_<PATH>`` (``SECRETS_AGENT_GCP_ENDPOINT``)."""
+"""Prefix of the variables that set settings: ``SECRETS_AGENT_<PATH>`` (``SECRETS_AGENT_GCP_ENDPOINT``).
+Kubernetes' service-link variables of a Service whose name starts with ``secrets-agent``
+(``SECRETS_AGENT_WEBHOOK_SERVICE_HOST``...) share the prefix; the loader ignores them."""
 TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
 """Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 NOTIFIED_FILE_NAME = ".notified"
 """The versions the app was last told about (``agent.notify.notified``); reserved like the token file."""
+RESERVED_FILE_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME})
+"""Names at the top of ``output_dir`` the agent writes itself, besides every name starting with ``..``
+(``..data``, ``..manifest.json``, the ``..<timestamp>`` snapshots): no configured file may take them."""
+
+
+def reserved_name_reason(relative: str) -> str | None:
+    """Why a file the configuration places at ``relative`` (a POSIX path inside ``output_dir``) would
+    collide with one the agent writes there itself (``names starting with '..' are reserved...``), or
+    None. For secret files, the env file and any later destination under ``output_dir``."""
+    parts = PurePosixPath(relative).parts
+    if any(part.startswith("..") for part in parts):
+        # kubelet-style atomic snapshots keep `..data` and `..<timestamp>` directories next to the files.
+        return "names starting with '..' are reserved for the atomic writer"
+    if relative == TOKEN_FILE_NAME:
+        return "reserved for the local endpoint's token"
+    if relative == NOTIFIED_FILE_NAME:
+        return "reserved for the record of what the app was told"
+    return None
+
+
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
 CONFIG_YAML_ENV = "SECRETS_AGENT_CONFIG_YAML"
@@ -92,18 +117,13 @@ def _relative_file(value: object) -> str:
     path = PurePosixPath(text)
     if path.is_absolute():
         raise ValueError(f"file {text!r} must be relative to output_dir, not absolute")
-    for part in path.parts:
-        if part == "..":
-            raise ValueError(f"file {text!r} must not contain '..'")
-        if part.startswith(".."):
-            # kubelet-style atomic snapshots keep `..data` and `..<timestamp>` directories next to the files.
-            raise ValueError(f"file {text!r}: names starting with '..' are reserved for the atomic writer")
-    if str(path) == TOKEN_FILE_NAME:
-        raise ValueError(f"file {text!r} is reserved for the local endpoint's token")
-    if str(path) == NOTIFIED_FILE_NAME:
-        raise ValueError(f"file {text!r} is reserved for the record of what the app was told")
-    if "\\" in text or "\0" in text:
-        raise ValueError(f"file {text!r} must not contain backslashes or NUL")
+    if any(part == ".." for part in path.parts):
+        raise ValueError(f"file {text!r} must not contain '..'")
+    if (reason := reserved_name_reason(str(path))) is not None:
+        separator = ":" if reason.startswith("names") else " is"
+        raise ValueError(f"file {text!r}{separator} {reason}")
+    if "\\" in text:
+        raise ValueError(f"file {text!r} must not contain backslashes")
     return str(path)
 
 
@@ -130,6 +150,9 @@ class Setting:
     """Whether ``SECRETS_AGENT_<PATH>`` may set it (false for list items, which have no stable path)."""
     fallback_env: str | None = None
     """A non-``SECRETS_AGENT_`` variable used when nothing else sets the field (below the file)."""
+    credential: bool = False
+    """The value may be (or carry) a credential: its parser never echoes it, ``to_dict`` hides it, and its
+    ``SECRETS_AGENT_*`` variable is kept from the commands the agent runs (``CREDENTIAL_ENV``)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +173,10 @@ def setting(
     dump: Callable[[Any], object] = _same,
     from_env: bool = True,
     fallback_env: str | None = None,
+    credential: bool = False,
 ) -> dict[str, object]:
     """Field metadata for a scalar setting (use as ``field(default=..., metadata=setting(...))``)."""
-    return {_META_KEY: Setting(parse, dump, from_env, fallback_env)}
+    return {_META_KEY: Setting(parse, dump, from_env, fallback_env, credential)}
 
 
 def section() -> dict[str, object]:
@@ -183,9 +207,10 @@ class SecretSpec:
 
     name: str = field(metadata=setting(_local_name, from_env=False))
     """Local name (``[A-Za-z0-9_.-]``), unique in the config. Required. Default for ``env`` and ``file``."""
-    ref: SecretRef = field(metadata=setting(_string, dump=str, from_env=False))
+    ref: SecretRef = field(metadata=setting(_reference_text, dump=str, from_env=False, credential=True))
     """Secret Manager reference in any form ``agent.config.refs`` accepts; short forms use ``project``.
-    Required."""
+    Required. (A credential by accident: a secret's value pasted in place of its reference is the likeliest
+    mistake of all, so errors describe a reference that does not look like one instead of quoting it.)"""
     env: str = field(default="", metadata=setting(_env_var_name, from_env=False))
     """Environment variable name (env file, ``exec``). Default: ``name`` in UPPER_SNAKE_CASE. Unique."""
     file: str = field(default="", metadata=setting(_relative_file, from_env=False))
@@ -242,7 +267,9 @@ class ServerConfig:
     Any non-loopback address also needs ``allow_remote``."""
     allow_remote: bool = field(default=False, metadata=setting(_boolean))
     """Allow ``listen`` on an address other machines could reach (logged as a warning). Default false."""
-    token: str | None = field(default=None, metadata=setting(_optional_token, dump=_dump_token))
+    token: str | None = field(
+        default=None, metadata=setting(_optional_token, dump=_dump_token, credential=True)
+    )
     """The token every ``/v1`` request must carry in ``X-Secrets-Agent-Token`` (16+ characters). Prefer
     env ``SECRETS_AGENT_SERVER_TOKEN`` (from a Kubernetes Secret) or ``token_file``. Default: none, and
     then a random token is generated at start and written to ``<output_dir>/.token`` (mode 0440)."""
@@ -256,6 +283,12 @@ class ServerConfig:
     Retry-After. Default 128."""
     max_wait: float = field(default=300.0, metadata=setting(parse_duration, dump=_seconds))
     """Longest long-poll (``?wait=``) accepted, in seconds (a duration). Default 300 (5m)."""
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=setting(_host_list, dump=_list))
+    """Host names the endpoint answers besides ``127.0.0.1``, ``localhost`` and ``[::1]`` (any port): a
+    request whose ``Host`` header names anything else is refused, so a DNS-rebinding web page cannot reach
+    it. Each a DNS name or an IP address, without a port (at most 64); a YAML list, or in
+    ``SECRETS_AGENT_SERVER_ALLOWED_HOSTS`` names separated by commas or spaces. Stored lower case, IPv6
+    without brackets. Default: none."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +300,15 @@ class ProbesConfig:
     listen: str = field(default="0.0.0.0:8731", metadata=setting(_listen_address))
     """``HOST:PORT``. Default ``0.0.0.0:8731``: the kubelet and Prometheus must reach it; it serves no
     secret data and needs no token."""
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=setting(_host_list, dump=_list))
+    """DNS names the probes listener answers besides IP literals (which the kubelet and Prometheus use,
+    reaching the pod by its IP): a request whose ``Host`` header names any other DNS name is refused, so a
+    DNS-rebinding web page cannot read ``/metrics``. Same syntax as ``server.allowed_hosts`` (env
+    ``SECRETS_AGENT_PROBES_ALLOWED_HOSTS``). Default: none."""
+    max_connections: int = field(default=32, metadata=setting(_at_least(1)))
+    """Most probe connections open at once (the kubelet and Prometheus need a few). At the cap a new
+    connection evicts the one idle the longest; only when every one has a request in flight is the newcomer
+    answered 503. Lowered, with a warning, when the file-descriptor limit cannot hold it. Default 32."""
 
 
 @dataclass(frozen=True)
@@ -296,13 +338,15 @@ class NotifyConfig:
     process: str | None = field(default=None, metadata=setting(_optional_regex))
     """Regular expression searched in each process' command line (``/proc/*/cmdline``); the matching
     processes are signalled. Needs ``shareProcessNamespace: true`` in a pod. Default: none."""
-    url: str | None = field(default=None, metadata=setting(_optional_url))
-    """``http://`` or ``https://`` URL that gets an empty POST after each swap. Default: none."""
+    url: str | None = field(default=None, metadata=setting(_optional_url, dump=_dump_url, credential=True))
+    """``http://`` or ``https://`` URL that gets an empty POST after each swap. Its user info and query may
+    hold credentials: errors never quote it, and ``check-config`` prints them as ``<redacted>``. Default:
+    none."""
     url_timeout: float = field(default=5.0, metadata=setting(parse_duration, dump=_seconds))
     """Deadline of each POST, in seconds (a duration). Default 5."""
     url_retries: int = field(default=3, metadata=setting(_at_least(0)))
     """Extra attempts of a failed POST within one notification (>= 0). Default 3."""
-    command: tuple[str, ...] = field(default=(), metadata=setting(_command_line, dump=_list))
+    command: tuple[str, ...] = field(default=(), metadata=setting(_command_line, dump=_list, credential=True))
     """Command run after each swap: a YAML list of arguments, or one string split like a shell would
     (``shlex``; no variables, no pipes). Default: none."""
     command_timeout: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
@@ -379,6 +423,11 @@ class Config:
     """Seconds between polls (``30s``, ``5m``, ``1h``, ``1500ms`` or a number). Default 300."""
     poll_jitter: float = field(default=0.1, metadata=setting(_fraction))
     """Random spread of each poll interval, as a fraction 0..1 of it (0.1 = +/-10%). Default 0.1."""
+    refresh_min_interval: float = field(default=1.0, metadata=setting(parse_duration, dump=_seconds))
+    """Least time between two forced checks of every secret (SIGHUP, ``POST /v1/refresh``): refreshes asked
+    while one is queued join it, the endpoint answers 429 with ``Retry-After`` to one asked sooner, and a
+    signal that comes sooner waits. Bounds what a local caller can make the agent ask Secret Manager.
+    Default 1s."""
     max_staleness: float = field(default=3600.0, metadata=setting(parse_duration, dump=_seconds))
     """Seconds without a successful refresh after which the agent reports not ready. Default 3600 (1h)."""
     source: SourceChoice = field(default="auto", metadata=setting(_choice("auto", "gcp", "dotenv")))
@@ -439,6 +488,23 @@ class Config:
     def to_dict(self) -> dict[str, object]:
         """The normalised configuration as plain data: canonical refs, octal modes, durations in seconds."""
         return _dump(self)
+
+
+def _credential_env(cls: type[Any], path: str) -> set[str]:
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):
+        meta, key_path = _meta(f), f"{path}.{f.name}" if path else f.name
+        if isinstance(meta, Setting) and meta.credential and meta.from_env:
+            names.add(ENV_PREFIX + key_path.upper().replace(".", "_"))
+        elif isinstance(meta, Section) and isinstance(f.default_factory, type):
+            names |= _credential_env(f.default_factory, key_path)
+    return names
+
+
+CREDENTIAL_ENV: frozenset[str] = frozenset({CONFIG_YAML_ENV, *_credential_env(Config, "")})
+"""The ``SECRETS_AGENT_*`` variables that may hold a credential: every setting marked ``credential``
+(``SECRETS_AGENT_SERVER_TOKEN``, ``..._NOTIFY_URL``, ``..._NOTIFY_COMMAND``) and the inline configuration
+``SECRETS_AGENT_CONFIG_YAML``, which may hold all of them. The commands the agent runs never inherit them."""
 
 
 def _dump(obj: Any) -> dict[str, object]:

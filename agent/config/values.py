@@ -1,8 +1,11 @@
 """Config values: parsing what a user wrote (in YAML, an environment variable or a flag) and printing it back.
 
 Every converter takes the raw value and returns the typed one, or raises ValueError with a user-facing
-message that never repeats a secret (a token is described, never echoed). Converters accept strings
-wherever a typed value is expected, because environment variables are strings.
+message that never repeats a secret: the converters of settings that may hold a credential (the token, the
+notify URL and command, secret references) describe a bad value by its kind and shape, never echo it.
+Converters accept strings wherever a typed value is expected, because environment variables are strings.
+No string setting may hold a NUL byte or a control character (paths, names, URLs: none has a use for one,
+and a NUL makes every system call fail later, far from the setting that caused it).
 
 The public names are used across the agent (``parse_duration``, ``parse_delay``, ``split_listen``...). The
 ``_``-prefixed converters are the field parsers of ``agent.config.schema``: shared inside ``agent.config``
@@ -18,21 +21,47 @@ import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from agent.config.refs import project_problem
 
+_SHOWN_CHARS = 200
+"""Longest rendering of a value in a message; longer ones are cut (a message is one readable line)."""
+
 
 def describe(value: object) -> str:
-    """A short, user-facing rendering of a raw config value for error messages."""
+    """A short, user-facing rendering of a raw config value for error messages (not for credentials: use
+    ``describe_kind``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, int | float):
+        shown = repr(value)
+        return (
+            shown
+            if len(shown) <= _SHOWN_CHARS
+            else f"{shown[: _SHOWN_CHARS - 4]}...' ({len(value)} characters)"
+        )
+    if isinstance(value, int):
+        # str() of an int of more than 4300 digits raises ValueError (CVE-2020-10735's limit).
+        return str(value) if value.bit_length() <= 64 else f"a {value.bit_length()}-bit integer"
+    if isinstance(value, float):
         return str(value)
+    return describe_kind(value)
+
+
+def describe_kind(value: object) -> str:
+    """What kind of value ``value`` is, without any of its content: for settings that may hold a credential
+    (a YAML ``token: 12345678901234567890`` is a number, and the number is the token)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, int | float):
+        return "a number"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list | tuple):
@@ -40,11 +69,48 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
-def _string(value: object) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters and DEL."""
+_LINE_CONTROLS = "\t\n\r"
+
+
+def control_character_problem(text: str, *, allow: str = "") -> str | None:
+    """Why ``text`` cannot be a setting's value (a NUL byte or control character, named by its code point
+    and position, never by the text around it), or None."""
+    for match in _CONTROL.finditer(text):
+        char = match[0]
+        if char in allow:
+            continue
+        what = "a NUL byte" if char == "\0" else f"a control character (U+{ord(char):04X})"
+        return f"must not contain {what} (at character {match.start() + 1})"
+    return None
+
+
+def _string(value: object, *, allow: str = "") -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {describe(value)}")
+    return _checked_text(value, allow=allow)
+
+
+def _credential_string(value: object, *, allow: str = "") -> str:
+    """``_string`` for a setting that may hold a credential: a bad value is described, never shown."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a string, got {describe_kind(value)} (a YAML number or boolean must be quoted)"
+        )
+    return _checked_text(value, allow=allow)
+
+
+def _reference_text(value: object) -> str:
+    """A secret reference's raw text (``agent.config.refs`` parses it): a pasted value is never shown."""
+    return _credential_string(value)
+
+
+def _checked_text(value: str, *, allow: str) -> str:
     if value == "":
         raise ValueError("must not be empty")
+    if (problem := control_character_problem(value, allow=allow)) is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -259,14 +325,17 @@ def _optional_regex(value: object) -> str | None:
     try:
         re.compile(pattern)
     except re.error as error:
-        raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
+        raise ValueError(f"{describe(pattern)} is not a valid regular expression: {error}") from None
+    except RecursionError:  # thousands of nested groups: the compiler's stack, not a traceback
+        raise ValueError("the regular expression is nested too deeply") from None
     return pattern
 
 
 def _optional_url(value: object) -> str | None:
+    # A URL may carry user:password or a token in its query: a bad one is described, never shown.
     if value is None:
         return None
-    url = _string(value).strip()
+    url = _credential_string(value).strip()
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
@@ -278,8 +347,49 @@ def _optional_url(value: object) -> str | None:
         or not parts.hostname
         or any(c.isspace() for c in url)
     ):
-        raise ValueError(f"expected an http:// or https:// URL with a host, got {describe(value)}")
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {_url_shape(url)}")
     return url
+
+
+def _url_shape(url: str) -> str:
+    """A bad URL for a message: its scheme and host at most (user info, path and query may hold a
+    password or a webhook's token), else only its length."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"a string of {len(url)} characters, not shown (a URL may carry a password)"
+    if parts.scheme and host and parts.scheme.isascii() and parts.scheme.isalnum():
+        rest = " (the rest not shown)" if url.rstrip("/") != f"{parts.scheme}://{host}" else ""
+        return f"{f'{parts.scheme}://{host}'!r}{rest}"
+    return f"a string of {len(url)} characters, not shown (a URL may carry a password)"
+
+
+REDACTED = "<redacted>"
+"""What printed configuration shows in place of credentials in a URL (user info, query, fragment)."""
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its user info, query and fragment replaced by ``REDACTED``: the shape stays visible
+    (there is a password, there is a query) and the result is still a valid ``notify.url``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if "@" in parts.netloc:
+        netloc = f"{REDACTED}@{netloc}"
+    query = REDACTED if parts.query else ""
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _dump_url(value: str | None) -> str | None:
+    return None if value is None else redacted_url(value)
 
 
 _ENDPOINT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})")
@@ -325,7 +435,9 @@ def is_loopback(host: str) -> bool:
 def _optional_token(value: object) -> str | None:
     if value is None:
         return None
-    token = _string(value)
+    if isinstance(value, str) and value and _CONTROL.search(value):
+        raise ValueError("a token must not contain spaces or control characters")
+    token = _credential_string(value)
     if len(token) < 16:
         # The token is the only thing between a compromised neighbour process and every secret.
         raise ValueError("a token must be at least 16 characters long")
@@ -340,22 +452,85 @@ def _dump_token(value: str | None) -> str | None:
 
 
 def _command_line(value: object) -> tuple[str, ...]:
-    """A YAML list of arguments, or one string split like a POSIX shell would (no expansion)."""
+    """A YAML list of arguments, or one string split like a POSIX shell would (no expansion).
+
+    A command line may carry a token (``curl -H 'Authorization: ...'``): problems never quote it. Tabs and
+    newlines are allowed (a ``sh -c`` script); NUL and other control characters are not (exec refuses a
+    NUL, far from here)."""
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("must not be empty")
+        if (problem := control_character_problem(value, allow=_LINE_CONTROLS)) is not None:
+            raise ValueError(problem)
         return tuple(shlex.split(value))  # ValueError ("No closing quotation") is reported as is
     if isinstance(value, list | tuple):
         if not all(isinstance(arg, str) for arg in value):
             raise ValueError("expected a list of strings")
         if value and not value[0]:
             raise ValueError("the program name must not be empty")
+        for index, arg in enumerate(value):
+            if (problem := control_character_problem(arg, allow=_LINE_CONTROLS)) is not None:
+                raise ValueError(f"argument {index}: {problem}")
         return tuple(value)
-    raise ValueError(f"expected a list of arguments or a command string, got {describe(value)}")
+    raise ValueError(f"expected a list of arguments or a command string, got {describe_kind(value)}")
 
 
 def _list(value: tuple[str, ...]) -> list[str]:
     return list(value)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+MAX_ALLOWED_HOSTS = 64
+"""Most names one ``allowed_hosts`` setting may list (each Host header is compared against them)."""
+
+
+def host_name(text: str) -> str:
+    """A DNS name or IP literal as a Host header names it, normalised: DNS names lower case without a
+    trailing dot, IP addresses in their compressed form, IPv6 without brackets. ValueError (quoting
+    ``text``: host names are not secrets) for anything else, a port included."""
+    candidate = text.strip()
+    if candidate.startswith("[") and candidate.endswith("]"):
+        candidate = candidate[1:-1]
+        try:
+            return str(ipaddress.IPv6Address(candidate))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv6 address") from None
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        pass
+    name = candidate.lower().removesuffix(".")
+    if re.fullmatch(r"[^:]+:[0-9]*", name) or name.count(":") > 1:
+        raise ValueError(f"{text!r}: write the host name only, without a port (any port is accepted)")
+    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(
+            f"{text!r} is neither a DNS name (labels of letters, digits and '-', not starting or ending "
+            "with '-') nor an IP address"
+        )
+    return name
+
+
+def _host_list(value: object) -> tuple[str, ...]:
+    """A YAML list of host names, or one string of names separated by commas or spaces (environment)."""
+    if isinstance(value, str):
+        raw: list[object] = [part for part in re.split(r"[,\s]+", value) if part]
+    elif isinstance(value, list | tuple):
+        raw = list(value)
+    else:
+        raise ValueError(f"expected a list of host names, got {describe(value)}")
+    if len(raw) > MAX_ALLOWED_HOSTS:
+        raise ValueError(f"at most {MAX_ALLOWED_HOSTS} host names, got {len(raw)}")
+    names: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise ValueError(f"item {index}: expected a host name, got {describe(item)}")
+        try:
+            name = host_name(_string(item))
+        except ValueError as error:
+            raise ValueError(f"item {index}: {error}") from None
+        if name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 # Pub/Sub resource ids: 3-255 characters, a letter first, then letters, digits and - _ . ~ + %; no "goog".

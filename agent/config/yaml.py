@@ -7,6 +7,10 @@ the second. Two ways to be told, for two callers:
   error at its line, like any other YAML error, and the document must be a mapping;
 * ``load_yaml`` (the rotation config): every duplicate is collected with its key path
   (``secrets.db-password.provider``), so the caller reports them together with its own problems.
+
+Hostile or broken input is a ConfigError, never a traceback: nesting deeper than ``MAX_DEPTH`` (PyYAML
+composes and constructs recursively; 5,000 ``[`` would exhaust Python's stack), a file larger than
+``MAX_CONFIG_BYTES`` (``/dev/zero`` named as the configuration), a number too long to convert.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from agent.config.values import describe
 from agent.errors import ConfigError, Problem
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings accepted; a configuration needs fewer than ten levels."""
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""Largest configuration file read (4 MiB): a configuration is a few kilobytes."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,21 @@ class _StrictLoader(yaml.SafeLoader):
         self.duplicates: list[DuplicateKey] = []
         self.where = ""
         """Key path of the value being constructed (for ``collect``)."""
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """PyYAML's composer, refusing nesting deeper than ``MAX_DEPTH`` before the recursion gets deep
+        (the constructor then recurses no deeper either)."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _join(path: str, key: object) -> str:
@@ -144,14 +168,19 @@ def _parse(text: str, where: str, *, collect: bool) -> YamlDocument:
         raise ConfigError(Problem(located, f"invalid YAML: {error.problem or error.context}")) from None
     except yaml.YAMLError as error:
         raise ConfigError(Problem(where, f"invalid YAML: {error}")) from None
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, OverflowError):
         # PyYAML's scalar constructors fail with these on an explicit tag that does not fit (`!!int abc`,
-        # `!!timestamp x`, `!!bool maybe`). Their text quotes the value, which could be a token: not shown.
+        # `!!timestamp x`, `!!bool maybe`) or a number of more than 4,300 digits. Their text quotes the
+        # value, which could be a token: not shown.
         raise ConfigError(
             Problem(
-                where, "invalid YAML: a value does not fit its explicit tag (such as !!int or !!timestamp)"
+                where,
+                "invalid YAML: a value cannot be read (a number of more than 4300 digits, or a value that "
+                "does not fit its explicit tag such as !!int or !!timestamp)",
             )
         ) from None
+    except RecursionError:  # a backstop: MAX_DEPTH stops nesting long before the stack ends
+        raise ConfigError(Problem(where, f"invalid YAML: nested more than {MAX_DEPTH} levels deep")) from None
     finally:
         loader.dispose()
     return YamlDocument(data, tuple(loader.duplicates))
@@ -165,15 +194,23 @@ def load_yaml(text: str, where: str) -> YamlDocument:
 
 
 def read_text_file(file: Path) -> str:
-    """The text of a configuration file; every failure is a ConfigError naming the file."""
+    """The text of a configuration file (at most ``MAX_CONFIG_BYTES``); every failure is a ConfigError
+    naming the file."""
     try:
-        return file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(Problem(str(file), "no such file")) from None
-    except UnicodeDecodeError:
-        raise ConfigError(Problem(str(file), "not UTF-8 text")) from None
     except OSError as error:
         raise ConfigError(Problem(str(file), error.strerror or type(error).__name__)) from None
+    except ValueError:  # a NUL byte in the name: no file can have it
+        raise ConfigError(Problem(repr(str(file)), "a file name cannot contain a NUL byte")) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(Problem(str(file), f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(Problem(str(file), "not UTF-8 text")) from None
 
 
 def read_yaml_file(file: Path) -> Mapping[Any, object]:

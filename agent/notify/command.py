@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 
+from agent.config.childenv import child_environment
 from agent.core.process import describe_exit, kill_session
 from agent.errors import NotifyError
 from agent.notify.base import VERSIONS_ENV
@@ -21,7 +21,8 @@ OUTPUT_LOG_LIMIT = 4096
 class CommandNotifier:
     """Runs ``argv`` (no shell) with ``SECRETS_AGENT_VERSIONS`` set to the versions as JSON.
 
-    The command inherits the agent's environment plus that variable, runs in its own session (so a timeout
+    The command inherits the agent's environment plus that variable, minus the credentials the agent holds
+    (``agent.config.childenv``: the endpoint token, ``ADMIN_DSN``...), runs in its own session (so a timeout
     kills everything it started), and must exit 0 within ``timeout`` seconds. Its combined stdout/stderr is
     logged at info level, truncated to ``OUTPUT_LOG_LIMIT`` bytes. Beware: a command that prints secret
     values would put them into the agent's logs; the agent cannot tell, so don't write such commands.
@@ -37,7 +38,7 @@ class CommandNotifier:
 
     async def notify(self, versions: Mapping[str, str]) -> None:
         """Run the command; NotifyError when it cannot start, times out or exits non-zero."""
-        env = dict(os.environ)
+        env = child_environment()
         env[VERSIONS_ENV] = json.dumps(dict(versions), sort_keys=True)
         program = self.argv[0]
         try:

@@ -288,7 +288,7 @@ BAD_VALUES = [
     (
         "notify.url",
         "ftp://host/reload",
-        "expected an http:// or https:// URL with a host, got 'ftp://host/reload'",
+        "expected an http:// or https:// URL with a host, got 'ftp://host' (the rest not shown)",
     ),
     ("notify.url", "http://", "expected an http:// or https:// URL with a host"),
     ("notify.url", "localhost:8080/reload", "expected an http:// or https:// URL with a host"),
@@ -377,7 +377,7 @@ def test_sections_reject_unknown_keys_and_non_mappings(tmp_path: Path) -> None:
         "notify": "expected a mapping, got true",
         "exec": "expected a mapping, got a list",
         "dotenv.wacth": "unknown key",
-        "env SECRETS_AGENT_NOTIFY_SIGNALL": "unknown setting",
+        "env SECRETS_AGENT_NOTIFY_SIGNALL": "unknown setting (did you mean SECRETS_AGENT_NOTIFY_SIGNAL?)",
     }
 
 
@@ -447,7 +447,9 @@ def test_secret_flags_are_checked_like_file_secrets_and_duplicates_name_both(tmp
         )
     assert {p.path: p.message for p in caught.value.problems} == {
         "--secret[1]": "expected NAME=REF such as db-password=projects/P/secrets/S, got 'no-equals-sign'",
-        "--secret[2].ref": "secret reference 'bad!': secret id may only contain letters, digits, '-' and '_'",
+        "--secret[2].ref": "secret reference not shown (4 characters, some of which no reference contains: a "
+        "secret value pasted in place of its reference?): secret id may only contain letters, digits, '-' "
+        "and '_'",
         "--secret[3].name": "must not be empty",
         "--secret[0].name": "duplicate name 'db': also used by secrets[0]",
         "--secret[6].name": "duplicate name 'key': also used by --secret[4]",
@@ -594,7 +596,9 @@ def test_every_problem_of_a_file_is_reported_together_with_its_path(tmp_path: Pa
         "secrets[4].env": problems["secrets[4].env"],
         "secrets[5]": "expected a mapping with name and ref, got 'just-a-string'",
     }
-    assert problems["secrets[1].ref"].startswith("secret reference 'projects/p/secrets/bad!': ")
+    # A '!' is not a reference's: the reference is described, its problems still named.
+    assert problems["secrets[1].ref"].startswith("secret reference not shown (23 characters, ")
+    assert "bad!" not in problems["secrets[1].ref"]
     assert "secret id may only contain letters, digits, '-' and '_'" in problems["secrets[1].ref"]
     assert "'9LIVES' is not a valid environment variable name" in problems["secrets[4].env"]
 
@@ -619,7 +623,7 @@ def test_invalid_environment_values_are_problems_with_the_variable_name(tmp_path
     assert problems == {
         "env SECRETS_AGENT_POLL_INTERVAL": "expected a duration such as 30s, 5m, 1h or 1500ms, got 'soon'",
         "env SECRETS_AGENT_LOG_LEVEL": "expected one of debug, info, warning, error, got 'chatty'",
-        "env SECRETS_AGENT_POLL_INTERVALL": "unknown setting",
+        "env SECRETS_AGENT_POLL_INTERVALL": "unknown setting (did you mean SECRETS_AGENT_POLL_INTERVAL?)",
     }
 
 
@@ -740,7 +744,7 @@ def test_a_name_whose_default_env_is_invalid_asks_for_an_explicit_env(tmp_path: 
         ("required: 'perhaps'", "required", "expected true or false, got 'perhaps'"),
         ("env: 'MY-VAR'", "env", "'MY-VAR' is not a valid environment variable name"),
         ("name: ''", "name", "must not be empty"),
-        ("ref: 42", "ref", "expected a string, got 42"),
+        ("ref: 42", "ref", "expected a string, got a number (a YAML number or boolean must be quoted)"),
     ],
 )
 def test_secret_field_types(tmp_path: Path, field_yaml: str, path: str, message: str) -> None:
@@ -938,3 +942,49 @@ def test_the_token_comes_from_the_environment_and_is_never_printed(tmp_path: Pat
     assert config.server.token == token
     assert token not in repr(config.to_dict())
     assert config.to_dict()["server"] == {**config.to_dict()["server"], "token": "<set>"}  # type: ignore[dict-item]
+
+
+# --- allowed_hosts (the listeners' Host checks read them) -------------------------------------------------
+
+
+def test_allowed_hosts_default_to_none_and_are_normalised() -> None:
+    config = load_config(None, {}, {})
+    assert (config.server.allowed_hosts, config.probes.allowed_hosts) == ((), ())
+    yaml_config = load_config(
+        None,
+        {"SECRETS_AGENT_CONFIG_YAML": "server: {allowed_hosts: [App.Example., '[FD00::1]', 10.0.0.7]}\n"},
+        {},
+    )
+    assert yaml_config.server.allowed_hosts == ("app.example", "fd00::1", "10.0.0.7")
+    from_env = load_config(
+        None, {"SECRETS_AGENT_PROBES_ALLOWED_HOSTS": "metrics.svc, probes.local metrics.svc"}, {}
+    )
+    assert from_env.probes.allowed_hosts == ("metrics.svc", "probes.local")
+    assert from_env.to_dict()["probes"]["allowed_hosts"] == ["metrics.svc", "probes.local"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("app.example:8730", "item 0: 'app.example:8730': write the host name only, without a port"),
+        ("10.0.0.1:80", "item 0: '10.0.0.1:80': write the host name only, without a port"),
+        ("-bad.example", "item 0: '-bad.example' is neither a DNS name"),
+        ("*.example", "item 0: '*.example' is neither a DNS name"),
+        ("a..b", "item 0: 'a..b' is neither a DNS name"),
+        ("[not-v6]", "item 0: '[not-v6]' is not an IPv6 address"),
+    ],
+)
+def test_bad_allowed_hosts_are_named(value: str, message: str) -> None:
+    for path in ("server.allowed_hosts", "probes.allowed_hosts"):
+        env = "SECRETS_AGENT_" + path.upper().replace(".", "_")
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, {env: value}, {})
+        (problem,) = caught.value.problems
+        assert str(problem).startswith(f"env {env}: {message}")
+
+
+def test_allowed_hosts_are_bounded() -> None:
+    with pytest.raises(ConfigError, match="at most 64 host names, got 65"):
+        load_config(
+            None, {"SECRETS_AGENT_SERVER_ALLOWED_HOSTS": ",".join(f"h{i}.example" for i in range(65))}, {}
+        )

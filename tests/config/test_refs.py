@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config.refs import SecretRef, parse_ref
+from agent.config.refs import HiddenReference, SecretRef, hidden_reason, parse_ref
 from agent.errors import ConfigError, InvalidReference
 
 DEFAULT = "default-proj"
@@ -115,12 +115,18 @@ ERRORS = [
 
 @pytest.mark.parametrize(("text", "fragment"), ERRORS)
 def test_every_error_names_the_reference_and_the_problem(text: str, fragment: str) -> None:
+    """Quoted when reference-shaped; otherwise (a space, a '!') described, its problem still named."""
     with pytest.raises(InvalidReference) as caught:
         parse_ref(text, DEFAULT)
     message = str(caught.value)
-    assert message.startswith(f"secret reference {text!r}: ")
+    if hidden_reason(text) is None:
+        assert message.startswith(f"secret reference {text!r}: ")
+        assert caught.value.reference == text
+    else:
+        assert message.startswith(f"secret reference not shown ({len(text)} characters, ")
+        assert text not in message
+        assert isinstance(caught.value, HiddenReference)
     assert fragment in message
-    assert caught.value.reference == text
 
 
 def test_every_problem_of_a_reference_is_reported_at_once() -> None:
@@ -199,3 +205,36 @@ def test_every_form_round_trips_through_the_canonical_name(
         ref = parse_ref(text, default_project)
         assert ref == expected, text
         assert parse_ref(str(ref)) == ref
+
+
+PASTED_VALUES = [
+    "S3cr3tP@ssw0rd!xyz",  # a password: characters no reference has, its "version" quoted before
+    "sk_live_4eC39HqLyjWDarjtT1zdp7dc",  # an API key: reference characters, a long random-looking word
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",  # a hex token
+    "correct horse battery staple",  # a passphrase
+    "projects/my-proj/secrets/db/versions/hunter2!",  # a password pasted into the version
+    "x" * 400,
+]
+
+
+@pytest.mark.parametrize("pasted", PASTED_VALUES)
+def test_a_value_pasted_as_a_reference_is_never_quoted(pasted: str) -> None:
+    # Without a default project: an API key is a valid secret id, and a valid reference raises nothing.
+    with pytest.raises(HiddenReference) as caught:
+        parse_ref(pasted)
+    message = str(caught.value)
+    assert message.startswith(f"secret reference not shown ({len(pasted)} characters")
+    # Not the value, and none of its parts (the old message quoted "version alias 'ssw0rd!xyz'").
+    for part in {pasted, *pasted.replace("@", " ").replace("/", " ").split()}:
+        assert (
+            len(part) <= 1
+            or part in ("projects", "secrets", "versions", "my-proj", "db")
+            or (part not in message)
+        ), (part, message)
+
+
+@pytest.mark.parametrize(
+    "text", ["db-password", "projects/123456789012/secrets/db", "stripe_api_key_2024", "sm://my-proj/db#3"]
+)
+def test_reference_shaped_text_may_be_quoted(text: str) -> None:
+    assert hidden_reason(text) is None

@@ -46,7 +46,8 @@ def test_a_value_that_does_not_fit_its_tag_is_a_config_error_without_the_value(t
         with pytest.raises(ConfigError) as caught:
             read(text, "agent.yaml")
         assert [str(p) for p in caught.value.problems] == [
-            "agent.yaml: invalid YAML: a value does not fit its explicit tag (such as !!int or !!timestamp)"
+            "agent.yaml: invalid YAML: a value cannot be read (a number of more than 4300 digits, or a value "
+            "that does not fit its explicit tag such as !!int or !!timestamp)"
         ]
         assert "canary" not in str(caught.value)
 

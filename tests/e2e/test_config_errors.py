@@ -149,3 +149,34 @@ def test_bad_flags_are_named_like_bad_file_settings(
 
     assert_refused_before_fetching(result, upstream, output_dir)
     assert any(line.startswith(problem) for line in problems(result)), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"output_dir": "{out}\0x"}, "output_dir: must not contain a NUL byte"),
+        ({"env_file": "app\0.env"}, "env_file: must not contain a NUL byte"),
+        ({"server": {"token_file": "/run/tok\0en"}}, "server.token_file: must not contain a NUL byte"),
+        ({"env_file": ".notified"}, "env_file: '.notified' (in output_dir): reserved for the record"),
+    ],
+    ids=["output_dir", "env_file", "token_file", "env_file-reserved"],
+)
+@pytest.mark.parametrize("command", ["init", "run"])
+def test_nul_bytes_and_reserved_names_are_config_errors_not_tracebacks(
+    command: str,
+    change: dict[str, object],
+    problem: str,
+    agents: Agents,
+    upstream: Upstream,
+    output_dir: Path,
+    tmp_path: Path,
+) -> None:
+    document: dict[str, object] = {"output_dir": str(output_dir), "secrets": good_secrets()}
+    for key, value in change.items():
+        document[key] = value.replace("{out}", str(output_dir)) if isinstance(value, str) else value
+    config = write(tmp_path / "agent.yaml", document)
+
+    result = agents.run(command, "-c", config)
+
+    assert_refused_before_fetching(result, upstream, output_dir)
+    assert [line for line in problems(result) if line.startswith(problem)], result.stderr

@@ -310,6 +310,30 @@ async def test_command_gets_the_versions(tmp_path: Path, caplog: pytest.LogCaptu
     assert "reloaded ok" in caplog.text
 
 
+async def test_command_does_not_inherit_the_agents_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint token, the inline configuration, the notify URL and ADMIN_DSN stay with the agent; the
+    rest of its environment (a credentials *file* name, other settings) still reaches the command."""
+    withheld = {
+        "SECRETS_AGENT_SERVER_TOKEN": "token-canary-4f1b2b0b822cd15d",
+        "SECRETS_AGENT_CONFIG_YAML": "server: {token: yaml-canary-0b822cd15d6c}",
+        "SECRETS_AGENT_NOTIFY_URL": "https://user:url-canary@hooks.example/x",
+        "SECRETS_AGENT_NOTIFY_COMMAND": "curl -H 'Authorization: Bearer cmd-canary'",
+        "ADMIN_DSN": "postgresql://admin:dsn-canary@db/postgres",
+    }
+    kept = {"GOOGLE_APPLICATION_CREDENTIALS": "/var/run/adc.json", "SECRETS_AGENT_OUTPUT_DIR": "/secrets"}
+    for name, value in {**withheld, **kept}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "env.json"
+    code = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    await CommandNotifier(python(code), timeout=30).notify(VERSIONS)
+    seen = json.loads(out.read_text())
+    assert not set(withheld) & set(seen)
+    assert {name: seen.get(name) for name in kept} == kept
+    assert VERSIONS_ENV in seen
+
+
 async def test_command_output_is_truncated_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="agent.notify")
     await CommandNotifier(python("print('a' * 10000 + 'END', end='')"), timeout=30).notify(VERSIONS)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import string
@@ -442,6 +443,35 @@ async def test_command_generate_strips_one_newline_and_sees_the_rotation_env() -
     )
     value = await provider.generate(ctx(secret_id="billing-key", old_version="4"))
     assert value == b"key-billing-key-api-key-4\n"  # one newline stripped, as $(...) would not keep two
+
+
+@pytest.mark.parametrize("step", ["generate", "validate"])
+async def test_command_programs_do_not_inherit_the_agents_credentials(
+    step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADMIN_DSN and the agent's credential settings stay with the agent (the postgres provider reads the
+    DSN in-process); a credentials file's name and the rotation variables still reach the program."""
+    withheld = {
+        "ADMIN_DSN": "postgresql://admin:dsn-canary@db/postgres",
+        "SECRETS_AGENT_SERVER_TOKEN": "token-canary-4f1b2b0b822cd15d",
+        "SECRETS_AGENT_CONFIG_YAML": "server: {token: yaml-canary-0b822cd15d6c}",
+    }
+    for name, value in withheld.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/var/run/adc.json")
+    out = tmp_path / "env.json"
+    dump = py(
+        f"import json, os, sys; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ))); print('v')"
+    )
+    provider = CommandProvider(dump, ["true"]) if step == "generate" else CommandProvider(["true"], dump)
+    if step == "generate":
+        await provider.generate(ctx())
+    else:
+        await provider.validate(ctx(), b"new-value")
+    seen = json.loads(out.read_text())
+    assert not set(withheld) & set(seen)
+    assert seen["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/run/adc.json"
+    assert seen["SECRET_ID"] == "billing-key"
 
 
 async def test_command_generate_without_output_or_failing_is_an_error() -> None:

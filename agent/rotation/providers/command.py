@@ -11,7 +11,8 @@ Third parties mint these credentials, so a small program of the operator's does 
 
 Values travel only through pipes: never in argv (``ps`` shows it to every user) and never in the
 environment (``/proc/PID/environ``). Each program gets the agent's environment plus ``SECRET_ID``,
-``SECRET_TYPE`` and ``OLD_VERSION``. Programs run without a shell, in their own session, and the whole
+``SECRET_TYPE`` and ``OLD_VERSION``, minus the credentials the agent holds (``agent.config.childenv``:
+``ADMIN_DSN``, the endpoint token...). Programs run without a shell, in their own session, and the whole
 session is killed when one outlives ``timeout`` seconds. Their stdout (other than generate's) is discarded
 and their stderr is used only for the one-line reason, with any copy of the value removed.
 """
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from agent.config.childenv import child_environment
 from agent.core.process import describe_exit, kill_session
 from agent.rotation.providers.base import (
     MAX_VALUE_BYTES,
@@ -139,7 +141,7 @@ class CommandProvider:
         stdin: bytes | None,
         capture_stdout: bool = False,
     ) -> Outcome:
-        env = dict(os.environ)
+        env = child_environment()
         env["SECRET_ID"] = ctx.secret_id
         env["SECRET_TYPE"] = ctx.secret_type.value if ctx.secret_type is not None else ""
         env["OLD_VERSION"] = ctx.old_version or ""
