@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -23,7 +23,7 @@ from agent.core.retry import Backoff
 from agent.core.store import SnapshotStore
 from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.serve import serve_endpoint
-from agent.endpoint.token import resolve_token
+from agent.endpoint.token import prepare_token
 from agent.errors import AgentError, SinkError
 from agent.notify.base import Notifier
 from agent.notify.command import CommandNotifier
@@ -34,11 +34,12 @@ from agent.notify.signal import SignalNotifier
 from agent.observe.logs import configure_logging, register_served_values
 from agent.observe.metrics import Liveness, Metrics
 from agent.observe.probes import build_probes_app, serve_probes
+from agent.sinks.lock import OutputDirLock
 from agent.sinks.snapshot import SnapshotSink
 from agent.sinks.tmpfs import check_memory_backed
 from agent.sources import ChangeFeed, Source
 from agent.sources.errors import NO_CREDENTIALS
-from agent.supervisor import Part, signal_handlers, supervise
+from agent.supervisor import Listener, Part, signal_handlers, supervise
 from agent.sync import BootstrapReport, Syncer, SyncSettings
 
 log = logging.getLogger("agent")
@@ -111,6 +112,7 @@ def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
         concurrency=config.concurrency,
         poll_interval=config.poll_interval,
         poll_jitter=config.poll_jitter,
+        refresh_min_interval=config.refresh_min_interval,
         polling=polling,
         strategy=config.gcp.strategy,
         backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
@@ -158,7 +160,8 @@ class NullSink:
 def run_init(config: Config) -> int:
     """Fetch everything once, write, exit: 0, or 1 with one line per required secret that failed."""
     configure_logging(config.log_level, config.log_format)
-    return asyncio.run(_init(config))
+    with OutputDirLock(config.output_dir):  # one agent per output directory: a second one is refused
+        return asyncio.run(_init(config))
 
 
 async def _init(config: Config) -> int:
@@ -195,13 +198,19 @@ async def _init(config: Config) -> int:
 def run_agent(config: Config) -> int:
     """``run``: bootstrap, then keep secrets fresh and tell the app, until SIGTERM."""
     configure_logging(config.log_level, config.log_format)
-    return asyncio.run(_serve(config, "run"))
+    if config.events.enabled and config.source != "dotenv":
+        from agent.sources.pubsub import require_pubsub
+
+        require_pubsub()  # refused before the output directory is touched (its lock included)
+    with OutputDirLock(config.output_dir):  # a second agent here would replace the token of this one
+        return asyncio.run(_serve(config, "run"))
 
 
 def run_dev(config: Config) -> int:
     """``dev``: the same outputs from a watched .env file."""
     configure_logging(config.log_level, config.log_format)
-    return asyncio.run(_serve(config, "dev"))
+    with OutputDirLock(config.output_dir):
+        return asyncio.run(_serve(config, "dev"))
 
 
 async def _serve(config: Config, mode: Mode) -> int:
@@ -210,6 +219,7 @@ async def _serve(config: Config, mode: Mode) -> int:
         sink = build_sink(config)
         store = SnapshotStore(config.secrets)
         adopted = sink.adopt()
+        _remember_values(adopted)  # last-known-good values are served (and could be logged) before any fetch
         await store.publish(adopted)
         metrics = Metrics(store=store, max_staleness=config.max_staleness)
         liveness = Liveness()
@@ -280,19 +290,17 @@ async def _serve(config: Config, mode: Mode) -> int:
             parts["watch"] = syncer.follow(feed)
         if events is not None:
             parts["events"] = _follow_events(config, events, source, store, syncer, metrics, bootstrapped)
+        # The listeners bind first; the parts above (which write the files) and the token's write wait for
+        # them, so an agent whose ports are taken stops before it changed anything on disk.
+        listeners: dict[str, Listener] = {}
+        share_token: Callable[[], None] | None = None
         if config.server.enabled:
-            parts["endpoint"] = _endpoint(config, store, syncer, metrics)
+            listeners["endpoint"], share_token = _endpoint(config, store, syncer, metrics)
         if config.probes.enabled:
-            host, port = split_listen(config.probes.listen)
-            probes = build_probes_app(
-                registry=metrics.registry,
-                ready=lambda: store.not_ready_reasons(config.max_staleness),
-                alive=liveness.problems,
-            )
-            parts["probes"] = serve_probes(probes, host, port)
+            listeners["probes"] = _probes(config, store, metrics, liveness)
         stop = asyncio.Event()
         with signal_handlers(stop, on_hup=syncer.refresh_now):
-            await supervise(parts, stop, config.shutdown_grace)
+            await supervise(parts, stop, config.shutdown_grace, listeners=listeners, listening=share_token)
     finally:
         await source.close()
     log.info("%s: stopped", mode)
@@ -361,18 +369,49 @@ def poll_round_budget(config: Config) -> float:
     return batches * (config.gcp.call_timeout + 1.0) + 30.0
 
 
-def _endpoint(config: Config, store: SnapshotStore, syncer: Syncer, metrics: Metrics) -> Part:
-    """The local fetch endpoint, with its token resolved (and written for the app) before it listens."""
+def _endpoint(
+    config: Config, store: SnapshotStore, syncer: Syncer, metrics: Metrics
+) -> tuple[Listener, Callable[[], None]]:
+    """The local fetch endpoint with its token, and the step that writes a generated token for the app
+    (to take once the listeners are bound)."""
     host, port = split_listen(config.server.listen)  # serve_endpoint warns about non-loopback addresses
+    token, share_token = prepare_token(config.server, config.output_dir)
     app = build_endpoint_app(
         store=store,
-        token=resolve_token(config.server, config.output_dir),
-        refresh=syncer.refresh_now,
+        token=token,
+        refresh=syncer.request_refresh,  # 429 when too soon: the endpoint never reaches Google at will
         audit=config.server.audit,
         max_wait=config.server.max_wait,
         metrics=metrics,
+        allowed_hosts=config.server.allowed_hosts,
     )
-    return serve_endpoint(app, host, port, max_connections=config.server.max_connections)
+
+    def listener(started: Callable[[int], None]) -> Part:
+        return serve_endpoint(app, host, port, max_connections=config.server.max_connections, started=started)
+
+    return listener, share_token
+
+
+def _probes(config: Config, store: SnapshotStore, metrics: Metrics, liveness: Liveness) -> Listener:
+    """The probes listener (``/healthz``, ``/readyz``, ``/metrics``)."""
+    host, port = split_listen(config.probes.listen)
+    probes = build_probes_app(
+        registry=metrics.registry,
+        ready=lambda: store.not_ready_reasons(config.max_staleness),
+        alive=liveness.problems,
+    )
+
+    def listener(started: Callable[[int], None]) -> Part:
+        return serve_probes(
+            probes,
+            host,
+            port,
+            started=started,
+            max_connections=config.probes.max_connections,
+            allowed_hosts=config.probes.allowed_hosts,
+        )
+
+    return listener
 
 
 def run_exec(config: Config, argv: list[str]) -> int:
@@ -397,6 +436,7 @@ async def _exec(config: Config, argv: list[str]) -> int:
     try:
         syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config))
         report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+        _remember_values(report.snapshot)  # before the first line that could quote one
         if failed := report_failures(report, config.secrets):
             log.error("exec: not starting %s: %d required secret(s) could not be fetched", argv[0], failed)
             return 1

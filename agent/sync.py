@@ -5,13 +5,15 @@ app. The rules that matter are here:
 
 * a snapshot is committed whole: written by the sink first, then published, then the app is told once;
 * last-known-good wins: a failed fetch keeps the old value (never removed from disk), is recorded, retried;
-* only ``latest`` and aliases are polled: a pinned version number cannot change, so it costs no calls.
+* only ``latest`` and aliases are polled: a pinned version number cannot change, so it costs no calls;
+* what local callers can make it ask upstream is bounded: forced rounds (SIGHUP, ``POST /v1/refresh``) are
+  coalesced (one in flight, at most one queued) and start at least ``refresh_min_interval`` apart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 Strategy = Literal["access", "metadata"]
 
+REFRESH_MIN_INTERVAL = 1.0
+"""Default ``SyncSettings.refresh_min_interval``: a second is as fast as a person or a deploy script asks, and
+bounds a refresh loop in a hostile or broken local process to one round per second."""
+
 
 def is_polled(spec: SecretSpec) -> bool:
     """``latest`` and aliases can move; a version number never does."""
@@ -53,6 +59,10 @@ class SyncSettings:
     """``access``: read ``latest`` each time; ``metadata``: read its version number, access only on change."""
     backoff: Backoff = field(default_factory=Backoff)
     """Retry schedule for transient failures (bootstrap) and for rounds that failed (polling)."""
+    refresh_min_interval: float = REFRESH_MIN_INTERVAL
+    """Seconds from the start of one forced round (SIGHUP, ``POST /v1/refresh``) to the start of the next.
+    However often a local caller asks, forced rounds then cost at most one check of every polled secret per
+    interval upstream."""
 
 
 @dataclass
@@ -98,7 +108,8 @@ class Syncer:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._commit_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._refresh_requested = False
+        self._refresh_requested = False  # a forced round is queued (asked for, not started yet)
+        self._last_forced: float | None = None  # time.monotonic() when the last forced round started
         self._replan_requested = False
         self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
@@ -115,7 +126,7 @@ class Syncer:
         """
         bases = {name: self.store.snapshot.get(name) for name in self.specs}
         results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in self.specs.values()))
-        fetched = [r for r in results if isinstance(r, Fetched)]
+        fetched = [_keep_content_tag(r, bases[r.name]) for r in results if isinstance(r, Fetched)]
         failures = {
             spec.name: r
             for spec, r in zip(self.specs.values(), results, strict=True)
@@ -195,9 +206,34 @@ class Syncer:
     # -- keeping fresh ----------------------------------------------------------------------------
 
     def refresh_now(self) -> None:
-        """Ask the poll loop to check every polled secret at once (SIGHUP, ``POST /v1/refresh``)."""
+        """Queue a forced round: check every polled secret as soon as allowed (SIGHUP).
+
+        Never refused, and never more than one: asked while a round is queued, it joins that round; asked
+        less than ``refresh_min_interval`` after the last forced round started, the queued round waits for
+        the interval to pass. A storm of signals thus costs at most one round per interval.
+        """
         self._refresh_requested = True
         self._wake.set()
+
+    def request_refresh(self) -> float | None:
+        """Ask for a forced round on behalf of a caller who can be told to come back (``POST /v1/refresh``).
+
+        None: a forced round is queued that starts after this call (a new one, or the one already waiting,
+        which this request joins). Otherwise nothing is queued and the answer is how many seconds remain until
+        ``refresh_min_interval`` has passed since the last forced round started (the 429's Retry-After).
+        """
+        if not self._refresh_requested:
+            wait = self._refresh_wait(time.monotonic())
+            if wait > 0:
+                return wait
+        self.refresh_now()
+        return None
+
+    def _refresh_wait(self, now: float) -> float:
+        """Seconds until a forced round may start (0: now)."""
+        if self._last_forced is None:
+            return 0.0
+        return max(0.0, self._last_forced + self.settings.refresh_min_interval - now)
 
     @property
     def poll_interval(self) -> float:
@@ -301,7 +337,7 @@ class Syncer:
             and await self.source.current_version(spec) == current.version
         ):
             return None
-        fetched = await self.source.fetch(spec)
+        fetched = _keep_content_tag(await self.source.fetch(spec), current)
         return None if fetched.same_value(current) else fetched
 
     def _record_failure(self, spec: SecretSpec, error: SourceError) -> None:
@@ -346,7 +382,11 @@ class Syncer:
         return snapshot
 
     async def poll(self) -> None:
-        """Check polled secrets every interval (with jitter) until cancelled; failed rounds retry sooner."""
+        """Check polled secrets every interval (with jitter) until cancelled; failed rounds retry sooner.
+
+        A forced round (``refresh_now``) starts as soon as ``refresh_min_interval`` has passed since the last
+        one started; a round that starts while one is queued serves it (it reads after it was asked for).
+        """
         polled = self.settings.polling and any(is_polled(spec) for spec in self.specs.values())
         if not polled:
             log.info("nothing to poll: only a refresh request or a missing secret triggers a check")
@@ -356,14 +396,24 @@ class Syncer:
             due = None if delay is None else time.monotonic() + delay
             planned_with = self.poll_interval
             while True:
-                remaining = None if due is None else max(0.0, due - time.monotonic())
+                now = time.monotonic()
+                wake_at = now + self._refresh_wait(now) if self._refresh_requested else None
+                if due is not None:
+                    wake_at = due if wake_at is None else min(wake_at, due)
+                remaining = None if wake_at is None else max(0.0, wake_at - time.monotonic())
                 if self.heartbeat is not None:
                     self.heartbeat.beat(remaining)  # None: idle until woken, which is alive
-                await self._wait_for_wake(remaining)
-                if not self._take_replan():
+                if not await self._wait_for_wake(remaining):
+                    break  # the round was due, or the queued forced round may start now
+                if self._replan_requested:
+                    self._replan_requested = False
+                    due = self._replanned(due, failures, polled, longer=self.poll_interval > planned_with)
+                    planned_with = self.poll_interval
+                if self._refresh_requested and self._refresh_wait(time.monotonic()) <= 0:
                     break
-                due = self._replanned(due, failures, polled, longer=self.poll_interval > planned_with)
-                planned_with = self.poll_interval
+            if self._refresh_requested:
+                self._refresh_requested = False
+                self._last_forced = time.monotonic()
             if self.heartbeat is not None:
                 self.heartbeat.beat()  # the round that starts now must end within the heartbeat's budget
             ok = await self.check()
@@ -386,12 +436,6 @@ class Syncer:
         fresh_due = time.monotonic() + fresh
         return fresh_due if longer or due is None else min(due, fresh_due)
 
-    def _take_replan(self) -> bool:
-        """True when the wake-up only asked to re-plan the wait (new interval), not for a check."""
-        replan = self._replan_requested and not self._refresh_requested
-        self._replan_requested = self._refresh_requested = False
-        return replan
-
     def _incomplete(self) -> bool:
         return any(self._missing(name) for name in self.specs)
 
@@ -399,10 +443,18 @@ class Syncer:
         jitter = self.settings.poll_jitter
         return self.poll_interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
 
-    async def _wait_for_wake(self, within: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), within)
+    async def _wait_for_wake(self, within: float | None) -> bool:
+        """True when woken (a refresh or a re-plan was asked for), False when ``within`` seconds passed."""
+        woken = True
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation (SIGTERM) that arrives as the
+            # event is set (a refresh), and the loop would then not stop.
+            async with asyncio.timeout(within):
+                await self._wake.wait()
+        except TimeoutError:
+            woken = False
         self._wake.clear()
+        return woken
 
     async def follow(self, feed: ChangeFeed, *, max_delay: float = 0.0) -> None:
         """Check the secrets a change feed names (None: all of them) as soon as it says so.
@@ -451,6 +503,25 @@ class Syncer:
         health = self.store.health.get(name)
         error = health.last_error if health is not None else None
         return error is not None and not isinstance(error, PermanentSourceError)
+
+
+def _keep_content_tag(fetched: Fetched, served: Fetched | None) -> Fetched:
+    """``fetched``, under the version it is served with when that is the same content under a content tag.
+
+    A version that is not a number is a content tag (``.env`` values): it names bytes, not an upstream
+    version, and the tags of one process need not be those of the last (they are keyed per process, so that
+    logs and notifications carry no checksum of a value). The same bytes keep the tag they are served and
+    recorded under (manifest, ``.notified``): a restart of ``dev`` rewrites nothing and tells the app nothing.
+    """
+    if (
+        served is not None
+        and fetched.version != served.version
+        and not fetched.version.isdigit()
+        and not served.version.isdigit()
+        and fetched.data == served.data
+    ):
+        return dataclasses.replace(fetched, version=served.version)
+    return fetched
 
 
 def _held_back(count: int) -> str:

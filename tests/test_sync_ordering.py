@@ -8,6 +8,7 @@ version 2 until a second check has read and committed version 3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -123,3 +124,70 @@ def point_alias(upstream: Upstream, alias: str, version: int) -> None:
             "update_mask": {"paths": ["version_aliases"]},
         }
     )
+
+
+# -- forced rounds: coalesced and rate-limited ---------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def polling(
+    emulator: EmulatorEndpoints, tmp_path: Path, refresh_min_interval: float
+) -> AsyncIterator[tuple[Upstream, HeldSource, Syncer]]:
+    """A bootstrapped Syncer whose poll loop runs (and never polls on its own: 1 h), counters reset."""
+    upstream = Upstream(emulator, grpc_client(emulator.grpc_target))
+    upstream.create("db")
+    upstream.add("db", "db-1")
+    source = HeldSource(emulator.grpc_target)
+    settings = SyncSettings(poll_interval=3600, poll_jitter=0, refresh_min_interval=refresh_min_interval)
+    syncer = Syncer([DB], source, SnapshotSink(tmp_path / "out", [DB], None), SnapshotStore([DB]), settings)
+    await syncer.bootstrap(deadline=None)
+    upstream.reset_counters()
+    loop = asyncio.create_task(syncer.poll())
+    try:
+        yield upstream, source, syncer
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await source.close()
+        upstream.client.transport.close()
+
+
+async def served_version(syncer: Syncer, version: str, within: float = 10.0) -> None:
+    async def reached() -> None:
+        while (item := syncer.store.snapshot.get("db")) is None or item.version != version:
+            await syncer.store.wait_for_generation(syncer.store.generation, within)
+
+    await asyncio.wait_for(reached(), within)
+
+
+async def test_refreshes_while_a_forced_round_runs_queue_exactly_one_more(
+    emulator: EmulatorEndpoints, tmp_path: Path
+) -> None:
+    async with polling(emulator, tmp_path, refresh_min_interval=0) as (upstream, source, syncer):
+        source.hold_next()
+        assert syncer.request_refresh() is None
+        await asyncio.wait_for(source.read.wait(), 10)  # round 1 is in flight, held after its read
+        assert all(syncer.request_refresh() is None for _ in range(100))  # they all join one queued round
+        for _ in range(100):
+            syncer.refresh_now()  # SIGHUP: the same queued round
+        upstream.add("db", "db-2")
+        source.release()
+
+        await served_version(syncer, "2")  # the queued round read after the requests
+        assert upstream.calls("AccessSecretVersion") == 2, "one round in flight and one queued, no more"
+
+
+async def test_a_refresh_too_soon_after_a_forced_round_is_refused_and_a_sighup_is_deferred(
+    emulator: EmulatorEndpoints, tmp_path: Path
+) -> None:
+    async with polling(emulator, tmp_path, refresh_min_interval=3600) as (upstream, _source, syncer):
+        upstream.add("db", "db-2")
+        assert syncer.request_refresh() is None
+        await served_version(syncer, "2")
+
+        retry_after = syncer.request_refresh()
+        assert retry_after is not None
+        assert 3590 < retry_after <= 3600, "the seconds left until the next forced round may start"
+        syncer.refresh_now()  # a SIGHUP now is not refused: a round is queued for when it may start
+        assert syncer.request_refresh() is None, "a request while a round is queued joins it"
+        assert upstream.calls("AccessSecretVersion") == 1

@@ -165,6 +165,10 @@ class WatchedChild:
         self._install(signal.SIGCHLD, self._reap)
         for sig in sorted(self._forward):
             self._install(sig, self.forward, sig)
+        # A signal storm fills asyncio's wake-up socket, and CPython then reports each byte it could not
+        # write from inside its C signal handler, which can deadlock the process: drop those silently.
+        with contextlib.suppress(ValueError):  # not the main thread: no handler was installed either
+            signal.set_wakeup_fd(signal.set_wakeup_fd(-1), warn_on_full_buffer=False)
         try:
             return self._spawn(self._env_factory()).pid
         except BaseException:

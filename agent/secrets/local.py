@@ -66,6 +66,8 @@ T = TypeVar("T")
 BACKEND = "dotenv"
 SIDECAR_SUFFIX = ".versions.json"
 """The sidecar of ``.env`` is ``.env.versions.json``."""
+SIDECAR_MODE = 0o600
+"""The sidecar's permission bits, whatever an older sidecar had: it holds every version's value."""
 SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 """Secret Manager's secret id syntax (also a valid .env key)."""
 
@@ -430,7 +432,8 @@ class LocalSecretManager:
             if text != state.env_text or not self.path.exists():
                 write_atomically(self.path, text.encode("utf-8"))
             document = json.dumps(encode_sidecar(state), indent=2, sort_keys=True) + "\n"
-            write_atomically(self.sidecar, document.encode("utf-8"))
+            # 0600 always: it keeps every version's value, whatever mode an older sidecar had.
+            write_atomically(self.sidecar, document.encode("utf-8"), mode=SIDECAR_MODE)
         except OSError as error:
             raise SecretsError(
                 f"{self.path}: cannot write ({error.strerror or type(error).__name__}); each file holds "

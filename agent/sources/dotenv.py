@@ -7,15 +7,21 @@ own environment and would mangle secrets that contain ``$``.
 Which key a secret reads: ``spec.env`` (the env variable name, by default the local name in UPPER_SNAKE
 case); if the file has no such key, ``spec.name`` verbatim. The reference (``spec.ref``) is not used.
 
-The version of a value is a content tag, ``dotenv-`` + 8 hex digits of its CRC32C: an unchanged value keeps
-its version, so re-reading an edited file rewrites only what really changed.
+The version of a value is a content tag, ``dotenv-`` + 16 hex digits of an HMAC-SHA256 of the value under a
+random key drawn once per process: an unchanged value keeps its version, so re-reading an edited file
+rewrites only what really changed. Not a plain checksum: versions go into logs, metrics and notifications,
+and a CRC32C (or any unkeyed hash) of a short or guessable value is an offline oracle for it. Across
+restarts the sync loop keeps the tag an unchanged value is already served under (``agent.sync``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +45,16 @@ class _Parsed:
     values: dict[str, str | None]
 
 
+_VERSION_KEY = secrets.token_bytes(32)
+"""The key of this process's content tags: never written anywhere, so a tag says nothing about a value."""
+VERSION_DIGITS = 16
+"""Hex digits of the HMAC in a tag: 64 bits, no collision among the values one developer edits."""
+
+
 def content_version(data: bytes) -> str:
-    """The version tag of a ``.env`` value: ``dotenv-`` + CRC32C as 8 hex digits."""
-    return f"dotenv-{crc32c(data):08x}"
+    """The version tag of a ``.env`` value: ``dotenv-`` + the first 16 hex digits of HMAC-SHA256(data) under
+    this process's random key. Equal for equal bytes within one process, different for different bytes."""
+    return "dotenv-" + hmac.new(_VERSION_KEY, data, hashlib.sha256).hexdigest()[:VERSION_DIGITS]
 
 
 class DotenvSource:

@@ -320,3 +320,33 @@ def test_watch_with_reload_signal_signals_the_same_app_on_rotation(
     assert agent.wait() == 128 + signal.SIGTERM
     assert len(find_records(log, event="start")) == 1
     assert [r["signal"] for r in find_records(log, event="signal")] == ["SIGHUP", "SIGTERM"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the redaction net knows exec's first snapshot
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["exec", "exec-watch"])
+def test_the_first_snapshot_is_redacted_from_exec_logs(
+    runner: ExecRunner, client: secretmanager_v1.SecretManagerServiceClient, tmp_path: Path, watch: bool
+) -> None:
+    """A value pasted by mistake as the reference of another secret: that secret's failure line quotes the
+    reference, and so the value. The served values are registered with the log redaction net before any
+    line is logged, so the line shows ``[REDACTED]`` instead (``run`` did this; ``exec`` did not)."""
+    add_secret(client, "db-password", DB_V1)
+    config = f"""
+        secrets:
+          - {{name: db-password, ref: db-password}}
+          - {{name: pasted, ref: {DB_V1}, required: false}}
+    """
+    seen = tmp_path / "seen.json"
+    options = ["--watch", "--poll-interval", "1h"] if watch else []
+    agent = runner.start(options, [sys.executable, "-c", DUMP_ENV_APP, str(seen), "0"], config=config)
+
+    assert agent.wait() == 0
+    assert json.loads(seen.read_text())["env"]["DB_PASSWORD"] == DB_V1
+    skipped = [line for line in agent.error_lines() if "optional secret skipped: pasted" in line]
+    assert len(skipped) == 1, agent.error_lines()
+    assert "[REDACTED]" in skipped[0]
+    assert DB_V1 not in agent.output()  # the runner fixture checks the canary in every output too

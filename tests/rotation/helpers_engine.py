@@ -47,7 +47,9 @@ def manager(emulator: EmulatorEndpoints, *, topics: Iterable[str] = (TOPIC,)) ->
 
 def admin(emulator: EmulatorEndpoints, method: str, path: str, body: object = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{emulator.admin_url}{path}", data=data, method=method)
+    # JSON declared even without a body: the emulator refuses other state-changing requests (CSRF guard).
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(f"{emulator.admin_url}{path}", data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import subprocess
+import sys
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from agent.config import SecretSpec
+from agent.config import NOTIFIED_FILE_NAME, SecretSpec
 from agent.config.refs import parse_ref
 from agent.core.model import crc32c
 from agent.errors import PermanentSourceError
+from agent.notify.notified import read_notified
 from agent.sources import ChangeFeed
 from agent.sources.dotenv import DotenvSource, content_version
+from tests.e2e.conftest import AgentProcess, agent_environment, data_target, read_file
 
 CANARY = "canary-51d0e-never-print-me"
 CHANGE_DEADLINE = 1.0
@@ -92,8 +98,30 @@ async def test_fetched_carries_name_version_and_checksum(env_file: Path) -> None
     write(env_file, "TOKEN=abc\n")
     fetched = await DotenvSource(env_file).fetch(spec("token"))
     assert (fetched.name, fetched.data, fetched.crc32c) == ("token", b"abc", crc32c(b"abc"))
-    assert fetched.version == f"dotenv-{crc32c(b'abc'):08x}" == content_version(b"abc")
+    assert fetched.version == content_version(b"abc")
+    assert re.fullmatch(r"dotenv-[0-9a-f]{16}", fetched.version)
     assert await DotenvSource(env_file).current_version(spec("token")) == fetched.version
+
+
+def test_content_versions_are_keyed_per_process_never_a_checksum_of_the_value() -> None:
+    """A version goes into logs and notifications: a CRC32C (or any unkeyed hash) of a short value there
+    would let anyone who reads them guess it offline. Equal within a process, unrelated across processes."""
+    value = b"hunter2"
+    here = content_version(value)
+    assert here == content_version(value)
+    assert here != content_version(b"hunter3")
+    assert f"{crc32c(value):08x}" not in here
+    program = (
+        "import sys; from agent.sources.dotenv import content_version as v; print(v(sys.argv[1].encode()))"
+    )
+    elsewhere = [
+        subprocess.run(
+            [sys.executable, "-c", program, value.decode()], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert all(re.fullmatch(r"dotenv-[0-9a-f]{16}", version) for version in elsewhere), elsewhere
+    assert len({here, *elsewhere}) == 3, "each process draws its own key"
 
 
 async def test_versions_change_only_when_the_value_changes(env_file: Path) -> None:
@@ -278,3 +306,72 @@ async def test_watching_a_file_in_a_missing_directory_fails_clearly(tmp_path: Pa
     with pytest.raises(PermanentSourceError, match="does not exist") as raised:
         await anext(source.changes())
     assert raised.value.code == "NOT_FOUND"
+
+
+# --- across restarts of `dev`: real processes ----------------------------------------------------------
+
+ALL = ("alpha", "bravo", "canary")
+RECORD_VERSIONS = "import os, sys; open(sys.argv[1], 'a').write(os.environ['SECRETS_AGENT_VERSIONS'] + '\\n')"
+"""A notify command that appends the versions it is told about to a file."""
+
+
+def test_a_dev_restart_keeps_the_versions_the_app_was_told_and_logs_no_checksum(tmp_path: Path) -> None:
+    """Content tags are keyed per process, yet a restarted ``dev`` serves unchanged values under the
+    versions in the manifest and ``.notified``: nothing is rewritten, the app is not told again, and a
+    later notification names the unchanged secret with the version it was told before."""
+    dotenv, output_dir, told = tmp_path / ".env", tmp_path / "out", tmp_path / "told.jsonl"
+    write(dotenv, f"ALPHA=alpha-value-1\nBRAVO=bravo-value-1\nCANARY={CANARY}\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "output_dir": str(output_dir),
+                "secrets": [{"name": n, "ref": f"projects/dev-project/secrets/{n}"} for n in ALL],
+                "notify": {"command": [sys.executable, "-c", RECORD_VERSIONS, str(told)]},
+            }
+        )
+    )
+    env = agent_environment("127.0.0.1:1")  # dev never talks to Secret Manager
+    runs: list[AgentProcess] = []
+
+    def start() -> AgentProcess:
+        argv = [sys.executable, "-m", "agent", "dev", "-c", str(config), "--dotenv", str(dotenv)]
+        agent = AgentProcess(argv, env, tmp_path, tmp_path / f"agent-{len(runs)}")
+        runs.append(agent)
+        agent.wait_for_log("dev: serving 3 of 3", within=15)
+        return agent
+
+    def notifications() -> list[dict[str, str]]:
+        return [json.loads(line) for line in told.read_text().splitlines()] if told.exists() else []
+
+    try:
+        first = start()
+        write(dotenv, f"ALPHA=alpha-value-1\nBRAVO=bravo-value-2\nCANARY={CANARY}\n")
+        first.wait_until(lambda: len(notifications()) == 1, what="the app told about the edit")
+        told_first = notifications()[0]
+        first.wait_until(lambda: read_notified(output_dir) == told_first, what="the .notified record")
+        assert first.stop() == 0
+        served_first = data_target(output_dir)
+
+        second = start()  # same .env: a new process, a new key
+        assert not [m for m in second.messages() if "snapshot updated" in m], "unchanged values rewritten"
+        assert data_target(output_dir) == served_first
+        assert read_notified(output_dir) == told_first
+        write(dotenv, f"ALPHA=alpha-value-2\nBRAVO=bravo-value-2\nCANARY={CANARY}\n")
+        second.wait_until(lambda: len(notifications()) == 2, what="the app told about the second edit")
+        told_second = notifications()[1]
+        assert told_second["bravo"] == told_first["bravo"], "an unchanged value keeps its version"
+        assert told_second["alpha"] != told_first["alpha"]
+        assert read_file(output_dir, "alpha") == b"alpha-value-2"
+        assert second.stop() == 0
+    finally:
+        for agent in runs:
+            if agent.alive():
+                agent.popen.kill()
+                agent.popen.wait()
+
+    printed = "".join(agent.stdout() + agent.stderr() for agent in runs)
+    printed += told.read_text() + (output_dir / NOTIFIED_FILE_NAME).read_text()
+    assert CANARY not in printed
+    for value in ("alpha-value-1", "alpha-value-2", "bravo-value-1", "bravo-value-2", CANARY):
+        assert f"{crc32c(value.encode()):08x}" not in printed, f"the CRC32C of {value} was printed"

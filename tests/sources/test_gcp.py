@@ -65,7 +65,7 @@ async def counters(emulator: EmulatorEndpoints) -> dict[str, dict[str, int]]:
 async def reset_counters(emulator: EmulatorEndpoints) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{emulator.admin_url}/counters:reset") as response,
+        session.post(f"{emulator.admin_url}/counters:reset", json={}) as response,
     ):
         assert response.status == 200
 
