@@ -13,9 +13,15 @@ $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,dev]' -e ./emulator
 	touch $(STAMP)
 
-## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets
+## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets;
+##      other ports: make run EMULATOR_GRPC_PORT=9780 EMULATOR_HTTP_PORT=9781 AGENT_PORT=9730 PROBES_PORT=9731 (0 = any free)
+EMULATOR_GRPC_PORT ?= 8780
+EMULATOR_HTTP_PORT ?= 8781
+AGENT_PORT ?= 8730
+PROBES_PORT ?= 8731
 run: $(STAMP)
-	bash examples/demo.sh
+	EMULATOR_GRPC_PORT='$(EMULATOR_GRPC_PORT)' EMULATOR_HTTP_PORT='$(EMULATOR_HTTP_PORT)' \
+	  AGENT_PORT='$(AGENT_PORT)' PROBES_PORT='$(PROBES_PORT)' bash examples/demo.sh
 
 ## test: lint + import contracts + type-check + every test
 test: lint imports typecheck pytest

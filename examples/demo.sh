@@ -1,21 +1,52 @@
 #!/usr/bin/env bash
 # `make run`: the emulator seeded from examples/, and the agent in `run` mode against it, writing into
 # ./demo-secrets. Ctrl-C stops both.
+#
+# Ports (environment variables; `make run` passes its variables of the same names; 0 = any free port):
+#   EMULATOR_GRPC_PORT (8780), EMULATOR_HTTP_PORT (8781), AGENT_PORT (8730), PROBES_PORT (8731)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-REST=http://127.0.0.1:8781
+GRPC_PORT=${EMULATOR_GRPC_PORT:-8780}
+HTTP_PORT=${EMULATOR_HTTP_PORT:-8781}
+AGENT_PORT=${AGENT_PORT:-8730}
+PROBES_PORT=${PROBES_PORT:-8731}
+for port in "$GRPC_PORT" "$HTTP_PORT" "$AGENT_PORT" "$PROBES_PORT"; do
+  [[ $port =~ ^[0-9]+$ ]] && ((port <= 65535)) || { echo "demo: not a port number: '$port'" >&2; exit 2; }
+done
 
-"$BIN/secrets-agent" emulator --seed examples/emulator-seed.yaml --grpc-port 8780 --http-port 8781 \
-  2> >(sed 's/^/[emulator] /' >&2) &
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/secrets-agent-demo.XXXXXX")
+LOG=$STATE/emulator.log
+"$BIN/secrets-agent" emulator --seed examples/emulator-seed.yaml --grpc-port "$GRPC_PORT" \
+  --http-port "$HTTP_PORT" 2> >(tee "$LOG" | sed 's/^/[emulator] /' >&2) &
 EMULATOR=$!
-trap 'kill "$EMULATOR" 2>/dev/null || true; wait "$EMULATOR" 2>/dev/null || true' EXIT
+trap 'kill "$EMULATOR" 2>/dev/null || true; wait "$EMULATOR" 2>/dev/null || true; rm -rf "$STATE"' EXIT
 
-for _ in $(seq 100); do
-  curl -fs "$REST/emulator/v1/healthz" >/dev/null 2>&1 && break
-  kill -0 "$EMULATOR" 2>/dev/null || { echo "the emulator did not start (is port 8780/8781 in use?)" >&2; exit 1; }
+# Our emulator, not whatever answers on its port: wait for the line this very process prints once it
+# listens, and take the addresses from it (an emulator already running on 8781 would otherwise pass for
+# ours, and the agent would then crash against it; with port 0 it is the only way to learn the ports).
+LISTENING=
+for _ in $(seq 300); do
+  LISTENING=$(grep -m1 -o 'listening: gRPC on [^,]*, REST on [^ ]*' "$LOG" || true)
+  [[ -n $LISTENING ]] && break
+  if ! kill -0 "$EMULATOR" 2>/dev/null; then
+    echo "demo: the emulator did not start (ports $GRPC_PORT/$HTTP_PORT in use? choose others:" \
+      "make run EMULATOR_GRPC_PORT=... EMULATOR_HTTP_PORT=..., 0 = any free port)" >&2
+    exit 1
+  fi
   sleep 0.1
 done
+if [[ -z $LISTENING ]]; then
+  echo "demo: the emulator did not say it was listening within 30 s" >&2
+  exit 1
+fi
+GRPC=${LISTENING#listening: gRPC on }
+GRPC=${GRPC%%,*}
+REST=${LISTENING##*REST on }
+ENDPOINT=http://127.0.0.1:$AGENT_PORT
+PROBES=http://127.0.0.1:$PROBES_PORT
+if [[ $AGENT_PORT == 0 ]]; then ENDPOINT="http://127.0.0.1:PORT (the port: see 'local endpoint listening on')"; fi
+if [[ $PROBES_PORT == 0 ]]; then PROBES="http://127.0.0.1:PORT (the port: see 'probes listening on')"; fi
 
 cat <<MSG
 
@@ -23,11 +54,13 @@ cat <<MSG
 
   Look:    ls -la demo-secrets/ && cat demo-secrets/db-password demo-secrets/app.env
   Rotate:  curl -s -X POST $REST/v1/projects/demo-project/secrets/db-password:addVersion \\
+             -H 'Content-Type: application/json' \\
              -d "{\"payload\": {\"data\": \"\$(printf new-password | base64)\"}}"
            (the agent picks it up within 5 s and swaps every file at once)
-  Endpoint: curl -H "X-Secrets-Agent-Token: \$(cat demo-secrets/.token)" http://127.0.0.1:8730/v1/secrets/api-key
-  Probes:   curl http://127.0.0.1:8731/readyz   and   http://127.0.0.1:8731/metrics
+  Endpoint: curl -H "X-Secrets-Agent-Token: \$(cat demo-secrets/.token)" $ENDPOINT/v1/secrets/api-key
+  Probes:   curl $PROBES/readyz   and   $PROBES/metrics
   Emulator API: $REST/v1/projects/demo-project/secrets   admin: $REST/emulator/v1/counters
 
 MSG
-"$BIN/secrets-agent" run --config examples/demo-agent.yaml
+"$BIN/secrets-agent" run --config examples/demo-agent.yaml --endpoint "$GRPC" \
+  --listen "127.0.0.1:$AGENT_PORT" --probes-listen "127.0.0.1:$PROBES_PORT"

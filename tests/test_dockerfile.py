@@ -444,29 +444,56 @@ def test_every_module_has_bytecode_that_is_never_rechecked(image: BuiltImage) ->
 # see open() for writing, os.open with write flags, mkdir, rename, symlink, remove, chmod...) and prints those
 # outside ALLOWED when it ends. C extensions writing on their own would not show; strace shows they do not.
 AUDIT_WRAPPER = r"""
-import os, sys, json
+import os, sys, json, threading
 ALLOWED = [os.path.abspath(p) for p in sys.argv[1].split(os.pathsep)]
 WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 ONE_PATH = {"os.mkdir", "os.remove", "os.rmdir", "os.chmod", "os.chown", "os.truncate", "os.utime"}
 writes = []
-def outside(path):
+# Paths relative to a directory descriptor (os.open(name, dir_fd=fd), which the agent uses so that a link
+# swapped in for the directory cannot redirect a write) are resolved through /proc/self/fd. The "open" audit
+# event carries no dir_fd, so os.open passes it here.
+opening = threading.local()
+def base_of(dir_fd):
+    if not isinstance(dir_fd, int) or dir_fd < 0:
+        return None
+    try:
+        return os.readlink(f"/proc/self/fd/{dir_fd}")
+    except OSError:
+        return None
+def outside(path, base=None):
     if isinstance(path, int):
         return False
-    full = os.path.abspath(os.fsdecode(path))
+    name = os.fsdecode(path)
+    full = os.path.abspath(os.path.join(base, name) if base and not os.path.isabs(name) else name)
     return not any(full == a or full.startswith(a + os.sep) for a in ALLOWED)
 def hook(event, args):
     paths = []
+    base = None
     if event == "open":
         path, mode, flags = args
         if (mode and any(c in mode for c in "wax+")) or (flags or 0) & WRITE:
             paths = [path]
+            base = getattr(opening, "base", None)
     elif event in ONE_PATH:
         paths = [args[0]]
+        base = None if event == "os.truncate" else base_of(args[-1])  # the others end with dir_fd
     elif event in ("os.rename", "os.link"):
-        paths = [args[0], args[1]]
+        if outside(args[0], base_of(args[2])):
+            writes.append(f"{event} {os.fsdecode(args[0])}")
+        paths = [args[1]]
+        base = base_of(args[3])
     elif event == "os.symlink":
         paths = [args[1]]
-    writes.extend(f"{event} {os.fsdecode(p)}" for p in paths if outside(p))
+        base = base_of(args[2])
+    writes.extend(f"{event} {os.fsdecode(p)}" for p in paths if outside(p, base))
+_os_open = os.open
+def traced_open(path, flags, mode=0o777, *, dir_fd=None):
+    opening.base = base_of(dir_fd)
+    try:
+        return _os_open(path, flags, mode, dir_fd=dir_fd)
+    finally:
+        opening.base = None
+os.open = traced_open
 sys.addaudithook(hook)
 from agent.cli import main
 try:
