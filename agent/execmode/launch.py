@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from agent.config import SecretSpec
+from agent.config.schema import CREDENTIAL_ENV
 from agent.core.model import Snapshot
 from agent.errors import AgentError
 
@@ -43,13 +44,15 @@ class ExecError(AgentError):
 def child_environment(
     base: Mapping[str, str], snapshot: Snapshot, specs: Sequence[SecretSpec]
 ) -> dict[str, str]:
-    """``base`` plus one variable per secret (``spec.env`` = the value as UTF-8 text).
+    """``base`` plus one variable per secret (``spec.env`` = the value as UTF-8 text), minus the agent's own
+    credential settings (``SECRETS_AGENT_SERVER_TOKEN``, ``SECRETS_AGENT_NOTIFY_URL``...): they configure the
+    agent, and the app's environment is readable in ``/proc/PID/environ`` and lands in crash reports.
 
     A secret variable overrides a ``base`` variable of the same name. Optional secrets missing from the
     snapshot are left out. A required secret missing, a value that is not UTF-8 or that contains NUL (which
     no environment can carry) is an AgentError listing every such secret by name, never by value.
     """
-    env = dict(base)
+    env = {name: value for name, value in base.items() if name not in CREDENTIAL_ENV}
     problems: list[str] = []
     for spec in specs:
         fetched = snapshot.get(spec.name)

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from agent.core.atomicfile import write_atomically
+from agent.core.atomicfile import read_regular_file, read_regular_file_status, write_atomically
 from agent.secrets import envedit
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, secrets_error
@@ -64,6 +64,8 @@ from agent.secrets.types import TYPE_LABEL, SecretType
 T = TypeVar("T")
 
 BACKEND = "dotenv"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+"""Largest ``.env`` or sidecar read (Secret Manager's values are at most 64 KiB each)."""
 SIDECAR_SUFFIX = ".versions.json"
 """The sidecar of ``.env`` is ``.env.versions.json``."""
 SIDECAR_MODE = 0o600
@@ -384,9 +386,12 @@ class LocalSecretManager:
 
     def _load(self) -> LocalState:
         try:
-            with open(self.path, encoding="utf-8") as stream:  # text mode, as python-dotenv reads it
-                env_text = stream.read()
-            modified = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+            # The user's file: a link to it is followed (dotfiles repositories link .env), but a FIFO, a
+            # device or an absurdly large file is refused without blocking.
+            status, data = read_regular_file_status(self.path, MAX_FILE_BYTES, follow_links=True)
+            # Universal newlines, as python-dotenv's text-mode read sees the file.
+            env_text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            modified = datetime.fromtimestamp(status.st_mtime, UTC)
         except FileNotFoundError:
             env_text, modified = "", datetime.now(UTC)
         except UnicodeDecodeError:
@@ -399,7 +404,8 @@ class LocalSecretManager:
             ) from None
         state = LocalState(env_text, {})
         try:
-            raw = json.loads(self.sidecar.read_bytes())
+            # Ours: never through a link planted in its place, and bounded.
+            raw = json.loads(read_regular_file(self.sidecar, MAX_FILE_BYTES))
         except FileNotFoundError:
             raw = None
         except (OSError, ValueError) as error:

@@ -93,7 +93,14 @@ class ExecRunner:
     agents: list[Agent] = field(default_factory=list)
     app_logs: list[Path] = field(default_factory=list)
 
-    def start(self, options: Sequence[str], command: Sequence[str], *, config: str | None = None) -> Agent:
+    def start(
+        self,
+        options: Sequence[str],
+        command: Sequence[str],
+        *,
+        config: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Agent:
         argv = [sys.executable, "-m", "agent", "exec", "--endpoint", self.emulator.grpc_target]
         argv += ["--project", PROJECT, "--log-format", "text", "--timeout", "20s", *options]
         if config is not None:
@@ -102,6 +109,7 @@ class ExecRunner:
             argv += ["--config", str(config_file)]
         # Nothing of the developer's environment may configure the agent under test.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRETS_AGENT_", "SECRET_MANAGER_"))}
+        env.update(extra_env or {})
         stdout = self.directory / f"agent-{len(self.agents)}.stdout"
         stderr = self.directory / f"agent-{len(self.agents)}.stderr"
         with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -183,6 +191,30 @@ def test_exec_app_sees_every_secret_in_its_environment_under_the_agents_pid(
     # The app took over the agent's process (exec, no fork): nothing of the agent is left behind.
     assert app["pid"] == agent.pid
     assert "optional-flag" in agent.stderr.read_text(), "the skipped optional secret is reported"
+
+
+def test_exec_app_does_not_inherit_the_agents_credentials(
+    runner: ExecRunner, client: secretmanager_v1.SecretManagerServiceClient, tmp_path: Path
+) -> None:
+    """The agent's own credential settings (the endpoint token, a notify URL with its password) configure
+    the agent, not the app: exec passes on everything else of its environment, not those."""
+    add_secret(client, "db-password", DB_V1)
+    seen = tmp_path / "seen.json"
+    credentials = {
+        "SECRETS_AGENT_SERVER_TOKEN": "token-of-the-agent-0123456789abcdef",
+        "SECRETS_AGENT_NOTIFY_URL": "https://user:pass@example.invalid/hook",
+    }
+    agent = runner.start(
+        ["--secret", "db-password=db-password"],
+        [sys.executable, "-c", DUMP_ENV_APP, str(seen), "0"],
+        extra_env={**credentials, "APP_SETTING": "kept"},
+    )
+
+    assert agent.wait() == 0
+    app_env = json.loads(seen.read_text())["env"]
+    assert app_env["DB_PASSWORD"] == DB_V1
+    assert app_env["APP_SETTING"] == "kept"
+    assert not set(credentials) & set(app_env)
 
 
 @pytest.mark.parametrize("status", [0, 3])

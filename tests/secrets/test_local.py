@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -347,3 +348,34 @@ async def test_rotate_secret_adds_a_new_version_through_the_rotation_engine(
     assert rotated != "initial-key-material"
     assert dotenv(env_file)["enc"] == rotated
     assert "# Local development secrets. Do not commit." in text_of(env_file)
+
+
+async def test_a_link_planted_at_the_sidecar_is_not_read(tmp_path: Path, env_file: Path) -> None:
+    """The sidecar is ours: a link planted in its place (to a host file another user wants to probe) is
+    refused, never followed into an error message or a parse."""
+    host_file = tmp_path / "host-secret.json"
+    host_file.write_text('{"format": "secrets-agent-local/1", "secrets": {}}')
+    (tmp_path / ".env.versions.json").symlink_to(host_file)
+    manager = LocalSecretManager(env_file, caller=CALLER)
+    with pytest.raises(SecretsError) as failed:
+        await manager.get_secret("API_KEY")
+    assert failed.value.code == "FAILED_PRECONDITION"
+    assert ".env.versions.json: cannot read" in str(failed.value)
+
+
+async def test_an_env_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.env"
+    os.mkfifo(fifo)
+    manager = LocalSecretManager(fifo, caller=CALLER)
+    with pytest.raises(SecretsError) as failed:
+        await asyncio.wait_for(manager.get_secret("API_KEY"), timeout=10)
+    assert "cannot read" in str(failed.value)
+
+
+async def test_a_linked_env_file_is_still_read(tmp_path: Path, env_file: Path) -> None:
+    """The .env itself is the user's: a dotfiles repository may link it, and that keeps working."""
+    linked = tmp_path / "linked.env"
+    linked.symlink_to(env_file)
+    assert (
+        await LocalSecretManager(linked, caller=CALLER).get_secret("API_KEY") == dotenv(env_file)["API_KEY"]
+    )
