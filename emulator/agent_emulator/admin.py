@@ -83,15 +83,10 @@ def _guarded(handler: Handler) -> Handler:
 
 
 async def _read_body(request: web.Request) -> bytes:
-    too_large = BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", status=413)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    data = bytearray()
-    while chunk := await request.content.read(64 * 1024):
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise too_large
-    return bytes(data)
+    body = await bounded.read_body(request, MAX_BODY_BYTES)
+    if body is None:
+        raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes", status=413)
+    return body
 
 
 async def _json_body(request: web.Request) -> Any:

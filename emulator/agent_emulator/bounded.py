@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 
 MAX_DEPTH = 64
 """Deepest nesting of objects/arrays (mappings/sequences) accepted; real documents use fewer than 10."""
@@ -128,3 +129,16 @@ def read_text(path: Path, limit: int) -> str:
     if len(data) > limit:
         raise InputError(f"larger than {limit} bytes")
     return data.decode("utf-8")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` bytes (by its Content-Length, or as it
+    arrives when it has none): whatever the application's own limit, no more is ever held in memory."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    data = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)

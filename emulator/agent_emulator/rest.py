@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from agent_emulator import rest_codec, rest_routes
+from agent_emulator import bounded, rest_codec, rest_routes
 from agent_emulator.dispatch import Dispatcher
 from agent_emulator.errors import EmulatorError
 from agent_emulator.methods import METHODS
@@ -146,14 +146,10 @@ async def read_body(request: web.Request) -> bytes:
         f"Request payload size exceeds the limit: {limit} bytes.",
         http_status=413,
     )
-    if request.content_length is not None and request.content_length > limit:
+    body = await bounded.read_body(request, limit)
+    if body is None:
         raise too_large
-    data = bytearray()
-    while chunk := await request.content.read(64 * 1024):
-        data += chunk
-        if len(data) > limit:
-            raise too_large
-    return bytes(data)
+    return body
 
 
 def build_request(
