@@ -50,12 +50,14 @@ FAULT_KINDS: dict[str, dict[str, object]] = {
     "resource_exhausted": {"faults": {"AccessSecretVersion": {"resource_exhausted": 0.5}}},
     "latency_spike": {"faults": {"AccessSecretVersion": {"latency_ms": 200, "jitter_ms": 2500}}},
     "corrupt_crc": {"faults": {"AccessSecretVersion": {"corrupt_crc": 0.5}}},
-    "quota": {"quotas": {"access_per_minute": 10, "read_per_minute": 600, "write_per_minute": 100_000}},
+    "quota": {"quotas": {"access_per_minute": 3, "read_per_minute": 600, "write_per_minute": 100_000}},
     "outage": {"faults": {"AccessSecretVersion": {"unavailable": 1.0}}},
 }
 """The emulator's fault config per phase kind (admin API ``PUT /faults``). Only AccessSecretVersion is
 faulted: the soak's own AddSecretVersion calls (the operator rotating) must go through. The latency spike
-reaches past the agent's 2 s call timeout (DEADLINE_EXCEEDED); the quota allows 10 accesses a minute."""
+reaches past the agent's 2 s call timeout (DEADLINE_EXCEEDED); the quota allows 3 accesses a minute, fewer
+than one phase's rotation ticks ask for (3 secrets a tick), so that even the shortest phase of a 30 s run meets
+RESOURCE_EXHAUSTED for certain, not by the luck of the ``resource_exhausted`` phase's coin."""
 
 
 @dataclass(frozen=True)
