@@ -36,19 +36,23 @@ from agent.config.schema import (
     CONFIG_FILE_ENV,
     CONFIG_YAML_ENV,
     ENV_PREFIX,
+    MAX_TEMPLATE_CHARS,
     Config,
     DotenvConfig,
     EventsConfig,
     ExecConfig,
     GcpConfig,
+    KeySpec,
     NotifyConfig,
     ProbesConfig,
     SecretSpec,
     Section,
     ServerConfig,
     Setting,
+    TemplateSpec,
     _meta,
     reserved_name_reason,
+    written_files,
 )
 from agent.config.values import (
     _ENV_NAME,
@@ -298,12 +302,16 @@ def _secret_entries(reader: _Reader, from_file: object, from_flags: object) -> l
 
 
 def _read_secrets(
-    reader: _Reader, from_file: object, from_flags: object, project: str | None, project_ok: bool
+    reader: _Reader,
+    from_file: object,
+    from_flags: object,
+    project: str | None,
+    project_ok: bool,
+    claims: list[_Claim],
 ) -> tuple[SecretSpec, ...]:
+    """Every secret (file, then flags); ``claims`` collects the name, env and files each one takes, valid or
+    not, so that a duplicate is reported even next to other problems: users fix everything in one round."""
     specs: list[SecretSpec] = []
-    # (path, {"name"|"env"|"file": value}) for every item, valid or not, so that a duplicate is reported
-    # even next to other problems: users fix everything in one round.
-    claims: list[_Claim] = []
     for path, item in _secret_entries(reader, from_file, from_flags):
         if not isinstance(item, Mapping):
             reader.problems.append(
@@ -317,8 +325,13 @@ def _read_secrets(
                 values["ref"] = parse_ref(values["ref"], project if project_ok else _PLACEHOLDER_PROJECT)
             except InvalidReference as error:
                 reader.problems.append(Problem(f"{path}.ref", error.problems[0].message))
-        claim = _Claim(path, {key: values[key] for key in ("name", "env", "file") if key in values})
-        if "name" in values:
+        deliver = values.get("deliver", True)
+        claimed = ("name", "env", "file") if deliver else ("name",)
+        claim = _Claim(path, {key: values[key] for key in claimed if key in values})
+        keys = _read_keys(reader, values, path, claims)
+        if keys is not None:
+            values["keys"] = keys
+        if "name" in values and deliver:
             if "file" not in item:
                 claim.values["file"] = values["name"]
                 claim.derived.add("file")
@@ -339,8 +352,111 @@ def _read_secrets(
         claims.append(claim)
         if len(reader.problems) == before:
             specs.append(SecretSpec(**values))
-    _check_unique(reader, claims)
     return tuple(specs)
+
+
+def _read_keys(
+    reader: _Reader, values: dict[str, Any], path: str, claims: list[_Claim]
+) -> tuple[KeySpec, ...] | None:
+    """The ``keys`` of one secret as KeySpecs (claiming their env and file), or None when absent/invalid."""
+    raw = values.pop("keys", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        reader.problems.append(Problem(f"{path}.keys", f"expected a list of keys, got {describe(raw)}"))
+        return None
+    keys: list[KeySpec] = []
+    for index, item in enumerate(raw):
+        where = f"{path}.keys[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(where, f"expected a mapping with key and file or env, got {describe(item)}")
+            )
+            continue
+        before = len(reader.problems)
+        key_values = reader.section(KeySpec, item, where, layered=False)
+        if (
+            "key" in key_values
+            and not ({"file", "env"} & key_values.keys())
+            and len(reader.problems) == before
+        ):
+            reader.problems.append(Problem(where, "set file, env or both: where should this key go?"))
+        claims.append(_Claim(where, {k: v for k in ("env", "file") if (v := key_values.get(k)) is not None}))
+        if len(reader.problems) == before:
+            keys.append(KeySpec(**key_values))
+    return tuple(keys)
+
+
+def _read_templates(
+    reader: _Reader, raw: object, secrets: tuple[SecretSpec, ...], claims: list[_Claim]
+) -> tuple[TemplateSpec, ...]:
+    """The ``templates`` section: every item checked, its name, env and file claimed."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        reader.problems.append(Problem("templates", f"expected a list of templates, got {describe(raw)}"))
+        return ()
+    names = {spec.name for spec in secrets}
+    templates: list[TemplateSpec] = []
+    for index, item in enumerate(raw):
+        where = f"templates[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(
+                    where,
+                    "expected a mapping with name, file or env, and text, source or format, "
+                    f"got {describe(item)}",
+                )
+            )
+            continue
+        before = len(reader.problems)
+        values = reader.section(TemplateSpec, item, where, layered=False)
+        given = [key for key in ("text", "source", "format") if values.get(key) is not None]
+        if len(given) != 1 and len(reader.problems) == before:
+            shown = " and ".join(given) if given else "none of them"
+            reader.problems.append(
+                Problem(where, f"set exactly one of text, source and format (got {shown})")
+            )
+        if values.get("file") is None and values.get("env") is None and len(reader.problems) == before:
+            reader.problems.append(Problem(where, "set file, env or both: where should the output go?"))
+        for position, name in enumerate(values.get("secrets", ())):
+            if name not in names:
+                reader.problems.append(
+                    Problem(f"{where}.secrets[{position}]", f"no secret is named {name!r}")
+                )
+        if isinstance(values.get("source"), Path) and len(reader.problems) == before:
+            text = _read_template_source(reader, values["source"], f"{where}.source")
+            if text is not None:
+                values["text"] = text
+        claim = _Claim(where, {k: v for k in ("env", "file") if (v := values.get(k)) is not None})
+        if "name" in values:
+            claim.values["template"] = values["name"]
+        claims.append(claim)
+        if len(reader.problems) == before:
+            templates.append(TemplateSpec(**values))
+    return tuple(templates)
+
+
+def _read_template_source(reader: _Reader, source: Path, where: str) -> str | None:
+    """The text of a template file (bounded, UTF-8), or None with the problem recorded."""
+    try:
+        with source.open("rb") as stream:
+            data = stream.read(MAX_TEMPLATE_CHARS + 1)
+    except OSError as error:
+        reader.problems.append(
+            Problem(where, f"cannot read {str(source)!r}: {error.strerror or type(error).__name__}")
+        )
+        return None
+    if len(data) > MAX_TEMPLATE_CHARS:
+        reader.problems.append(
+            Problem(where, f"{str(source)!r} is larger than {MAX_TEMPLATE_CHARS // 1024} KiB")
+        )
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        reader.problems.append(Problem(where, f"{str(source)!r} is not UTF-8 text"))
+        return None
 
 
 @dataclass
@@ -355,7 +471,7 @@ class _Claim:
 
 def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
     duplicate_names: set[str] = set()
-    for key in ("name", "env", "file"):
+    for key in ("name", "template", "env", "file"):
         owners: dict[str, str] = {}
         for claim in claims:
             value = claim.values.get(key)
@@ -369,8 +485,9 @@ def _check_unique(reader: _Reader, claims: list[_Claim]) -> None:
                 source = " (derived from name)" if key in claim.derived else ""
                 reader.problems.append(
                     Problem(
-                        f"{claim.path}.{key}",
-                        f"duplicate {key} {value!r}{source}: also used by {first}",
+                        f"{claim.path}.{'name' if key == 'template' else key}",
+                        f"duplicate {key} {'name ' if key == 'template' else ''}{value!r}{source}: "
+                        f"also used by {first}",
                     )
                 )
     # "db" and "db/password" cannot both exist: one path would have to be a file and a directory.
@@ -472,8 +589,7 @@ def _check_files(reader: _Reader, values: Mapping[str, Any]) -> None:
     if not isinstance(output_dir, Path):
         return
     root = os.path.abspath(output_dir)
-    secrets: tuple[SecretSpec, ...] = values.get("secrets", ())
-    written: dict[str, str] = {spec.file: f"the file of secret {spec.name!r}" for spec in secrets}
+    written = written_files(values.get("secrets", ()), values.get("templates", ()))
     env_file = values.get("env_file")
     env_path: str | None = None
     if isinstance(env_file, Path):
@@ -572,9 +688,12 @@ def load_config(
     values = reader.section(Config, raw, "", layered=True)
     project_ok = "project" not in reader.invalid
     reader.flags_used.add("secrets")
+    claims: list[_Claim] = []
     values["secrets"] = _read_secrets(
-        reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok
+        reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok, claims
     )
+    values["templates"] = _read_templates(reader, values.get("templates"), values["secrets"], claims)
+    _check_unique(reader, claims)
     _check_across(reader, values)
     _check_files(reader, values)
     reader.check_leftovers()

@@ -127,6 +127,72 @@ def _relative_file(value: object) -> str:
     return str(path)
 
 
+MAX_KEY_PATH_CHARS = 1024
+MAX_TEMPLATE_CHARS = 256 * 1024
+"""Largest template text, inline or from ``source`` (a template is a page of text, not a data set)."""
+MAX_TEMPLATE_SECRETS = 1024
+
+
+def _key_path(value: object) -> str:
+    # The syntax is checked where keys are understood (agent.render.keys, through check_outputs); here only
+    # what any key text must be.
+    text = _string(value)
+    if not text:
+        raise ValueError("expected a key such as password or db.primary.password, got an empty string")
+    if len(text) > MAX_KEY_PATH_CHARS:
+        raise ValueError(f"a key is at most {MAX_KEY_PATH_CHARS} characters, got {len(text)}")
+    return text
+
+
+def _optional_key_path(value: object) -> str | None:
+    return None if value is None else _key_path(value)
+
+
+def _optional_relative_file(value: object) -> str | None:
+    return None if value is None else _relative_file(value)
+
+
+def _optional_env_var_name(value: object) -> str | None:
+    return None if value is None else _env_var_name(value)
+
+
+def _optional_mode(value: object) -> int | None:
+    return None if value is None else parse_mode(value)
+
+
+def _optional_mode_text(mode: int | None) -> str | None:
+    return None if mode is None else format_mode(mode)
+
+
+def _optional_template_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected the template's text as a string, got {describe(value)}")
+    if len(value) > MAX_TEMPLATE_CHARS:
+        raise ValueError(
+            f"a template is at most {MAX_TEMPLATE_CHARS // 1024} KiB, got {len(value)} characters"
+        )
+    # Newlines and tabs are the template's own; other control characters are refused as in every string.
+    return _string(value, allow="\n\t\r")
+
+
+def _optional_choice(*options: str) -> Callable[[object], object]:
+    choose = _choice(*options)
+    return lambda value: None if value is None else choose(value)
+
+
+def _name_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of secret names, got {describe(value)}")
+    if len(value) > MAX_TEMPLATE_SECRETS:
+        raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
+    names = tuple(_local_name(item) for item in value)
+    if len(set(names)) != len(names):
+        raise ValueError("a name is listed twice")
+    return names
+
+
 # --------------------------------------------------------------------------------------------------
 # Declarative field metadata
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +267,65 @@ def _meta(f: dataclasses.Field[Any]) -> Setting | Section | Items:
 # --------------------------------------------------------------------------------------------------
 
 
+PayloadFormat = Literal["auto", "json", "yaml"]
+PayloadDecode = Literal["none", "base64"]
+OutputFormat = Literal["json", "yaml", "properties", "dotenv"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("json", "yaml", "properties", "dotenv")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One more output taken from a secret's JSON/YAML payload (an item of a secret's ``keys``)."""
+
+    key: str = field(metadata=setting(_key_path, from_env=False))
+    """The field to deliver, in the syntax of the secret's ``key``. Required."""
+    file: str | None = field(default=None, metadata=setting(_optional_relative_file, from_env=False))
+    """File path relative to ``output_dir``. At least one of ``file`` and ``env``."""
+    env: str | None = field(default=None, metadata=setting(_optional_env_var_name, from_env=False))
+    """Environment variable name (env file, ``exec``)."""
+    mode: int | None = field(
+        default=None, metadata=setting(_optional_mode, dump=_optional_mode_text, from_env=False)
+    )
+    """Permission bits of the file. Default: the secret's ``mode``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of the file. Default: the secret's ``uid``."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of the file. Default: the secret's ``gid``."""
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """One rendered output built from several secrets (an item of ``templates``): a Jinja2 template run in a
+    sandbox, or a whole set of secrets in one ``format``."""
+
+    name: str = field(metadata=setting(_local_name, from_env=False))
+    """Name of the template (``[A-Za-z0-9_.-]``), unique among templates; in logs, metrics and errors."""
+    file: str | None = field(default=None, metadata=setting(_optional_relative_file, from_env=False))
+    """File path relative to ``output_dir``. At least one of ``file`` and ``env``."""
+    env: str | None = field(default=None, metadata=setting(_optional_env_var_name, from_env=False))
+    """Environment variable that carries the rendered text (env file, ``exec``)."""
+    text: str | None = field(default=None, metadata=setting(_optional_template_text, from_env=False))
+    """The template, inline (Jinja2 syntax; it sees ``secrets.<name>.value``, ``.data``, ``.version``,
+    ``.bytes``). Exactly one of ``text``, ``source`` and ``format``."""
+    source: Path | None = field(
+        default=None, metadata=setting(_optional_path, dump=_optional_str, from_env=False)
+    )
+    """A file holding the template (read once at start, at most 256 KiB)."""
+    format: OutputFormat | None = field(
+        default=None, metadata=setting(_optional_choice(*OUTPUT_FORMATS), from_env=False)
+    )
+    """No template to write: the ``secrets`` as one ``json``, ``yaml`` or ``properties`` file (keys: the
+    secrets' names) or ``dotenv`` (keys: their env names)."""
+    secrets: tuple[str, ...] = field(default=(), metadata=setting(_name_list, dump=_list, from_env=False))
+    """The secrets this template may see (a list of names). Default: every configured secret."""
+    mode: int = field(default=0o440, metadata=setting(parse_mode, dump=format_mode, from_env=False))
+    """Permission bits of the file. Default ``0440``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of the file. Default: unchanged."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of the file. Default: unchanged."""
+
+
 @dataclass(frozen=True)
 class SecretSpec:
     """One secret the agent delivers: where it comes from and where it goes."""
@@ -223,6 +348,25 @@ class SecretSpec:
     """Owner group id of the file. Default: unchanged (the agent's own group)."""
     required: bool = field(default=True, metadata=setting(_boolean, from_env=False))
     """If true (default), failing to fetch it fails ``init``; if false, it is skipped with a warning."""
+    key: str | None = field(default=None, metadata=setting(_optional_key_path, from_env=False))
+    """Deliver one field of a JSON or YAML payload instead of the whole payload: ``password``,
+    ``db.primary.password``, ``hosts[0]``, ``labels["app.kubernetes.io/name"]`` for keys with dots, or a JSON
+    Pointer (``/db/key.with.dots``). A missing key fails the snapshot (the last good one stays). Default:
+    none (the whole payload)."""
+    format: PayloadFormat = field(
+        default="auto", metadata=setting(_choice("auto", "json", "yaml"), from_env=False)
+    )
+    """How ``key``, ``keys`` and templates' ``.data`` read the payload: ``json``, ``yaml`` or ``auto``
+    (default: JSON when it starts with ``{`` or ``[``, else YAML)."""
+    decode: PayloadDecode = field(default="none", metadata=setting(_choice("none", "base64"), from_env=False))
+    """``base64``: the payload is stored base64-encoded (standard or URL-safe, padding optional); it is
+    decoded before anything else (files, keys, templates). Default ``none``."""
+    deliver: bool = field(default=True, metadata=setting(_boolean, from_env=False))
+    """Write this secret's own file and env variable (default true). ``false``: it only feeds its ``keys``
+    and the templates, and the endpoint does not serve it."""
+    keys: tuple[KeySpec, ...] = field(default=(), metadata=items(KeySpec))
+    """More outputs from the same payload, fetched once: each a ``key`` with its own ``file`` and/or
+    ``env`` (and ``mode``, ``uid``, ``gid``, defaulting to the secret's)."""
 
     def __post_init__(self) -> None:
         # Derived defaults, so code and tests can build a spec from just name and ref.
@@ -469,6 +613,9 @@ class Config:
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
     """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
     Default: none."""
+    templates: tuple[TemplateSpec, ...] = field(default=(), metadata=items(TemplateSpec))
+    """Outputs composed from several secrets (Jinja2 templates in a sandbox, or output formats), written in
+    the same atomic swap as the secrets' files. Default: none."""
 
     def source_for(self, command: Command) -> SourceName:
         """The source ``command`` uses: ``source``, or for ``auto`` dotenv in ``dev`` and gcp otherwise.
@@ -518,3 +665,20 @@ def _dump(obj: Any) -> dict[str, object]:
         else:
             out[f.name] = [_dump(item) for item in value]
     return out
+
+
+def written_files(
+    secrets: tuple[SecretSpec, ...], templates: tuple[TemplateSpec, ...] = ()
+) -> dict[str, str]:
+    """Every file the configuration writes under ``output_dir`` -> who writes it (for messages)."""
+    files: dict[str, str] = {}
+    for spec in secrets:
+        if spec.deliver:
+            files[spec.file] = f"the file of secret {spec.name!r}"
+        for key in spec.keys:
+            if key.file is not None:
+                files[key.file] = f"the file of key {key.key!r} of secret {spec.name!r}"
+    for template in templates:
+        if template.file is not None:
+            files[template.file] = f"the file of template {template.name!r}"
+    return files

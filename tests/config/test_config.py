@@ -821,6 +821,11 @@ def test_to_dict_is_normalised_and_loads_back_to_the_same_config(tmp_path: Path)
             "uid": None,
             "gid": None,
             "required": True,
+            "key": None,
+            "format": "auto",
+            "decode": "none",
+            "deliver": True,
+            "keys": [],
         },
         {
             "name": "api",
@@ -831,6 +836,11 @@ def test_to_dict_is_normalised_and_loads_back_to_the_same_config(tmp_path: Path)
             "uid": 7,
             "gid": None,
             "required": True,
+            "key": None,
+            "format": "auto",
+            "decode": "none",
+            "deliver": True,
+            "keys": [],
         },
     ]
     assert load(tmp_path, yaml.safe_dump(data)) == config
