@@ -55,7 +55,7 @@ class YamlDocument:
     """In document order."""
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """SafeLoader that notices duplicate keys: it raises at the first one, or collects them all with their
     key paths (``collect``)."""
 
@@ -92,7 +92,7 @@ def _kind(node: yaml.Node) -> str:
     return str(getattr(node, "id", "node"))
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.Node) -> dict[Any, Any]:
+def _construct_mapping(loader: StrictLoader, node: yaml.Node) -> dict[Any, Any]:
     if not isinstance(node, yaml.MappingNode):  # `!!map` on a scalar or a list: PyYAML's own error
         raise yaml.constructor.ConstructorError(
             None, None, f"expected a mapping node, but found {_kind(node)}", node.start_mark
@@ -136,7 +136,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.Node) -> dict[Any, Any]
     return mapping
 
 
-def _construct_sequence(loader: _StrictLoader, node: yaml.Node) -> Iterator[list[Any]]:
+def _construct_sequence(loader: StrictLoader, node: yaml.Node) -> Iterator[list[Any]]:
     # A generator like SafeConstructor.construct_yaml_seq, so that the list exists before its items (an
     # anchored list may contain an alias of itself).
     items: list[Any] = []
@@ -154,12 +154,12 @@ def _construct_sequence(loader: _StrictLoader, node: yaml.Node) -> Iterator[list
             loader.where = outer
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def _parse(text: str, where: str, *, collect: bool) -> YamlDocument:
-    loader = _StrictLoader(text, collect=collect)
+    loader = StrictLoader(text, collect=collect)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as error:
@@ -168,7 +168,7 @@ def _parse(text: str, where: str, *, collect: bool) -> YamlDocument:
         raise ConfigError(Problem(located, f"invalid YAML: {error.problem or error.context}")) from None
     except yaml.YAMLError as error:
         raise ConfigError(Problem(where, f"invalid YAML: {error}")) from None
-    except (ValueError, KeyError, AttributeError, OverflowError):
+    except (ValueError, KeyError, AttributeError, OverflowError, IndexError):
         # PyYAML's scalar constructors fail with these on an explicit tag that does not fit (`!!int abc`,
         # `!!timestamp x`, `!!bool maybe`) or a number of more than 4,300 digits. Their text quotes the
         # value, which could be a token: not shown.

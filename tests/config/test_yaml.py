@@ -39,7 +39,13 @@ def test_the_agents_reading_still_stops_at_the_first_duplicate_with_its_line() -
 
 
 @pytest.mark.parametrize(
-    "text", ["token: !!int s3cr3t-canary\n", "at: !!timestamp s3cr3t-canary\n", "on: !!bool s3cr3t-canary\n"]
+    "text",
+    [
+        "token: !!int s3cr3t-canary\n",
+        "at: !!timestamp s3cr3t-canary\n",
+        "on: !!bool s3cr3t-canary\n",
+        "x: !!int \n",
+    ],
 )
 def test_a_value_that_does_not_fit_its_tag_is_a_config_error_without_the_value(text: str) -> None:
     for read in (read_yaml_text, load_yaml):
