@@ -55,9 +55,9 @@ FAULT_KINDS: dict[str, dict[str, object]] = {
 }
 """The emulator's fault config per phase kind (admin API ``PUT /faults``). Only AccessSecretVersion is
 faulted: the soak's own AddSecretVersion calls (the operator rotating) must go through. The latency spike
-reaches past the agent's 2 s call timeout (DEADLINE_EXCEEDED); the quota allows 3 accesses a minute, fewer
-than one phase's rotation ticks ask for (3 secrets a tick), so that even the shortest phase of a 30 s run meets
-RESOURCE_EXHAUSTED for certain, not by the luck of the ``resource_exhausted`` phase's coin."""
+reaches past the agent's 2 s call timeout (DEADLINE_EXCEEDED); the quota allows 3 accesses a minute,
+fewer than one phase's rotation ticks ask for (3 secrets a tick), so that even the shortest phase of a 30 s
+run meets RESOURCE_EXHAUSTED for certain, not by the luck of the ``resource_exhausted`` phase's coin."""
 
 
 @dataclass(frozen=True)
