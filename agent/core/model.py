@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
+from typing import Literal
 
 import google_crc32c
 
@@ -43,15 +45,75 @@ class Fetched:
         )
 
 
+OutputKind = Literal["secret", "key", "template"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One thing the app reads, rendered from a snapshot: a secret's file/env variable, one key of a JSON or
+    YAML secret, or a template's output. ``repr`` shows where it goes, never the bytes."""
+
+    kind: OutputKind
+    owner: str
+    """The secret's name (kinds ``secret`` and ``key``) or the template's name."""
+    data: bytes = field(repr=False)
+    version: str
+    """The secret's version (``secret``, ``key``), or for a template ``t`` + a hash of its inputs' names and
+    versions (never of its bytes)."""
+    crc32c: int
+    file: str | None = None
+    """Path inside ``output_dir``, or None (env only)."""
+    env: str | None = None
+    """Environment variable name, or None (file only)."""
+    mode: int = 0o440
+    uid: int | None = None
+    gid: int | None = None
+    key: str | None = None
+    """The key as configured (kind ``key``, or a secret's own ``key``)."""
+    fetched_at: float = field(default=0.0, compare=False)
+    """Unix time its newest input was fetched (the endpoint's ``Last-Modified``)."""
+
+    @property
+    def label(self) -> str:
+        """How messages and the endpoint name it: ``db``, ``db[password]``, ``template database-url``."""
+        if self.kind == "template":
+            return f"template {self.owner}"
+        return f"{self.owner}[{self.key}]" if self.kind == "key" else self.owner
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A complete, consistent set of secret values: every sink and the endpoint read one whole snapshot."""
 
     items: Mapping[str, Fetched] = field(default_factory=lambda: MappingProxyType({}))
     """Local name -> value."""
+    outputs: tuple[Output, ...] | None = None
+    """What the app reads, rendered from ``items`` (``agent.render``); None until rendered. Every file and
+    env entry of the snapshot comes from here."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", MappingProxyType(dict(self.items)))
+
+    def with_outputs(self, outputs: Iterable[Output]) -> Snapshot:
+        """The same values with their rendered outputs."""
+        return Snapshot(self.items, tuple(outputs))
+
+    def secret_output(self, name: str) -> Output | None:
+        """The rendered own output of secret ``name`` (None when not delivered, or not rendered)."""
+        return self._secret_outputs.get(name)
+
+    def file_outputs(self) -> Mapping[str, Output]:
+        """Rendered outputs that are files, by path inside ``output_dir`` (computed once per snapshot)."""
+        return self._file_outputs
+
+    # A frozen dataclass may still hold cached_property values: they go to the instance __dict__ directly.
+    @cached_property
+    def _secret_outputs(self) -> dict[str, Output]:
+        return {o.owner: o for o in self.outputs or () if o.kind == "secret"}
+
+    @cached_property
+    def _file_outputs(self) -> Mapping[str, Output]:
+        return MappingProxyType({o.file: o for o in self.outputs or () if o.file is not None})
 
     def __iter__(self) -> Iterator[Fetched]:
         return iter(self.items.values())

@@ -1,0 +1,337 @@
+"""A Snapshot becomes what the app reads: every secret's file and env variable, the keys taken out of JSON
+and YAML secrets, and the templates' outputs — all from the one snapshot, so that one swap carries them.
+
+``Renderer.render(snapshot)`` is pure apart from its caches: each output remembers the versions and
+checksums of the secrets it was made from, and is made again only when one of them moved (a rotation of
+one secret re-renders only the templates that use it; the sink then rewrites nothing else). A failure is
+remembered the same way, so a hostile template is not run again on every poll.
+
+When any output fails (a missing key, a payload that is not JSON, a template error) the whole render fails
+with a RenderError naming every failing output — never a value — and the sink keeps the last good snapshot
+whole. An output whose *required* secret is absent (not fetched yet) is left out, like that secret's own
+file; an absent optional secret is simply not in the template's ``secrets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.config import SecretSpec, TemplateSpec
+from agent.core.model import Fetched, Output, OutputKind, Snapshot, crc32c
+from agent.errors import ConfigError, Problem, SinkError
+from agent.render.keys import ExtractError, KeyPath, extract, parse_key_path
+
+if TYPE_CHECKING:
+    from agent.render.templates import CompiledTemplate, TemplateInput
+
+# Jinja2 and the output formats are imported by the configurations that use them, on first use: an agent
+# that only delivers whole secrets (and every `init` of one) does not pay for loading them.
+
+log = logging.getLogger(__name__)
+
+RenderObserver = Callable[[str, bool, float], None]
+"""Told after each template render: (template name, succeeded, seconds)."""
+
+
+class RenderError(SinkError):
+    """Some outputs could not be rendered; the snapshot was not written. Names outputs, never values."""
+
+    def __init__(self, failures: Sequence[tuple[str, str]]) -> None:
+        self.failures = tuple(failures)
+        """(output label, reason) of every failing output."""
+        shown = "; ".join(f"{label}: {reason}" for label, reason in self.failures)
+        super().__init__(
+            f"cannot render {len(self.failures)} output(s), keeping the last good snapshot: {shown}"
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to make one output: from which secrets, by what means, to where."""
+
+    kind: OutputKind
+    owner: str
+    inputs: tuple[str, ...]
+    """The secrets it is made from; required ones must all be present."""
+    file: str | None
+    env: str | None
+    mode: int
+    uid: int | None
+    gid: int | None
+    key: str | None = None
+    key_path: KeyPath | None = None
+    template: CompiledTemplate | None = None
+    format_entries: tuple[tuple[str, str], ...] = ()
+    """For an output format: (entry key, secret name) in order."""
+    format_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``secret 'db'``, ``secret 'db' key 'password'``, ``template 'url'``."""
+        if self.kind == "template":
+            return f"template {self.owner!r}"
+        if self.kind == "key":
+            return f"secret {self.owner!r} key {self.key!r}"
+        return f"secret {self.owner!r}"
+
+
+def plan_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec]) -> list[_Plan]:
+    """Every output of the configuration, in order (secrets, their keys, templates). Raises ConfigError
+    with every problem the configuration alone shows: key syntax, template syntax, unknown secrets."""
+    problems: list[Problem] = []
+    plans: list[_Plan] = []
+    known = [spec.name for spec in secrets]
+    by_name = {spec.name: spec for spec in secrets}
+    for index, spec in enumerate(secrets):
+        where = f"secrets[{index}]"
+        if spec.deliver:
+            path = _key_path(spec.key, f"{where}.key", problems)
+            plans.append(
+                _Plan(
+                    "secret",
+                    spec.name,
+                    (spec.name,),
+                    spec.file,
+                    spec.env,
+                    spec.mode,
+                    spec.uid,
+                    spec.gid,
+                    key=spec.key,
+                    key_path=path,
+                )
+            )
+        for position, key in enumerate(spec.keys):
+            path = _key_path(key.key, f"{where}.keys[{position}].key", problems)
+            plans.append(
+                _Plan(
+                    "key",
+                    spec.name,
+                    (spec.name,),
+                    key.file,
+                    key.env,
+                    spec.mode if key.mode is None else key.mode,
+                    spec.uid if key.uid is None else key.uid,
+                    spec.gid if key.gid is None else key.gid,
+                    key=key.key,
+                    key_path=path,
+                )
+            )
+    for index, template in enumerate(templates):
+        where = f"templates[{index}]"
+        visible = list(template.secrets) or known
+        common = (template.file, template.env, template.mode, template.uid, template.gid)
+        if template.format is not None:
+            names = list(template.secrets) or [spec.name for spec in secrets if spec.deliver]
+            keyed = [(by_name[name].env if template.format == "dotenv" else name, name) for name in names]
+            plans.append(
+                _Plan(
+                    "template",
+                    template.name,
+                    tuple(names),
+                    *common,
+                    format_entries=tuple(keyed),
+                    format_name=template.format,
+                )
+            )
+            continue
+        from agent.render.templates import TemplateError, compile_template
+
+        try:
+            compiled = compile_template(template.name, template.text or "", known=visible)
+        except TemplateError as error:
+            problems.append(Problem(f"{where}.{'source' if template.source else 'text'}", str(error)))
+            continue
+        uses = tuple(visible) if compiled.uses is None else tuple(n for n in visible if n in compiled.uses)
+        plans.append(_Plan("template", template.name, uses, *common, template=compiled))
+    if problems:
+        raise ConfigError(problems)
+    return plans
+
+
+def check_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec]) -> list[Problem]:
+    """The problems ``plan_outputs`` would raise (for ``check-config``), as a list."""
+    try:
+        plan_outputs(secrets, templates)
+    except ConfigError as error:
+        return list(error.problems)
+    return []
+
+
+def _key_path(text: str | None, where: str, problems: list[Problem]) -> KeyPath | None:
+    if text is None:
+        return None
+    try:
+        return parse_key_path(text)
+    except ValueError as error:
+        problems.append(Problem(where, str(error)))
+        return None
+
+
+_CacheKey = tuple[tuple[str, str, int] | None, ...]
+
+
+class Renderer:
+    """Renders snapshots for one configuration (see the module docstring). Not thread-safe: one caller."""
+
+    def __init__(
+        self,
+        secrets: Sequence[SecretSpec],
+        templates: Sequence[TemplateSpec] = (),
+        *,
+        observe: RenderObserver | None = None,
+        max_output: int = 1024 * 1024,
+        max_seconds: float = 1.0,
+    ) -> None:
+        """Raises ConfigError for problems the configuration alone shows (see ``plan_outputs``)."""
+        self.specs = {spec.name: spec for spec in secrets}
+        self.plans = plan_outputs(secrets, templates)
+        self.observe = observe
+        self.max_output = max_output
+        self.max_seconds = max_seconds
+        self._cache: dict[int, tuple[_CacheKey, Output | str]] = {}
+        self._delivered: dict[str, tuple[tuple[str, int], bytes | str]] = {}
+
+    @property
+    def templates(self) -> list[str]:
+        return [plan.owner for plan in self.plans if plan.kind == "template"]
+
+    def render(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with its outputs. Raises RenderError naming every output that failed."""
+        outputs: list[Output] = []
+        failures: list[tuple[str, str]] = []
+        for index, plan in enumerate(self.plans):
+            absent = [name for name in plan.inputs if snapshot.get(name) is None]
+            if plan.kind != "template" and absent:
+                continue  # the secret's own outputs exist once it is fetched
+            if any(self.specs[name].required for name in absent):
+                continue  # not fetched yet: left out, like the secret's own file
+            key = tuple(_stamp(snapshot.get(name)) for name in plan.inputs)
+            cached = self._cache.get(index)
+            if cached is not None and cached[0] == key:
+                result = cached[1]
+            else:
+                result = self._make(plan, snapshot)
+                self._cache[index] = (key, result)
+            if isinstance(result, str):
+                failures.append((plan.label, result))
+            else:
+                outputs.append(result)
+        if failures:
+            raise RenderError(failures)
+        return snapshot.with_outputs(outputs)
+
+    def _make(self, plan: _Plan, snapshot: Snapshot) -> Output | str:
+        """The output, or the reason it failed (safe to log)."""
+        if plan.template is not None:
+            from agent.render.templates import TemplateError, render_template
+
+            started = time.perf_counter()
+            try:
+                data = render_template(
+                    plan.template,
+                    self._template_inputs(plan, snapshot),
+                    max_output=self.max_output,
+                    max_seconds=self.max_seconds,
+                )
+            except TemplateError as error:
+                self._observed(plan.owner, False, time.perf_counter() - started)
+                return str(error)
+            self._observed(plan.owner, True, time.perf_counter() - started)
+            return self._output(plan, data, None, snapshot)
+        if plan.format_name is not None:
+            from agent.render.formats import FormatError, render_format
+
+            started = time.perf_counter()
+            entries: list[tuple[str, bytes]] = []
+            for entry, name in plan.format_entries:
+                item = snapshot.get(name)
+                if item is None:
+                    continue  # an optional secret not there
+                value = self._delivered_value(item)
+                if isinstance(value, str):
+                    self._observed(plan.owner, False, time.perf_counter() - started)
+                    return f"secret {name!r}: {value}"
+                entries.append((entry, value))
+            try:
+                data = render_format(plan.format_name, entries)  # type: ignore[arg-type]
+            except FormatError as error:
+                self._observed(plan.owner, False, time.perf_counter() - started)
+                return str(error)
+            self._observed(plan.owner, True, time.perf_counter() - started)
+            return self._output(plan, data, None, snapshot)
+        item = snapshot.get(plan.owner)
+        assert item is not None
+        spec = self.specs[plan.owner]
+        try:
+            data = extract(item.data, plan.key_path, format=spec.format, decode=spec.decode)
+        except ExtractError as error:
+            return str(error)
+        return self._output(plan, data, item, snapshot)
+
+    def _delivered_value(self, item: Fetched) -> bytes | str:
+        """A secret's own value as its file carries it (decoded, its ``key`` taken), or why not."""
+        stamp = (item.version, item.crc32c)
+        cached = self._delivered.get(item.name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        spec = self.specs[item.name]
+        path = None if spec.key is None else parse_key_path(spec.key)
+        value: bytes | str
+        try:
+            value = extract(item.data, path, format=spec.format, decode=spec.decode)
+        except ExtractError as error:
+            value = str(error)
+        self._delivered[item.name] = (stamp, value)
+        return value
+
+    def _template_inputs(self, plan: _Plan, snapshot: Snapshot) -> dict[str, TemplateInput]:
+        from agent.render.templates import TemplateInput
+
+        inputs: dict[str, TemplateInput] = {}
+        for name in plan.inputs:
+            item = snapshot.get(name)
+            if item is not None:
+                spec = self.specs[name]
+                inputs[name] = TemplateInput(item.data, item.version, spec.format, spec.decode)
+        return inputs
+
+    def _output(self, plan: _Plan, data: bytes, item: Fetched | None, snapshot: Snapshot) -> Output:
+        checksum = crc32c(data)
+        present = [f for name in plan.inputs if (f := snapshot.get(name)) is not None]
+        # A template's version names its inputs' versions, not its bytes: versions reach logs and headers,
+        # and a checksum of a short composed value would be an offline oracle for it.
+        version = item.version if item is not None else _inputs_tag(present)
+        times = [f.fetched_at for f in present]
+        return Output(
+            plan.kind,
+            plan.owner,
+            data,
+            version,
+            checksum,
+            plan.file,
+            plan.env,
+            plan.mode,
+            plan.uid,
+            plan.gid,
+            plan.key,
+            max(times, default=0.0),
+        )
+
+    def _observed(self, name: str, ok: bool, seconds: float) -> None:
+        if self.observe is not None:
+            self.observe(name, ok, seconds)
+
+
+def _inputs_tag(inputs: Sequence[Fetched]) -> str:
+    """``t`` + 16 hex digits of a hash of the inputs' names and versions (stable across restarts)."""
+    text = "\n".join(f"{f.name}@{f.version}" for f in inputs)
+    return "t" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _stamp(item: Fetched | None) -> tuple[str, str, int] | None:
+    return None if item is None else (item.name, item.version, item.crc32c)
