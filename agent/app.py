@@ -34,6 +34,7 @@ from agent.notify.signal import SignalNotifier
 from agent.observe.logs import configure_logging, register_served_values
 from agent.observe.metrics import Liveness, Metrics
 from agent.observe.probes import build_probes_app, serve_probes
+from agent.render.outputs import Renderer, RenderError
 from agent.sinks.lock import OutputDirLock
 from agent.sinks.snapshot import SnapshotSink
 from agent.sinks.tmpfs import check_memory_backed
@@ -90,9 +91,28 @@ def select_source(config: Config, mode: Mode) -> Source:
     raise AgentError(f"{NO_CREDENTIALS}; or use `secrets-agent dev` / --fallback-dotenv FILE for a .env file")
 
 
-def build_sink(config: Config) -> SnapshotSink:
+def build_renderer(config: Config, metrics: Metrics | None = None) -> Renderer:
+    """The outputs of the configuration (files, keys, templates); template renders counted in ``metrics``."""
+    if metrics is None:
+        return Renderer(config.secrets, config.templates)
+    renderer = Renderer(config.secrets, config.templates, observe=metrics.template_rendered)
+    metrics.known_templates(renderer.templates)
+    return renderer
+
+
+def build_sink(config: Config, renderer: Renderer) -> SnapshotSink:
     check_memory_backed(config.output_dir, require=config.require_tmpfs)
-    return SnapshotSink(config.output_dir, config.secrets, config.env_file)
+    return SnapshotSink(config.output_dir, config.secrets, config.env_file, renderer=renderer)
+
+
+def adopt_rendered(sink: SnapshotSink, renderer: Renderer) -> Snapshot:
+    """What a previous agent left on disk, with its outputs (those whose secrets could be taken back)."""
+    adopted = sink.adopt()
+    try:
+        return renderer.render(adopted)
+    except RenderError as error:  # the first write reports it again if it persists
+        log.warning("the adopted secrets do not render: %s", error)
+        return adopted
 
 
 def build_notifiers(config: Config) -> list[Notifier]:
@@ -121,7 +141,8 @@ def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
 
 def _remember_values(snapshot: Snapshot) -> None:
     """Let the log redaction filter know the values we serve, as a safety net behind 'never log values'."""
-    register_served_values(item.data for item in snapshot)
+    # The outputs too: a key of a JSON secret, a DSN a template composed, a decoded payload.
+    register_served_values([item.data for item in snapshot] + [o.data for o in snapshot.outputs or ()])
 
 
 def report_failures(report: BootstrapReport, specs: Sequence[SecretSpec]) -> int:
@@ -167,10 +188,11 @@ def run_init(config: Config) -> int:
 async def _init(config: Config) -> int:
     source = select_source(config, "init")
     try:
-        sink = build_sink(config)
+        renderer = build_renderer(config)
+        sink = build_sink(config, renderer)
         store = SnapshotStore(config.secrets)
-        await store.publish(sink.adopt())
-        syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
+        await store.publish(adopt_rendered(sink, renderer))
+        syncer = Syncer(config.secrets, source, sink, store, sync_settings(config), renderer=renderer)
         started = time.monotonic()
         report = await syncer.bootstrap(deadline=started + config.timeout)
         _remember_values(report.snapshot)
@@ -216,12 +238,13 @@ def run_dev(config: Config) -> int:
 async def _serve(config: Config, mode: Mode) -> int:
     source = select_source(config, mode)
     try:
-        sink = build_sink(config)
         store = SnapshotStore(config.secrets)
-        adopted = sink.adopt()
+        metrics = Metrics(store=store, max_staleness=config.max_staleness)
+        renderer = build_renderer(config, metrics)
+        sink = build_sink(config, renderer)
+        adopted = adopt_rendered(sink, renderer)
         _remember_values(adopted)  # last-known-good values are served (and could be logged) before any fetch
         await store.publish(adopted)
-        metrics = Metrics(store=store, max_staleness=config.max_staleness)
         liveness = Liveness()
         notifiers = build_notifiers(config)
         coordinator = ReloadCoordinator(
@@ -248,6 +271,7 @@ async def _serve(config: Config, mode: Mode) -> int:
             on_change=[changed],
             metrics=metrics,
             heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
+            renderer=renderer,
         )
 
         bootstrapped = asyncio.Event()
@@ -384,6 +408,7 @@ def _endpoint(
         max_wait=config.server.max_wait,
         metrics=metrics,
         allowed_hosts=config.server.allowed_hosts,
+        files=[plan.file for plan in syncer.renderer.plans if plan.file],
     )
 
     def listener(started: Callable[[int], None]) -> Part:
@@ -434,7 +459,8 @@ async def _exec(config: Config, argv: list[str]) -> int:
     source = select_source(config, "exec")
     store = SnapshotStore(config.secrets)
     try:
-        syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config))
+        renderer = build_renderer(config)
+        syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config), renderer=renderer)
         report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
         _remember_values(report.snapshot)  # before the first line that could quote one
         if failed := report_failures(report, config.secrets):

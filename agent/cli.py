@@ -221,7 +221,15 @@ def _flag_values(args: argparse.Namespace) -> dict[str, object]:
 def _load_config(file: Path | None, args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     from agent.config import load_config
 
-    return load_config(file, env, _flag_values(args), flag_names={f.path: f.flag for f in ALL_FLAGS})
+    config = load_config(file, env, _flag_values(args), flag_names={f.path: f.flag for f in ALL_FLAGS})
+    if config.templates or any(spec.key is not None or spec.keys for spec in config.secrets):
+        # Key syntax and templates (syntax, the secrets they name) are understood by agent.render, which
+        # only the configurations that shape their output need to load.
+        from agent.render.outputs import check_outputs
+
+        if problems := check_outputs(config.secrets, config.templates):
+            raise ConfigError(problems)
+    return config
 
 
 # --------------------------------------------------------------------------------------------------

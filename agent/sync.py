@@ -27,6 +27,7 @@ from agent.core.retry import Backoff, RepeatedFailures, retry_transient
 from agent.core.store import SnapshotStore
 from agent.errors import PermanentSourceError, SinkError, SourceError
 from agent.observe.metrics import FetchResult, Heartbeat, Metrics
+from agent.render.outputs import Renderer, RenderError
 from agent.sinks import Sink
 from agent.sources import ChangeFeed, Source
 from agent.sources.errors import source_error
@@ -93,9 +94,11 @@ class Syncer:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         heartbeat: Heartbeat | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         """``metrics``: counts fetches, backend errors, versions and rotations; ``heartbeat``: beaten by
-        each iteration of ``poll()`` (liveness)."""
+        each iteration of ``poll()`` (liveness); ``renderer``: turns each snapshot into its outputs (files,
+        keys, templates) before it is written (default: the secrets' own outputs)."""
         self.specs = {spec.name: spec for spec in specs}
         self.source = source
         self.sink = sink
@@ -114,6 +117,8 @@ class Syncer:
         self._poll_interval_override: float | None = None  # set_poll_interval(); None: the settings'
         self._write_failed = False
         self._failures = RepeatedFailures()
+        self.renderer = renderer if renderer is not None else Renderer(specs)
+        self._render_failure: str | None = None  # the RenderError last reported (each is logged once)
 
     # -- bootstrap --------------------------------------------------------------------------------
 
@@ -274,6 +279,11 @@ class Syncer:
             async with self._commit_lock:
                 try:
                     await self._commit(self._not_overtaken(changed), notify=True)
+                except RenderError as error:
+                    # Not retried: the same values would fail the same way. The next version (an event or a
+                    # poll) renders again; until then the old snapshot stays, and goes stale.
+                    self._report_render_failure(error)
+                    return False
                 except SinkError as error:
                     # The old snapshot is intact on disk and in the store; the next round writes again.
                     self._write_failed = True
@@ -323,7 +333,10 @@ class Syncer:
                 self._record_failure(spec, error)
                 return False
             self._observe(spec.name, "unchanged" if changed is None else "ok", started)
-        self.store.record_success(spec.name)
+        if changed is None:
+            # A new value counts as fresh once it is written (_commit): one that cannot be (an output that
+            # fails to render, a full volume) leaves the old one serving, growing stale towards /readyz.
+            self.store.record_success(spec.name)
         failures = self._failures.succeeded(spec.name)
         if failures:
             log.info("checking %s works again after %d failed attempts", spec.name, failures)
@@ -361,9 +374,11 @@ class Syncer:
     async def _commit(self, fetched: Sequence[Fetched], *, notify: bool) -> Snapshot:
         """Write ``fetched`` on top of the current snapshot, publish it, and tell the app if it changed."""
         previous = self.store.snapshot
-        snapshot = previous.with_updates(fetched)
-        wrote = await asyncio.to_thread(self.sink.write, snapshot)
+        snapshot, wrote = await asyncio.to_thread(self._render_and_write, previous.with_updates(fetched))
         self._write_failed = False
+        if self._render_failure is not None:
+            self._render_failure = None
+            log.info("every output renders again")
         await self.store.publish(snapshot)
         for item in fetched:
             self.store.record_success(item.name)
@@ -380,6 +395,17 @@ class Syncer:
             for callback in self.on_change:
                 callback(snapshot)
         return snapshot
+
+    def _render_and_write(self, snapshot: Snapshot) -> tuple[Snapshot, bool]:
+        rendered = self.renderer.render(snapshot)
+        return rendered, self.sink.write(rendered)
+
+    def _report_render_failure(self, error: RenderError) -> None:
+        if str(error) != self._render_failure:
+            log.error("%s", error)
+            self._render_failure = str(error)
+        if self.metrics is not None:
+            self.metrics.render_failed()
 
     async def poll(self) -> None:
         """Check polled secrets every interval (with jitter) until cancelled; failed rounds retry sooner.

@@ -35,7 +35,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from agent.app import build_sink, select_source, sync_settings
+from agent.app import build_renderer, build_sink, select_source, sync_settings
 from agent.config import Config, load_config
 from agent.core.store import SnapshotStore
 from agent.sync import Syncer
@@ -84,7 +84,7 @@ async def agent_bootstrap(config: Config) -> float:
     """Seconds for the agent's bootstrap of every secret in ``config`` (fetch + verify + write)."""
     source = select_source(config, "init")
     try:
-        sink = build_sink(config)
+        sink = build_sink(config, build_renderer(config))
         store = SnapshotStore(config.secrets)
         syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
         started = time.perf_counter()

@@ -44,31 +44,46 @@ class ExecError(AgentError):
 def child_environment(
     base: Mapping[str, str], snapshot: Snapshot, specs: Sequence[SecretSpec]
 ) -> dict[str, str]:
-    """``base`` plus one variable per secret (``spec.env`` = the value as UTF-8 text), minus the agent's own
-    credential settings (``SECRETS_AGENT_SERVER_TOKEN``, ``SECRETS_AGENT_NOTIFY_URL``...): they configure the
-    agent, and the app's environment is readable in ``/proc/PID/environ`` and lands in crash reports.
+    """``base`` plus one variable per output with an env name (a secret's value, a key of a JSON secret, a
+    template's text), minus the agent's own credential settings (``SECRETS_AGENT_SERVER_TOKEN``,
+    ``SECRETS_AGENT_NOTIFY_URL``...): they configure the agent, and the app's environment is readable in
+    ``/proc/PID/environ`` and lands in crash reports.
 
     A secret variable overrides a ``base`` variable of the same name. Optional secrets missing from the
     snapshot are left out. A required secret missing, a value that is not UTF-8 or that contains NUL (which
-    no environment can carry) is an AgentError listing every such secret by name, never by value.
+    no environment can carry) is an AgentError listing every such output by name, never by value.
+    ``snapshot`` must be rendered (``Snapshot.outputs``); an unrendered one carries the secrets' own values.
     """
     env = {name: value for name, value in base.items() if name not in CREDENTIAL_ENV}
     problems: list[str] = []
+    entries: list[tuple[str, str, bytes | None]] = []  # (label, variable, value); None: missing, required
     for spec in specs:
         fetched = snapshot.get(spec.name)
         if fetched is None:
             if spec.required:
-                problems.append(f"{spec.name} (env {spec.env}): no value was fetched")
+                entries.append((spec.name, spec.env, None))
+        elif snapshot.outputs is None and spec.deliver:
+            entries.append((spec.name, spec.env, fetched.data))
+        else:  # its own value and its keys, in the order of the configuration
+            entries += [
+                (o.label, o.env, o.data)
+                for o in snapshot.outputs or ()
+                if o.owner == spec.name and o.kind != "template" and o.env is not None
+            ]
+    entries += [(o.label, o.env, o.data) for o in snapshot.outputs or () if o.kind == "template" and o.env]
+    for label, name, data in entries:
+        if data is None:
+            problems.append(f"{label} (env {name}): no value was fetched")
             continue
         try:
-            text = fetched.data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(f"{spec.name} (env {spec.env}): value is not UTF-8 text; deliver it as a file")
+            problems.append(f"{label} (env {name}): value is not UTF-8 text; deliver it as a file")
             continue
         if "\0" in text:
-            problems.append(f"{spec.name} (env {spec.env}): value contains a NUL byte; deliver it as a file")
+            problems.append(f"{label} (env {name}): value contains a NUL byte; deliver it as a file")
             continue
-        env[spec.env] = text
+        env[name] = text
     if problems:
         raise AgentError("cannot pass secrets as environment variables:\n  " + "\n  ".join(problems))
     return env

@@ -46,6 +46,10 @@ FETCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 the default call timeout is 10 s; everything slower lands in +Inf."""
 
 
+RENDER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Seconds: a template renders in tens of microseconds to a few milliseconds; the sandbox stops it at 1 s."""
+
+
 class Metrics:
     """Every metric of the agent, on ``registry`` (a new private one when None).
 
@@ -120,6 +124,31 @@ class Metrics:
             "1 while the Pub/Sub event subscription delivers (polling at events.poll_interval), else 0.",
             registry=r,
         )
+        self.template_renders = Counter(
+            f"{PREFIX}_template_renders",
+            "Renders of a template (or output format), by template name and result (ok, error). A template "
+            "is rendered again only when a secret it uses changed.",
+            ["template", "result"],
+            registry=r,
+        )
+        self.template_render_duration = Histogram(
+            f"{PREFIX}_template_render_duration_seconds",
+            "Duration of one template render.",
+            ["template"],
+            buckets=RENDER_BUCKETS,
+            registry=r,
+        )
+        self.template_ok = Gauge(
+            f"{PREFIX}_template_ok",
+            "1 when the template's last render succeeded, 0 when it failed (the last good snapshot is kept).",
+            ["template"],
+            registry=r,
+        )
+        self.render_failures = Counter(
+            f"{PREFIX}_render_failures",
+            "Snapshots not written because an output (a key, a template) could not be rendered.",
+            registry=r,
+        )
         build = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say which agent and Python run.",
@@ -173,6 +202,22 @@ class Metrics:
     def events_health(self, connected: bool) -> None:
         """Whether the event subscription currently delivers."""
         self.events_connected.set(1 if connected else 0)
+
+    def known_templates(self, names: Iterable[str]) -> None:
+        """Start each template's series at 0 (so that the first failure shows in ``increase()``)."""
+        for name in names:
+            for result in ("ok", "error"):
+                self.template_renders.labels(template=name, result=result)
+
+    def template_rendered(self, template: str, ok: bool, seconds: float) -> None:
+        """One render of ``template`` (called from the rendering thread; prometheus_client locks)."""
+        self.template_renders.labels(template=template, result="ok" if ok else "error").inc()
+        self.template_render_duration.labels(template=template).observe(seconds)
+        self.template_ok.labels(template=template).set(1 if ok else 0)
+
+    def render_failed(self) -> None:
+        """A snapshot was refused because one of its outputs failed to render."""
+        self.render_failures.inc()
 
     def request(self, route: str, code: int) -> None:
         """One local endpoint request: ``route`` is the route TEMPLATE (``/v1/secrets/{name}``), never a

@@ -289,8 +289,11 @@ class AtomicDirWriter:
         made = {directory}
         for relative in sorted(files):
             target = directory / relative
-            for parent in reversed(target.parents):
-                if parent in made or not parent.is_relative_to(directory):
+            # Only the folders inside the snapshot (validate_path made `relative` normalised and relative):
+            # walking target.parents up to / cost more than the writes themselves on tmpfs.
+            for inner in reversed(PurePosixPath(relative).parents[:-1]):
+                parent = directory / inner
+                if parent in made:
                     continue
                 try:
                     parent.mkdir(mode=0o700)

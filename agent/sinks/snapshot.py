@@ -37,6 +37,7 @@ from agent.core.atomicfile import (
 from agent.core.model import Fetched, Snapshot, crc32c
 from agent.errors import ConfigError, Problem, SinkError
 from agent.render.envfile import render_env_file, value_problem
+from agent.render.outputs import Renderer
 from agent.sinks.atomic import AtomicDirWriter, FileEntry, errno_name, validate_path
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,13 @@ class SnapshotSink:
         env_file: Path | None,
         *,
         env_file_mode: int = 0o440,
+        renderer: Renderer | None = None,
     ) -> None:
-        """Raises ConfigError when ``env_file`` collides with a secret's file or uses a reserved name."""
+        """Raises ConfigError when ``env_file`` collides with a secret's file or uses a reserved name.
+        ``renderer``: how a snapshot not rendered yet becomes files (default: the secrets' own outputs)."""
         self.output_dir = Path(output_dir)
         self.specs = tuple(specs)
+        self.renderer = renderer if renderer is not None else Renderer(self.specs)
         self.env_file_mode = env_file_mode
         self.writer = AtomicDirWriter(self.output_dir)
         self.env_inside: str | None = None
@@ -89,12 +93,12 @@ class SnapshotSink:
             pure = validate_path(relative)
         except SinkError as error:
             raise ConfigError(Problem("env_file", str(error))) from None
-        for spec in self.specs:
-            spec_path = PurePosixPath(spec.file)
+        for plan in self.renderer.plans:
+            if plan.file is None:
+                continue
+            spec_path = PurePosixPath(plan.file)
             if pure == spec_path or pure in spec_path.parents or spec_path in pure.parents:
-                raise ConfigError(
-                    Problem("env_file", f"{relative!r} collides with the file of secret {spec.name!r}")
-                )
+                raise ConfigError(Problem("env_file", f"{relative!r} collides with the file of {plan.label}"))
         self.env_inside = relative
 
     # -- the Sink protocol ------------------------------------------------------------------------
@@ -105,26 +109,32 @@ class SnapshotSink:
         Raises SinkError (no values in it); the previous snapshot is then intact.
         """
         self._cleanup_once()
+        if snapshot.outputs is None:
+            snapshot = self.renderer.render(snapshot)  # RenderError: nothing written, the last snapshot stays
         files: dict[str, FileEntry] = {}
         manifest: dict[str, dict[str, object]] = {}
         env_entries: list[tuple[str, str, bytes]] = []
         left_out: set[tuple[str, str]] = set()
-        for spec in self.specs:
-            item = snapshot.get(spec.name)
-            if item is None:
+        by_name = {spec.name: spec for spec in self.specs}
+        for output in snapshot.outputs or ():
+            if output.file is not None:
+                files[output.file] = FileEntry(output.data, output.mode, output.uid, output.gid)
+            spec = by_name.get(output.owner) if output.kind == "secret" else None
+            item = snapshot.get(output.owner) if spec is not None else None
+            if spec is not None and item is not None and _adoptable(spec):
+                manifest[spec.name] = {
+                    "ref": str(spec.ref),
+                    "version": item.version,
+                    "crc32c": item.crc32c,
+                    "file": spec.file,
+                }
+            if output.env is None:
                 continue
-            files[spec.file] = FileEntry(item.data, spec.mode, spec.uid, spec.gid)
-            manifest[spec.name] = {
-                "ref": str(spec.ref),
-                "version": item.version,
-                "crc32c": item.crc32c,
-                "file": spec.file,
-            }
-            problem = value_problem(item.data)
+            problem = value_problem(output.data)
             if problem is None:
-                env_entries.append((spec.name, spec.env, item.data))
+                env_entries.append((output.label, output.env, output.data))
             else:
-                left_out.add((spec.name, problem))
+                left_out.add((output.label, problem))
         files[MANIFEST] = FileEntry(_render_manifest(manifest), 0o400)
         env_bytes = render_env_file(env_entries) if self.env_inside or self.env_outside else None
         if self.env_inside is not None and env_bytes is not None:
@@ -159,7 +169,8 @@ class SnapshotSink:
             wanted = [
                 spec
                 for spec in self.specs
-                if (entry := recorded.get(spec.name)) is not None
+                if _adoptable(spec)
+                and (entry := recorded.get(spec.name)) is not None
                 and entry.get("ref") == str(spec.ref)
                 and entry.get("file") == spec.file
             ]
@@ -206,6 +217,12 @@ class SnapshotSink:
             files = "the secret files were swapped but " if files_changed else ""
             raise SinkError(f"{files}the env file {path} was not written: {errno_name(error)}") from None
         return True
+
+
+def _adoptable(spec: SecretSpec) -> bool:
+    """Whether the secret's file holds its payload unchanged, so that a restarted agent can take it back.
+    (A key or a decoded payload cannot be turned back into the payload; those are fetched again.)"""
+    return spec.deliver and spec.key is None and spec.decode == "none"
 
 
 def _render_manifest(manifest: dict[str, dict[str, object]]) -> bytes:

@@ -30,7 +30,7 @@ class FleetAgent:
     """One pod's agent: the same parts ``secrets-agent run`` builds, without its processes and listeners."""
 
     def __init__(self, ident: int, config: Any, safety: float) -> None:
-        from agent.app import build_sink, select_source, sync_settings
+        from agent.app import build_renderer, build_sink, select_source, sync_settings
         from agent.core.store import SnapshotStore
         from agent.sync import Syncer
 
@@ -42,7 +42,7 @@ class FleetAgent:
         self.syncer = Syncer(
             config.secrets,
             self.source,
-            build_sink(config),
+            build_sink(config, build_renderer(config)),
             self.store,
             sync_settings(config),
             on_change=[self._changed],
