@@ -8,8 +8,9 @@ limits, idle timeout, connection cap).
 
 Routes (``agent/endpoint/openapi.json`` is the reference, served at ``/openapi.json`` without a token):
 ``GET /v1/secrets/{name}`` (raw bytes, or ``?format=json``; ETag, If-None-Match, long-poll ``?wait=``),
-``GET /v1/secrets`` (names and versions), ``GET /v1/events`` (Server-Sent Events on rotation),
-``POST /v1/refresh`` (check the backend now).
+``GET /v1/files/{path}`` (any rendered file by its path inside ``output_dir``: a key's, a template's; the
+same headers, 304 and long-poll), ``GET /v1/secrets`` (names and versions), ``GET /v1/events``
+(Server-Sent Events on rotation), ``POST /v1/refresh`` (check the backend now).
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
+from agent.config import written_files
 from agent.core.store import SnapshotStore
 from agent.endpoint import handlers
 from agent.endpoint.limits import endpoint_hosts
 from agent.endpoint.middlewares import safety_net, security_headers
-from agent.endpoint.routes import ROUTE_EVENTS, ROUTE_OPENAPI, ROUTE_REFRESH, ROUTE_SECRET, ROUTE_SECRETS
+from agent.endpoint.routes import (
+    ROUTE_EVENTS,
+    ROUTE_FILE_PATTERN,
+    ROUTE_OPENAPI,
+    ROUTE_REFRESH,
+    ROUTE_SECRET,
+    ROUTE_SECRETS,
+)
 from agent.endpoint.state import STATE, EndpointState
 from agent.observe.metrics import Metrics
 
@@ -48,11 +57,17 @@ def build_endpoint_app(
     metrics: Metrics | None = None,
     ping_interval: float = SSE_PING_INTERVAL,
     allowed_hosts: Iterable[str] = (),
+    files: Iterable[str] | None = None,
 ) -> web.Application:
     """The endpoint's aiohttp application; serve it with ``serve_endpoint`` (which adds the connection
     limits). ``refresh`` asks the sync loop to check the backend now (None: queued; a number: too soon,
     retry after that many seconds); ``max_wait`` caps ``?wait=``; ``allowed_hosts`` are the ``Host`` names
-    answered besides loopback (``server.allowed_hosts``)."""
+    answered besides loopback (``server.allowed_hosts``).
+
+    ``files`` are the paths inside ``output_dir`` of every file the configuration renders (the renderer's
+    plans): known up front, so that ``/v1/files/{path}`` can tell a file whose secrets are not fetched yet
+    (503, retry) from a path that will never exist (404). None: the files of the store's secrets and of
+    their ``keys``; templates' files are then answered once rendered, and 404 before."""
     app = web.Application(middlewares=[safety_net], client_max_size=MAX_BODY_BYTES)
     app[STATE] = EndpointState(
         store=store,
@@ -64,9 +79,11 @@ def build_endpoint_app(
         ping_interval=ping_interval,
         openapi=load_openapi(),
         hosts=endpoint_hosts(allowed_hosts),
+        files=frozenset(written_files(tuple(store.specs.values())) if files is None else files),
     )
     app.router.add_get(ROUTE_SECRETS, handlers.list_secrets, allow_head=False)
     app.router.add_get(ROUTE_SECRET, handlers.get_secret, allow_head=False)
+    app.router.add_get(ROUTE_FILE_PATTERN, handlers.get_file, allow_head=False)
     app.router.add_get(ROUTE_EVENTS, handlers.events, allow_head=False)
     app.router.add_post(ROUTE_REFRESH, handlers.refresh)
     app.router.add_get(ROUTE_OPENAPI, handlers.openapi, allow_head=False)

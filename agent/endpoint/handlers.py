@@ -1,10 +1,16 @@
 """The request handlers: what each route answers, and how a value is represented (raw bytes or JSON, its
 ETag, Last-Modified and version headers).
 
-Handlers serve from memory only (the SnapshotStore): they cannot reach the backend, read a file by name or
-serve a secret that is not assigned to this agent. They run behind the middlewares, so they see only
-requests that carried the right token, and they leave what the audit log needs in the request
-(``state.AUDIT_VERSION``) instead of logging anything themselves.
+A read answers what the app would find in the file: ``/v1/secrets/{name}`` the secret's own output (its
+``key`` taken out, its payload decoded; the value as fetched while a snapshot is not rendered, for a secret
+whose file is its payload), ``/v1/files/{path}`` any rendered file (a key's, a template's) by its path
+inside ``output_dir``.
+
+Handlers serve from memory only (the SnapshotStore): they cannot reach the backend, open a file (a path is
+only a key into the snapshot's outputs) or serve a secret that is not assigned to this agent. They run
+behind the middlewares, so they see only requests that carried the right token, and they leave what the
+audit log needs in the request (``state.AUDIT_VERSION``, ``state.AUDIT_RESULT``) instead of logging
+anything themselves.
 """
 
 from __future__ import annotations
@@ -14,15 +20,16 @@ import base64
 import email.utils
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from agent.config import parse_delay
-from agent.core.model import Fetched
+from agent.core.model import Fetched, Snapshot
 from agent.endpoint.responses import RETRY_AFTER_SECONDS, SECURITY_HEADERS, STATUS_MESSAGES, error_response
-from agent.endpoint.state import AUDIT_VERSION, STATE, STREAMING, EndpointState
+from agent.endpoint.state import AUDIT_RESULT, AUDIT_VERSION, STATE, STREAMING, EndpointState, Served
 
 BODY_TIMEOUT = 5.0
 """Seconds a request body may take to arrive."""
@@ -33,9 +40,10 @@ REFRESH_TOO_SOON = "refresh asked too soon after the last one: retry after Retry
 # -- how a value is represented --------------------------------------------------------------------------
 
 
-def etag_of(item: Fetched) -> str:
-    """The quoted strong ETag of a value: version and CRC32C, so a re-created version 1 still differs."""
-    return f'"{item.version}-{item.crc32c:08x}"'
+def etag_of(value: Served) -> str:
+    """The quoted strong ETag of a value: version and CRC32C, so a re-created version 1 still differs (and
+    a template, whose version is its content tag, still gets one of the same shape)."""
+    return f'"{value.version}-{value.crc32c:08x}"'
 
 
 def rfc3339(unix_time: float) -> str:
@@ -43,35 +51,64 @@ def rfc3339(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _value_headers(item: Fetched) -> dict[str, str]:
+def _value_headers(value: Served) -> dict[str, str]:
     return {
-        "X-Secret-Version": item.version,
-        "ETag": etag_of(item),
-        "Last-Modified": email.utils.formatdate(item.fetched_at, usegmt=True),
+        "X-Secret-Version": value.version,
+        "ETag": etag_of(value),
+        "Last-Modified": email.utils.formatdate(value.fetched_at, usegmt=True),
         # Also set for every response by the security-headers hook; here too, so the hot path finds them
         # present.
         **SECURITY_HEADERS,
     }
 
 
-def _headers_of(state: EndpointState, item: Fetched) -> dict[str, str]:
-    """The value headers of ``item`` (a fresh dict: aiohttp adopts it), computed once per version."""
-    cached = state.value_headers.get(item.name)
-    if cached is None or cached[0] is not item:
-        cached = state.value_headers[item.name] = (item, _value_headers(item))
+def _headers_of(cache: dict[str, tuple[Served, dict[str, str]]], key: str, value: Served) -> dict[str, str]:
+    """The value headers of ``value`` (a fresh dict: aiohttp adopts it), computed once per object served:
+    an identity check, so a new snapshot's new value or output is never answered with the old headers."""
+    cached = cache.get(key)
+    if cached is None or cached[0] is not value:
+        cached = cache[key] = (value, _value_headers(value))
     return dict(cached[1])
 
 
-def _value_response(item: Fetched, as_json: bool, headers: dict[str, str]) -> web.Response:
+def _value_response(
+    value: Served, field: str, key: str, as_json: bool, headers: dict[str, str]
+) -> web.Response:
+    """Raw bytes, or the JSON object that names the value by ``field`` (``name`` or ``path``)."""
     if not as_json:
-        return web.Response(body=item.data, content_type="application/octet-stream", headers=headers)
-    body: dict[str, str] = {"name": item.name, "version": item.version}
+        return web.Response(body=value.data, content_type="application/octet-stream", headers=headers)
+    body: dict[str, str] = {field: key, "version": value.version}
     try:
-        body.update(value=item.data.decode("utf-8"), encoding="utf-8")
+        body.update(value=value.data.decode("utf-8"), encoding="utf-8")
     except UnicodeDecodeError:
-        body.update(value=base64.b64encode(item.data).decode("ascii"), encoding="base64")
-    body["updated"] = rfc3339(item.fetched_at)
+        body.update(value=base64.b64encode(value.data).decode("ascii"), encoding="base64")
+    body["updated"] = rfc3339(value.fetched_at)
     return web.json_response(body, headers=headers)
+
+
+# -- what a read serves, from one snapshot -----------------------------------------------------------------
+
+
+def _own_value(snapshot: Snapshot, name: str) -> Served | None:
+    """What the file of secret ``name`` holds: its rendered own output, or, in a snapshot not rendered, the
+    value as fetched (then the file holds exactly that)."""
+    if snapshot.outputs is None:
+        return snapshot.get(name)
+    return snapshot.secret_output(name)
+
+
+def _own_output(snapshot: Snapshot, name: str) -> Served | None:
+    """For a secret whose file is not its payload (a ``key`` taken out, a base64 payload decoded): only a
+    rendered output. Until the snapshot is rendered nothing is served, rather than the payload as fetched,
+    which is not what the file holds and may carry fields the configuration chose not to deliver."""
+    return None if snapshot.outputs is None else snapshot.secret_output(name)
+
+
+def _file_value(snapshot: Snapshot, path: str) -> Served | None:
+    return snapshot.file_outputs().get(path)
+
+
+_Lookup = Callable[[Snapshot, str], Served | None]
 
 
 # -- request parsing ---------------------------------------------------------------------------------
@@ -86,56 +123,124 @@ def parse_wait(raw: str | None, cap: float) -> float | None:
     return min(parse_delay(raw), cap)
 
 
-def _matches(if_none_match: tuple[Any, ...] | None, item: Fetched) -> bool:
+def _matches(if_none_match: tuple[Any, ...] | None, value: Served) -> bool:
     """Weak comparison (RFC 9110 13.1.2): ``*`` or any listed tag equal to the current one."""
     if not if_none_match:
         return False
-    current = etag_of(item)[1:-1]
+    current = etag_of(value)[1:-1]
     return any(tag.value in ("*", current) for tag in if_none_match)
+
+
+def _read_options(request: web.Request, max_wait: float) -> tuple[bool, float | None] | web.Response:
+    """``(as_json, wait)`` from the query, or the 400 that refuses it (fixed messages: never the input)."""
+    query = request.query
+    output = query.get("format", "raw")
+    if output not in ("raw", "json"):
+        return error_response(400, "format must be raw or json")
+    try:
+        wait = parse_wait(query.get("wait"), max_wait)
+    except ValueError:
+        return error_response(400, "wait must be a duration such as 30s, 500ms or 2m, or a number of seconds")
+    return output == "json", wait
 
 
 # -- handlers ------------------------------------------------------------------------------------------
 
 
-_NO_QUERY: dict[str, str] = {}
+NOT_FETCHED = "not fetched yet: retry shortly"
+"""The 503 of a secret whose value has not arrived."""
+NOT_RENDERED = "not rendered yet: retry shortly"
+"""The 503 of a value that arrived but whose snapshot is not rendered yet (a secret with ``key`` or
+``decode``), and of a configured file whose secrets have not all arrived."""
+NO_SUCH_FILE = "no rendered file at this path (only files the configuration renders, by path in output_dir)"
+"""The 404 of ``/v1/files/{path}``: the path is the client's free text (it could be 4 KB of anything),
+never echoed."""
+
+
+def not_delivered(name: str) -> str:
+    """The 404 of a ``deliver: false`` secret. ``name`` is an assigned name (from the configuration, checked
+    before this is called), not the client's text."""
+    return (
+        f"secret {name!r} is not delivered on its own (deliver: false): read its keys or templates under "
+        "/v1/files/"
+    )
 
 
 async def get_secret(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/secrets/{name}``: the value, a 304, or a long-poll (``?wait=``) for a new one."""
+    """``GET /v1/secrets/{name}``: what the secret's file holds, a 304, or a long-poll (``?wait=``) for a
+    new one."""
     state = request.app[STATE]
     name = request.match_info["name"]
     # Only exact local names: a dict lookup, never a path, a reference or a backend call.
-    if name not in state.store.specs:
+    spec = state.store.specs.get(name)
+    if spec is None:
         return error_response(404, "unknown secret")
+    if not spec.deliver:
+        # Decided by the configuration, not the snapshot: such a secret is never served on its own, not
+        # even from a snapshot not rendered yet (which would still hold its whole payload).
+        request[AUDIT_RESULT] = "not_delivered"
+        return error_response(404, not_delivered(name))
+    lookup = _own_value if spec.key is None and spec.decode == "none" else _own_output
+    served = await _serve(request, state, state.value_headers, name, lookup, "name")
+    if served is not None:
+        return served
+    message = NOT_FETCHED if state.store.snapshot.get(name) is None else NOT_RENDERED
+    return error_response(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/files/{path}``: a rendered file (a secret's own, a key's, a template's) by its path inside
+    ``output_dir``, with the same 304 and long-poll as a secret.
+
+    The path is only ever a key into the configured outputs: it is never joined to a directory, so
+    ``..``, ``%2e%2e``, an absolute path or a symlink name reaches no file; what the agent wrote is served
+    from memory, exactly as the snapshot holds it."""
+    state = request.app[STATE]
+    path = request.match_info["path"]
+    if not state.known_file(path):
+        return error_response(404, NO_SUCH_FILE)
+    served = await _serve(request, state, state.file_headers, path, _file_value, "path")
+    if served is not None:
+        return served
+    return error_response(503, NOT_RENDERED, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _serve(
+    request: web.Request,
+    state: EndpointState,
+    cache: dict[str, tuple[Served, dict[str, str]]],
+    key: str,
+    lookup: _Lookup,
+    field: str,
+) -> web.StreamResponse | None:
+    """The read of ``lookup(snapshot, key)`` shared by secrets and files: the value, a 400, a 304 (the
+    client's ETag is current, also when a long-poll ends), or None when there is nothing to serve (yet)
+    once any wait is over (the caller says why, with a 503)."""
+    as_json, wait = False, None
     # Most reads carry no query: skip parsing one.
-    query = request.query if request.query_string else _NO_QUERY
-    output = query.get("format", "raw")
-    if output not in ("raw", "json"):
-        return error_response(400, "format must be raw or json")
-    try:
-        wait = parse_wait(query.get("wait"), state.max_wait)
-    except ValueError:
-        return error_response(400, "wait must be a duration such as 30s, 500ms or 2m, or a number of seconds")
+    if request.query_string:
+        options = _read_options(request, state.max_wait)
+        if isinstance(options, web.Response):
+            return options
+        as_json, wait = options
     if_none_match = request.if_none_match
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (wait or 0.0)
     while True:
         # Generation first: a publish between the two reads is then seen by the wait below.
         generation = state.store.generation
-        item = state.store.snapshot.get(name)
-        if item is not None and not _matches(if_none_match, item):
-            request[AUDIT_VERSION] = item.version
-            return _value_response(item, output == "json", _headers_of(state, item))
+        value = lookup(state.store.snapshot, key)
+        if value is not None and not _matches(if_none_match, value):
+            request[AUDIT_VERSION] = value.version
+            return _value_response(value, field, key, as_json, _headers_of(cache, key, value))
         remaining = deadline - loop.time()
         if remaining <= 0 or state.stopping.is_set():
             break
         await state.wait_for_change(generation, remaining)
-    if item is None:
-        return error_response(
-            503, "not fetched yet: retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-        )
-    request[AUDIT_VERSION] = item.version
-    return web.Response(status=304, headers=_headers_of(state, item))
+    if value is None:
+        return None
+    request[AUDIT_VERSION] = value.version
+    return web.Response(status=304, headers=_headers_of(cache, key, value))
 
 
 async def list_secrets(request: web.Request) -> web.StreamResponse:

@@ -2,8 +2,8 @@
 
 * The safety net (the only middleware) turns every error into a JSON body with a fixed message and an
   unexpected exception into a generic 500 whose log line names the type only (its text may quote a value
-  or the request); then it counts the request (metrics, the audit log of secret reads). First of all it
-  tells the connection cap that the connection is busy (``request_started``).
+  or the request); then it counts the request (metrics, the audit log of secret and file reads). First of
+  all it tells the connection cap that the connection is busy (``request_started``).
 * The gate refuses a request addressed by a ``Host`` that is not loopback or configured (421: DNS
   rebinding, see ``limits.py``), then one carrying any proxy header (``X-Forwarded-*``, ``Forwarded``,
   ``X-Real-IP``, ``Via``...: 400, the endpoint is for processes in the pod, and a request relayed by a proxy
@@ -25,7 +25,7 @@ from agent.core.serving import request_started
 from agent.endpoint.audit import AUDIT_RESULTS, AuditKey
 from agent.endpoint.limits import proxy_header
 from agent.endpoint.responses import SECURITY_HEADERS, STATUS_MESSAGES, error_response, from_http_exception
-from agent.endpoint.routes import ROUTE_OPENAPI, ROUTE_SECRET, route_of
+from agent.endpoint.routes import AUDITED, ROUTE_OPENAPI, ROUTE_SECRET, route_of
 from agent.endpoint.state import AUDIT_RESULT, AUDIT_VERSION, STATE, STREAMING, EndpointState
 from agent.endpoint.token import TOKEN_HEADER, token_matches
 
@@ -67,11 +67,18 @@ async def safety_net(request: web.Request, handler: _Handler) -> web.StreamRespo
 def _account(request: web.Request, state: EndpointState, route: str, status: int) -> None:
     if state.metrics is not None:
         state.metrics.request(route, status)
-    if state.audit and route == ROUTE_SECRET:
-        # Only assigned names are logged: any other name is the client's free text (see AuditKey).
-        name: str | None = request.match_info.get("name")
-        if name not in state.store.specs:
-            name = None
+    if state.audit and route in AUDITED:
+        # Only assigned names and rendered paths are logged: anything else is the client's free text (see
+        # AuditKey), which could be a value pasted into the URL.
+        name: str | None
+        if route == ROUTE_SECRET:
+            name = request.match_info.get("name")
+            if name not in state.store.specs:
+                name = None
+        else:
+            name = request.match_info.get("path")
+            if name is None or not state.known_file(name):
+                name = None
         result = request.get(AUDIT_RESULT) or AUDIT_RESULTS.get(status, "error")
         state.audit_trail.record(AuditKey(name, request.get(AUDIT_VERSION), request.remote, result, status))
 

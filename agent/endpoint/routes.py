@@ -11,11 +11,18 @@ from aiohttp import web
 
 ROUTE_SECRET = "/v1/secrets/{name}"  # noqa: S105 - a route, not a password
 ROUTE_SECRETS = "/v1/secrets"
+ROUTE_FILE = "/v1/files/{path}"
+"""A rendered file by its path inside ``output_dir``: the template requests are counted and audited under."""
+ROUTE_FILE_PATTERN = "/v1/files/{path:.+}"
+"""How ROUTE_FILE is registered: a path has slashes (``db/password``). aiohttp's canonical form of this
+pattern is ROUTE_FILE, so the metric label never carries the path."""
 ROUTE_EVENTS = "/v1/events"
 ROUTE_REFRESH = "/v1/refresh"
 ROUTE_OPENAPI = "/openapi.json"
 ROUTE_UNMATCHED = "unmatched"
 """The ``route`` metric label of requests that match no route (or are not even valid HTTP)."""
+AUDITED = frozenset({ROUTE_SECRET, ROUTE_FILE})
+"""The routes whose requests are reads of a value, each one written to the audit log."""
 
 
 def route_of(request: web.Request) -> str:

@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from agent.core.model import Fetched
+from agent.core.model import Fetched, Output
 from agent.core.serving.hosts import HostPolicy
 from agent.core.store import SnapshotStore
 from agent.endpoint.audit import AuditLog
 from agent.endpoint.limits import endpoint_hosts
 from agent.observe.metrics import Metrics
+
+Served = Fetched | Output
+"""What a read answers with: a secret's value as fetched (a snapshot not rendered yet) or a rendered output
+(a secret's own file, a key, a template). Both carry the bytes, ``version``, ``crc32c`` and ``fetched_at``
+the response headers are made of."""
 
 
 @dataclass
@@ -37,8 +42,15 @@ class EndpointState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the endpoint shuts down: long-polls answer and event streams end at once."""
     audit_trail: AuditLog = field(default_factory=lambda: AuditLog())
-    value_headers: dict[str, tuple[Fetched, dict[str, str]]] = field(default_factory=dict)
-    """Per name: the item last served and its headers (an ETag and a date to format, every request)."""
+    files: frozenset[str] = frozenset()
+    """Every file the configuration renders (paths inside ``output_dir``), rendered yet or not: what tells
+    "not rendered yet" (503) from "no such file" (404) on ``/v1/files/{path}``."""
+    value_headers: dict[str, tuple[Served, dict[str, str]]] = field(default_factory=dict)
+    """Per secret name: what was last served and its headers (an ETag and a date to format, every request).
+    Valid while the snapshot serves that very object (an identity check): a new snapshot with a new value
+    or output invalidates it, and one the renderer carried over unchanged keeps headers that still hold."""
+    file_headers: dict[str, tuple[Served, dict[str, str]]] = field(default_factory=dict)
+    """The same per file path, apart: a path may spell a secret's name (the file of ``db`` is ``db``)."""
     hosts: HostPolicy = field(default_factory=endpoint_hosts)
     """The ``Host`` values answered (loopback, plus ``server.allowed_hosts``)."""
     _stopped: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
@@ -48,6 +60,12 @@ class EndpointState:
         if not self.stopping.is_set():
             # No task per waiter: a rotation wakes 1,000 long-polls as 1,000 callbacks.
             await self.store.wait_for_generation(after, within, unless=self._stop_future())
+
+    def known_file(self, path: str) -> bool:
+        """Whether ``path`` is a file the configuration renders: configured, or in the current snapshot's
+        outputs (which only the configuration can have put there). Exact lookups, never the file system; a
+        path for which this is false is the client's free text, never echoed or logged."""
+        return path in self.files or path in self.store.snapshot.file_outputs()
 
     def _stop_future(self) -> asyncio.Future[None]:
         if self._stopped is None:
@@ -65,6 +83,6 @@ STATE = web.AppKey("secrets_agent_endpoint", EndpointState)
 AUDIT_RESULT = web.RequestKey("audit_result", str)
 """Set by a handler or middleware that knows the audit result better than the status (``forwarded``)."""
 AUDIT_VERSION = web.RequestKey("audit_version", str)
-"""The version a secret read answered with (served, or current for a 304)."""
+"""The version a secret or file read answered with (served, or current for a 304)."""
 STREAMING = web.RequestKey("streaming", bool)
 """Set once an event stream has started: a client hanging up then ends it normally (200, not 499)."""

@@ -5,16 +5,20 @@
 * ``ObservedStore`` is the real store that also counts long-poll waiters, so a test can publish exactly
   when a request is known to be waiting, instead of sleeping.
 * ``raw_request`` sends exact bytes, for requests an HTTP client would normalise or refuse to send.
+* ``RENDERED_SPECS`` / ``render_by_hand``: a configuration with keys, a ``key:`` secret, a base64 secret, a
+  ``deliver: false`` secret and templates, and the outputs the renderer makes of it, built by hand so that
+  the endpoint's tests do not depend on the renderer (``test_rendered_outputs`` also checks the real one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +27,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.config import SecretSpec
+from agent.config import KeySpec, SecretSpec, TemplateSpec
 from agent.config.refs import parse_ref
-from agent.core.model import Fetched, Snapshot, crc32c
+from agent.core.model import Fetched, Output, OutputKind, Snapshot, crc32c
 from agent.core.store import SnapshotStore
 from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.serve import serve_endpoint
@@ -42,8 +46,10 @@ BINARY = bytes(range(256))
 FETCHED_AT = 1_714_564_800.25  # 2024-05-01T12:00:00.250Z
 
 
-def spec(name: str) -> SecretSpec:
-    return SecretSpec(name=name, ref=parse_ref(f"projects/test-project/secrets/{name}/versions/latest"))
+def spec(name: str, **options: Any) -> SecretSpec:
+    return SecretSpec(
+        name=name, ref=parse_ref(f"projects/test-project/secrets/{name}/versions/latest"), **options
+    )
 
 
 def fetched(name: str, data: bytes, version: str, at: float = FETCHED_AT) -> Fetched:
@@ -53,6 +59,111 @@ def fetched(name: str, data: bytes, version: str, at: float = FETCHED_AT) -> Fet
 SPECS = [spec("db"), spec("tls"), spec("pending")]
 """``pending`` is assigned but never fetched (503)."""
 INITIAL = Snapshot({"db": fetched("db", CANARY, "3"), "tls": fetched("tls", BINARY, "7")})
+
+
+# -- a rendered configuration: keys, a key: secret, a base64 secret, deliver: false, templates ---------------
+
+KEY_CANARY = b"canary-key-91e4-the-password-field"
+"""The ``password`` field of ``creds``: served only by ``/v1/files/creds/password`` and the template."""
+API_TOKEN = b"canary-api-token-62af"
+"""The ``token`` field of ``api`` (``key: token``): what its file, and ``/v1/secrets/api``, hold."""
+API_OTHER = b"canary-api-other-field-0b3d"
+"""Another field of ``api``'s payload: in no file, so never served."""
+CERT = bytes(range(255, -1, -1))
+"""``cert``'s value once decoded (``decode: base64``); its payload is the base64 text."""
+
+
+def creds_payload(password: bytes = KEY_CANARY) -> bytes:
+    return json.dumps({"user": "app", "password": password.decode()}).encode()
+
+
+RENDERED_SPECS = [
+    *SPECS,
+    spec(
+        "creds",
+        deliver=False,
+        format="json",
+        keys=(
+            KeySpec(key="password", file="creds/password", env="CREDS_PASSWORD"),
+            KeySpec(key="user", file="creds/user"),
+        ),
+    ),
+    spec("api", key="token", format="json"),
+    spec("cert", decode="base64"),
+]
+RENDERED_TEMPLATES = [
+    TemplateSpec(name="app", file="config/app.yaml", format="yaml", secrets=("creds", "db")),
+    TemplateSpec(name="later", file="config/later.env", format="dotenv", secrets=("pending",)),
+]
+RENDERED_FILES = frozenset(
+    {
+        "db",
+        "tls",
+        "pending",
+        "creds/password",
+        "creds/user",
+        "api",
+        "cert",
+        "config/app.yaml",
+        "config/later.env",
+    }
+)
+"""Every file of that configuration; ``pending`` and ``config/later.env`` wait for ``pending``."""
+UNRENDERED_FILES = frozenset({"pending", "config/later.env"})
+RENDERED_ITEMS = {
+    **INITIAL.items,
+    "creds": fetched("creds", creds_payload(), "5"),
+    "api": fetched(
+        "api", json.dumps({"token": API_TOKEN.decode(), "other": API_OTHER.decode()}).encode(), "2"
+    ),
+    "cert": fetched("cert", base64.b64encode(CERT), "9"),
+}
+
+
+def _output(
+    kind: OutputKind, owner: str, data: bytes, version: str | None, file: str, at: float, **extra: Any
+) -> Output:
+    checksum = crc32c(data)
+    return Output(
+        kind, owner, data, version or f"c{checksum:08x}", checksum, file=file, fetched_at=at, **extra
+    )
+
+
+def render_by_hand(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with the outputs the renderer makes of RENDERED_SPECS and RENDERED_TEMPLATES (the same
+    kinds, versions, checksums and times; a template's bytes need only be some deterministic text here)."""
+    outputs: list[Output] = []
+    for name in ("db", "tls", "pending"):
+        if (item := snapshot.get(name)) is not None:
+            outputs.append(_output("secret", name, item.data, item.version, name, item.fetched_at))
+    creds = snapshot.get("creds")
+    if creds is not None:
+        fields = json.loads(creds.data)
+        for key in ("password", "user"):
+            data = fields[key].encode()
+            outputs.append(
+                _output("key", "creds", data, creds.version, f"creds/{key}", creds.fetched_at, key=key)
+            )
+    if (api := snapshot.get("api")) is not None:
+        token = json.loads(api.data)["token"].encode()
+        outputs.append(_output("secret", "api", token, api.version, "api", api.fetched_at, key="token"))
+    if (cert := snapshot.get("cert")) is not None:
+        outputs.append(
+            _output("secret", "cert", base64.b64decode(cert.data), cert.version, "cert", cert.fetched_at)
+        )
+    db = snapshot.get("db")
+    if creds is not None and db is not None:
+        text = f"creds: {creds.data.decode()}\ndb: {db.data.decode()}\n".encode()
+        outputs.append(
+            _output("template", "app", text, None, "config/app.yaml", max(creds.fetched_at, db.fetched_at))
+        )
+    if (pending := snapshot.get("pending")) is not None:
+        text = b"PENDING=" + pending.data + b"\n"
+        outputs.append(_output("template", "later", text, None, "config/later.env", pending.fetched_at))
+    return snapshot.with_outputs(outputs)
+
+
+RENDERED = render_by_hand(Snapshot(RENDERED_ITEMS))
 
 
 class ObservedStore(SnapshotStore):
@@ -126,9 +237,12 @@ async def running_endpoint(
     initial: Snapshot = INITIAL,
     customize: Callable[[web.Application], None] | None = None,
     allowed_hosts: Sequence[str] = (),
+    specs: Sequence[SecretSpec] = SPECS,
+    files: Iterable[str] | None = None,
 ) -> AsyncIterator[Endpoint]:
-    """``customize`` gets the application before it is served (a test's extra hook or route)."""
-    store = ObservedStore(SPECS)
+    """``customize`` gets the application before it is served (a test's extra hook or route); ``files``
+    are the configured file paths (default: the app's own, from ``specs``)."""
+    store = ObservedStore(specs)
     await store.publish(initial)
     metrics = RecordingMetrics()
     endpoint = Endpoint(store=store, port=0, metrics=metrics)
@@ -141,6 +255,7 @@ async def running_endpoint(
         metrics=metrics,
         ping_interval=ping_interval,
         **({"allowed_hosts": allowed_hosts} if allowed_hosts else {}),  # only when set: an older app has none
+        **({"files": files} if files is not None else {}),
     )
     if customize is not None:
         customize(app)
@@ -278,7 +393,13 @@ def close_all(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 
 @contextlib.contextmanager
-def threaded_endpoint(*, max_wait: float = 0.05) -> Iterator[int]:
+def threaded_endpoint(
+    *,
+    max_wait: float = 0.05,
+    specs: Sequence[SecretSpec] = SPECS,
+    initial: Snapshot = INITIAL,
+    files: Iterable[str] | None = None,
+) -> Iterator[int]:
     """``running_endpoint`` on its own event loop in a thread; yields the port."""
     ready = threading.Event()
     port: list[int] = []
@@ -290,7 +411,7 @@ def threaded_endpoint(*, max_wait: float = 0.05) -> Iterator[int]:
     async def main() -> None:
         nonlocal stop_requested
         stop_requested = asyncio.Event()
-        async with running_endpoint(max_wait=max_wait) as running:
+        async with running_endpoint(max_wait=max_wait, specs=specs, initial=initial, files=files) as running:
             port.append(running.port)
             ready.set()
             await stop_requested.wait()

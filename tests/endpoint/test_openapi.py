@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -22,7 +23,16 @@ from schemathesis import GenerationMode, checks
 from agent.core.store import SnapshotStore
 from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.token import TOKEN_HEADER
-from tests.endpoint.conftest import SPECS, TOKEN, Endpoint, threaded_endpoint
+from tests.endpoint.conftest import (
+    RENDERED,
+    RENDERED_FILES,
+    RENDERED_SPECS,
+    SPECS,
+    TOKEN,
+    UNRENDERED_FILES,
+    Endpoint,
+    threaded_endpoint,
+)
 
 DOCUMENT: dict[str, Any] = json.loads(files("agent.endpoint").joinpath("openapi.json").read_text())
 
@@ -47,9 +57,10 @@ CHECKS = [
     checks.response_headers_conformance,
     checks.response_schema_conformance,
 ]
-DESIGNED_503 = "pending"
-"""The one name whose answer is a 5xx by design: 503 + Retry-After, assigned but not fetched yet. Its
-answers are held to the document like all others, minus the "not a server error" check."""
+DESIGNED_503 = {("name", "pending"), *(("path", path) for path in UNRENDERED_FILES)}
+"""The path parameters whose answer is a 5xx by design: 503 + Retry-After, assigned but not fetched yet (a
+secret), configured but not rendered yet (a file). Their answers are held to the document like all others,
+minus the "not a server error" check."""
 
 
 def test_every_route_is_documented_and_every_documented_route_exists() -> None:
@@ -78,8 +89,11 @@ def test_the_token_is_an_api_key_header_required_everywhere_but_the_document() -
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    # max_wait tiny: a generated `wait` with a matching If-None-Match (`*`) must not stall the run.
-    with threaded_endpoint(max_wait=0.05) as port:
+    # max_wait tiny: a generated `wait` with a matching If-None-Match (`*`) must not stall the run. A rendered
+    # snapshot: keys, a `key:` secret, a `deliver: false` one, templates, a file not rendered yet.
+    with threaded_endpoint(
+        max_wait=0.05, specs=RENDERED_SPECS, initial=RENDERED, files=RENDERED_FILES
+    ) as port:
         yield f"http://127.0.0.1:{port}"
 
 
@@ -97,10 +111,11 @@ def fuzz(
     headers: dict[str, str],
     examples: int,
     names: list[str] | None = None,
+    parameter: str = "name",
 ) -> set[int]:
     """Run ``examples`` generated requests against the server; return the statuses seen.
 
-    ``names``: draw the ``{name}`` path parameter from these and ``format`` from raw/json (else
+    ``names``: draw the path parameter ``parameter`` from these and ``format`` from raw/json (else
     schemathesis makes them up)."""
     operation = schema[path][method]
     statuses: set[int] = set()
@@ -111,7 +126,7 @@ def fuzz(
         # Both formats explicitly: left to itself the generator mostly omits the optional `format`.
         strategy = st.tuples(st.sampled_from(names), st.sampled_from(["raw", "json"])).flatmap(
             lambda pair: operation.as_strategy(
-                generation_mode=mode, path_parameters={"name": pair[0]}, query={"format": pair[1]}
+                generation_mode=mode, path_parameters={parameter: pair[0]}, query={"format": pair[1]}
             )
         )
 
@@ -129,7 +144,9 @@ def fuzz(
         # A copy: schemathesis adds its own headers to the mapping it is given.
         response = case.call(base_url=server_url, session=session, headers=dict(headers), timeout=10)
         statuses.add(response.status_code)
-        designed = (case.path_parameters or {}).get("name") == DESIGNED_503 and response.status_code == 503
+        # schemathesis keeps path parameters percent-encoded (`config%2Flater.env`).
+        parameters = {(key, unquote(value)) for key, value in (case.path_parameters or {}).items()}
+        designed = response.status_code == 503 and bool(parameters & DESIGNED_503)
         case.validate_response(response, checks=CHECKS[1:] if designed else CHECKS)
 
     try:
@@ -152,10 +169,30 @@ def test_fuzzing_with_the_token_finds_nothing_the_document_does_not_allow(
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_fuzzing_reads_of_assigned_secrets(schema: Any, server_url: str, mode: GenerationMode) -> None:
-    """Names the server knows (text, binary, not fetched yet), with generated format, wait, If-None-Match."""
-    names = [spec.name for spec in SPECS]
+    """Names the server knows (text, binary, not fetched yet, a `key:` field, deliver: false), with generated
+    format, wait, If-None-Match."""
+    names = [spec.name for spec in RENDERED_SPECS]
     statuses = fuzz(schema, server_url, "/v1/secrets/{name}", "GET", mode, {TOKEN_HEADER: TOKEN}, 80, names)
     # The run reached the interesting answers, not only refusals.
+    assert {200, 404, 503} <= statuses if mode is GenerationMode.POSITIVE else 400 in statuses
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_fuzzing_reads_of_rendered_files(schema: Any, server_url: str, mode: GenerationMode) -> None:
+    """Paths the server knows (a key's, a template's, a binary one, not rendered yet), with generated
+    format, wait, If-None-Match."""
+    paths = sorted(RENDERED_FILES)
+    statuses = fuzz(
+        schema,
+        server_url,
+        "/v1/files/{path}",
+        "GET",
+        mode,
+        {TOKEN_HEADER: TOKEN},
+        80,
+        paths,
+        parameter="path",
+    )
     assert {200, 503} <= statuses if mode is GenerationMode.POSITIVE else 400 in statuses
 
 
