@@ -53,6 +53,7 @@ cat <<MSG
   secrets-agent demo: the emulator serves demo-project's secrets; the agent keeps ./demo-secrets fresh.
 
   Look:    ls -la demo-secrets/ && cat demo-secrets/db-password demo-secrets/app.env
+           cat demo-secrets/db/url demo-secrets/config/app.yaml   (keys and templates: README, "Shaping the output")
   Rotate:  curl -s -X POST $REST/v1/projects/demo-project/secrets/db-password:addVersion \\
              -H 'Content-Type: application/json' \\
              -d "{\"payload\": {\"data\": \"\$(printf new-password | base64)\"}}"

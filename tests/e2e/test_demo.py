@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import javaproperties
 import pytest
+import yaml
+from dotenv import dotenv_values
 
 from tests.e2e.conftest import eventually
 
@@ -177,6 +180,31 @@ def test_the_demo_runs_on_ports_of_our_choosing(start_demo: StartDemo, demo_root
     assert "127.0.0.1:8730" not in demo.stderr()
     assert "probes listening on" in demo.stderr()
     assert "127.0.0.1:8731" not in demo.stderr()
+    readme_shapes_are_what_the_demo_writes(demo_root / "demo-secrets")
+
+
+def readme_shapes_are_what_the_demo_writes(out: Path) -> None:
+    """The worked examples of README's "Shaping the output" (one of each shape), as `make run` writes them."""
+    assert (out / "db" / "password").read_bytes() == b"demo p@ss/1"
+    assert (
+        out / "db" / "url"
+    ).read_bytes() == b"postgresql://app:demo%20p%40ss%2F1@db.demo.internal:5432/payments"
+    config = yaml.safe_load((out / "config" / "app.yaml").read_text())
+    assert config == {
+        "database": {"user": "app", "password": "demo p@ss/1"},
+        "api_key": "demo-api-key",
+        "checkout_enabled": True,
+    }
+    crt, key = (out / "tls" / "tls.crt").read_text(), (out / "tls" / "tls.key").read_text()
+    assert crt.startswith("-----BEGIN CERTIFICATE-----\n")
+    assert crt.count("BEGIN") == 1
+    assert key.startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert key.count("BEGIN") == 1
+    properties = javaproperties.loads((out / "application.properties").read_text())
+    assert properties == {"db-password": "demo-password-v2", "api-key": "demo-api-key"}
+    env = dotenv_values(out / "app.env")
+    assert env["DATABASE_URL"] == (out / "db" / "url").read_text()
+    assert env["DATABASE_PASSWORD"] == "demo p@ss/1"
 
 
 def test_make_run_passes_its_port_variables_to_the_demo() -> None:
