@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import bootstrap, emulator_access, endpoint, fleet, propagation, run_footprint, webhook
+from bench import bootstrap, emulator_access, endpoint, fleet, propagation, render, run_footprint, webhook
 
 
 def verdict(met: bool) -> str:
@@ -22,6 +22,7 @@ def main() -> None:
     emulator_access.main()
     boot = bootstrap.main()
     footprint = run_footprint.main()
+    rendering = render.main()
     local = endpoint.main()
     rotation = propagation.main(quick)
     fleet_result = fleet.main(quick)
@@ -49,6 +50,13 @@ def main() -> None:
         f"| CPU of `run` idle, {run_footprint.SECRETS} secrets, {run_footprint.POLL_INTERVAL} interval "
         f"(idle / with one poll round per interval) | none set | {footprint.idle_percent:.3f}% / "
         f"{footprint.amortised_percent:.3f}% of one core | reported |"
+    )
+    print(
+        f"| rotation swap (render + write), {render.SECRETS} secrets + {render.TEMPLATES} templates, "
+        f"the rotated secret feeding {render.ROTATED_FEEDS}, vs the {render.SECRETS} without templates, "
+        f"median of {render.ROUNDS} interleaved | <= {render.TARGET_RATIO}x | {rendering.ratio:.2f}x "
+        f"(worst case, a secret in all {render.TEMPLATES}: {rendering.worst_ratio:.2f}x) "
+        f"| {verdict(rendering.met)} |"
     )
     print_endpoint_summary(local)
     print_propagation_summary(rotation)
