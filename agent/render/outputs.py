@@ -14,10 +14,12 @@ file; an absent optional secret is simply not in the template's ``secrets``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,6 +71,15 @@ class _Plan:
     format_entries: tuple[tuple[str, str], ...] = ()
     """For an output format: (entry key, secret name) in order."""
     format_name: str | None = None
+    fingerprint: str = ""
+    """A hash of everything that decides the output's bytes apart from the values (its inputs' references
+    and payload settings, its key or template text, where it goes): a file left by a previous agent with
+    the same fingerprint is what this configuration would make of the same values."""
+
+    @property
+    def derived(self) -> bool:
+        """Whether the file holds something other than one secret's payload unchanged."""
+        return self.kind != "secret" or self.key is not None
 
     @property
     def label(self) -> str:
@@ -150,7 +161,16 @@ def plan_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec
         plans.append(_Plan("template", template.name, uses, *common, template=compiled))
     if problems:
         raise ConfigError(problems)
-    return plans
+    texts = {template.name: template.text for template in templates}
+    return [dataclasses.replace(plan, fingerprint=_fingerprint(plan, by_name, texts)) for plan in plans]
+
+
+def _fingerprint(plan: _Plan, specs: Mapping[str, SecretSpec], texts: Mapping[str, str | None]) -> str:
+    inputs = [[str(specs[n].ref), specs[n].format, specs[n].decode, specs[n].key] for n in plan.inputs]
+    text = texts.get(plan.owner) if plan.kind == "template" else None
+    described = [plan.kind, plan.owner, plan.key, plan.file, plan.mode, plan.uid, plan.gid, inputs, text]
+    described += [plan.format_name, [list(entry) for entry in plan.format_entries]]
+    return hashlib.sha256(json.dumps(described).encode("utf-8")).hexdigest()[:32]
 
 
 def check_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec]) -> list[Problem]:
@@ -194,11 +214,43 @@ class Renderer:
         self.max_output = max_output
         self.max_seconds = max_seconds
         self._cache: dict[int, tuple[_CacheKey, Output | str]] = {}
+        self._carried: dict[int, Output] = {}
+        """Files a previous agent rendered, served while the secrets they need are not fetched yet."""
         self._delivered: dict[str, tuple[tuple[str, int], bytes | str]] = {}
 
     @property
     def templates(self) -> list[str]:
         return [plan.owner for plan in self.plans if plan.kind == "template"]
+
+    def fingerprints(self) -> dict[str, str]:
+        """File path -> fingerprint of the derived file outputs (keys, templates): what the manifest records
+        so that a restarted agent can tell which of the files on disk it would make the same way."""
+        return {plan.file: plan.fingerprint for plan in self.plans if plan.file is not None and plan.derived}
+
+    def carry(self, files: Mapping[str, tuple[str, str, bytes, float]]) -> int:
+        """Keep serving derived files a previous agent wrote — path -> (fingerprint, version, bytes, time) —
+        until the secrets they are made from are fetched again (last-known-good across a restart: a key or
+        a template cannot be turned back into the payload it came from). Only files whose fingerprint is
+        this configuration's are taken. Returns how many."""
+        for index, plan in enumerate(self.plans):
+            found = files.get(plan.file) if plan.file is not None and plan.derived else None
+            if found is not None and found[0] == plan.fingerprint:
+                _, version, data, when = found
+                self._carried[index] = Output(
+                    plan.kind,
+                    plan.owner,
+                    data,
+                    version,
+                    crc32c(data),
+                    plan.file,
+                    plan.env,
+                    plan.mode,
+                    plan.uid,
+                    plan.gid,
+                    plan.key,
+                    when,
+                )
+        return len(self._carried)
 
     def render(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` with its outputs. Raises RenderError naming every output that failed."""
@@ -206,10 +258,13 @@ class Renderer:
         failures: list[tuple[str, str]] = []
         for index, plan in enumerate(self.plans):
             absent = [name for name in plan.inputs if snapshot.get(name) is None]
-            if plan.kind != "template" and absent:
-                continue  # the secret's own outputs exist once it is fetched
-            if any(self.specs[name].required for name in absent):
-                continue  # not fetched yet: left out, like the secret's own file
+            waiting = bool(absent) if plan.kind != "template" else any(self.specs[n].required for n in absent)
+            if waiting:
+                # Not fetched yet: left out like the secret's own file, or what the last agent wrote.
+                if (carried := self._carried.get(index)) is not None:
+                    outputs.append(carried)
+                continue
+            self._carried.pop(index, None)
             key = tuple(_stamp(snapshot.get(name)) for name in plan.inputs)
             cached = self._cache.get(index)
             if cached is not None and cached[0] == key:

@@ -135,7 +135,13 @@ class SnapshotSink:
                 env_entries.append((output.label, output.env, output.data))
             else:
                 left_out.add((output.label, problem))
-        files[MANIFEST] = FileEntry(_render_manifest(manifest), 0o400)
+        fingerprints = self.renderer.fingerprints()
+        derived = {
+            output.file: {"fingerprint": fingerprint, "version": output.version, "crc32c": output.crc32c}
+            for output in snapshot.outputs or ()
+            if output.file is not None and (fingerprint := fingerprints.get(output.file)) is not None
+        }
+        files[MANIFEST] = FileEntry(_render_manifest(manifest, derived), 0o400)
         env_bytes = render_env_file(env_entries) if self.env_inside or self.env_outside else None
         if self.env_inside is not None and env_bytes is not None:
             files[self.env_inside] = FileEntry(env_bytes, self.env_file_mode)
@@ -165,7 +171,9 @@ class SnapshotSink:
         """
         try:
             self._cleanup_once()
-            recorded = _parse_manifest(self.writer.current([MANIFEST]).get(MANIFEST))
+            manifest_data = self.writer.current([MANIFEST]).get(MANIFEST)
+            recorded = _parse_manifest(manifest_data)
+            self._carry_derived(_parse_derived(manifest_data))
             wanted = [
                 spec
                 for spec in self.specs
@@ -191,6 +199,32 @@ class SnapshotSink:
         if adopted:
             log.info("adopted %d secret(s) already in %s", len(adopted), self.output_dir)
         return Snapshot({f.name: f for f in adopted})
+
+    def _carry_derived(self, recorded: dict[str, dict[str, object]]) -> None:
+        """Hand the renderer the derived files (keys, templates) a previous agent wrote with this
+        configuration's fingerprints, checked against the manifest, to serve until their secrets are
+        fetched again. Raises SinkError like ``adopt`` (which reports it)."""
+        fingerprints = self.renderer.fingerprints()
+        wanted = [
+            path for path, entry in recorded.items() if entry.get("fingerprint") == fingerprints.get(path)
+        ]
+        if not wanted:
+            return
+        files = self.writer.current(wanted)
+        when = self.writer.snapshot_time() or time.time()
+        carried: dict[str, tuple[str, str, bytes, float]] = {}
+        for path in wanted:
+            data, entry = files.get(path), recorded[path]
+            if data is None or crc32c(data) != entry.get("crc32c"):
+                log.warning("not keeping %s: the file does not match the manifest", path)
+                continue
+            carried[path] = (str(entry["fingerprint"]), str(entry["version"]), data, when)
+        if kept := self.renderer.carry(carried):
+            log.info(
+                "kept %d rendered file(s) already in %s until their secrets are fetched",
+                kept,
+                self.output_dir,
+            )
 
     def _cleanup_once(self) -> None:
         if self._cleaned:
@@ -225,8 +259,8 @@ def _adoptable(spec: SecretSpec) -> bool:
     return spec.deliver and spec.key is None and spec.decode == "none"
 
 
-def _render_manifest(manifest: dict[str, dict[str, object]]) -> bytes:
-    document = {"format": MANIFEST_FORMAT, "secrets": manifest}
+def _render_manifest(manifest: dict[str, dict[str, object]], derived: dict[str, dict[str, object]]) -> bytes:
+    document = {"format": MANIFEST_FORMAT, "secrets": manifest, "outputs": derived}
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -245,4 +279,22 @@ def _parse_manifest(data: bytes | None) -> dict[str, dict[str, object]]:
         str(name): entry
         for name, entry in entries.items()
         if isinstance(entry, dict) and {"version", "crc32c", "file"} <= entry.keys()
+    }
+
+
+def _parse_derived(data: bytes | None) -> dict[str, dict[str, object]]:
+    """The manifest's derived files: path -> {fingerprint, version, crc32c}; {} when absent or unreadable."""
+    if data is None:
+        return {}
+    try:
+        document = json.loads(data)
+        entries = document.get("outputs") if document.get("format") == MANIFEST_FORMAT else None
+    except (ValueError, TypeError, AttributeError):
+        return {}  # _parse_manifest already said so
+    if not isinstance(entries, dict):
+        return {}
+    return {
+        str(path): entry
+        for path, entry in entries.items()
+        if isinstance(entry, dict) and {"fingerprint", "version", "crc32c"} <= entry.keys()
     }

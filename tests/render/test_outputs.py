@@ -210,3 +210,44 @@ def test_a_restarted_sink_adopts_whole_secrets_but_not_keys_it_cannot_turn_back_
     adopted = SnapshotSink(out, specs, None).adopt()
     assert set(adopted.items) == {"token"}
     assert adopted.items["token"].data == b"t0k3n"
+
+
+def test_a_restarted_agent_keeps_serving_keys_and_templates_until_their_secret_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    """Last-known-good across a restart: a key or a template cannot be turned back into its payload, so the
+    files the previous agent wrote are kept (checked against the manifest) while the backend is down."""
+    out = tmp_path / "out"
+    SnapshotSink(out, [DB_SPEC], None, renderer=Renderer([DB_SPEC], [URL])).write(snapshot(fetched("db", DB)))
+
+    renderer = Renderer([DB_SPEC], [URL])
+    sink = SnapshotSink(out, [DB_SPEC], None, renderer=renderer)
+    adopted = sink.adopt()
+    assert len(adopted) == 0  # the JSON payload itself is not on disk
+    kept = renderer.render(adopted)
+    assert by_label(kept) == {
+        "db[password]": b"p@ss/1",
+        "template url": b"postgresql://app:p%40ss%2F1@db.internal/app",
+    }
+    sink.write(kept)  # the first write while the backend is still down rewrites them, unchanged
+    assert (out / "db" / "url").read_bytes() == b"postgresql://app:p%40ss%2F1@db.internal/app"
+    # Once the secret is fetched, the outputs are its own again.
+    fresh = renderer.render(snapshot(fetched("db", {**DB, "password": "new"}, "2")))
+    assert by_label(fresh)["db[password]"] == b"new"
+
+
+def test_files_a_different_configuration_wrote_are_not_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    SnapshotSink(out, [DB_SPEC], None, renderer=Renderer([DB_SPEC], [URL])).write(snapshot(fetched("db", DB)))
+    changed = TemplateSpec(name="url", env="DATABASE_URL", file="db/url", text="other {{ secrets.db.value }}")
+    renderer = Renderer([DB_SPEC], [changed])
+    sink = SnapshotSink(out, [DB_SPEC], None, renderer=renderer)
+    assert by_label(renderer.render(sink.adopt())) == {"db[password]": b"p@ss/1"}
+    # A planted file whose checksum does not match the manifest is not kept either.
+    data_dir = out / os.readlink(out / "..data")
+    (data_dir / "db" / "password").chmod(0o600)
+    (data_dir / "db" / "password").write_bytes(b"planted")
+    renderer = Renderer([DB_SPEC], [URL])
+    assert by_label(renderer.render(SnapshotSink(out, [DB_SPEC], None, renderer=renderer).adopt())) == {
+        "template url": b"postgresql://app:p%40ss%2F1@db.internal/app"
+    }
