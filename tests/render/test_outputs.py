@@ -251,3 +251,18 @@ def test_files_a_different_configuration_wrote_are_not_kept(tmp_path: Path) -> N
     assert by_label(renderer.render(SnapshotSink(out, [DB_SPEC], None, renderer=renderer).adopt())) == {
         "template url": b"postgresql://app:p%40ss%2F1@db.internal/app"
     }
+
+
+def test_a_template_is_versioned_by_its_inputs_versions_never_by_its_bytes() -> None:
+    renderer = Renderer(
+        [spec("a"), spec("b")], [TemplateSpec(name="t", file="t", text="{{ secrets.a.value }}")]
+    )
+    first = renderer.render(snapshot(fetched("a", "A1"), fetched("b", "B1")))
+    [template] = [o for o in first.outputs or () if o.kind == "template"]
+    assert template.version.startswith("t")
+    assert len(template.version) == 17
+    assert f"{template.crc32c:08x}" not in template.version  # a checksum of a short value is an oracle
+    again = renderer.render(first.with_updates([fetched("b", "B2", "2")]))
+    assert [o.version for o in again.outputs or () if o.kind == "template"] == [template.version]
+    moved = renderer.render(first.with_updates([fetched("a", "A1", "2")]))
+    assert [o.version for o in moved.outputs or () if o.kind == "template"] != [template.version]
