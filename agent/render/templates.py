@@ -31,18 +31,10 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 
 from agent.errors import AgentError
+from agent.render.budget import Budget, RenderFault, rendering
 from agent.render.keys import Decode, ExtractError, Format, decode_payload, parse_payload
-from agent.render.sandbox import (
-    ENVIRONMENT,
-    Budget,
-    RenderFault,
-    SafeView,
-    all_nodes,
-    bound,
-    literals,
-    refusals,
-    rendering,
-)
+from agent.render.sandbox import ENVIRONMENT, all_nodes, bound, literals, refusals
+from agent.render.values import SafeView
 
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_STEPS = 1_000_000

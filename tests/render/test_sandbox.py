@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from agent.render.sandbox import MAX_INT_BITS, MAX_NESTING, MAX_PKCS12_ITERATIONS, MAX_RANGE
+from agent.render.bounded import MAX_RANGE
+from agent.render.budget import MAX_INT_BITS, MAX_NESTING
+from agent.render.pem import MAX_PKCS12_ITERATIONS
 from agent.render.templates import TemplateError, TemplateInput, compile_template, render_template
 
 CANARY = "CANARY-7d3a"

@@ -314,3 +314,8 @@ def test_a_render_deep_in_the_stack_fails_cleanly_with_recursion_too_deep() -> N
         sys.setrecursionlimit(limit)
     assert caught.value.reason == "recursion is too deep (a macro calling itself?)"
     assert render_template(template, {}) == b""
+
+
+def test_str_format_takes_any_keyword_name() -> None:
+    template = compile_template("t", "{{ '{text}-{environment}'.format(text=1, environment=2) }}", known=())
+    assert render_template(template, {}) == b"1-2"
