@@ -310,7 +310,7 @@ class TemplateSpec:
     source: Path | None = field(
         default=None, metadata=setting(_optional_path, dump=_optional_str, from_env=False)
     )
-    """A file holding the template (read once at start, at most 256 KiB)."""
+    """A file holding the template (relative to the working directory; read once at start, up to 256 KiB)."""
     format: OutputFormat | None = field(
         default=None, metadata=setting(_optional_choice(*OUTPUT_FORMATS), from_env=False)
     )

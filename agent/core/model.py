@@ -74,6 +74,13 @@ class Output:
     """Unix time its newest input was fetched (the endpoint's ``Last-Modified``)."""
 
     @property
+    def described(self) -> str:
+        """How log lines name it: ``secret 'db'``, ``secret 'db' key 'password'``, ``template 'url'``."""
+        if self.kind == "template":
+            return f"template {self.owner!r}"
+        return f"secret {self.owner!r} key {self.key!r}" if self.kind == "key" else f"secret {self.owner!r}"
+
+    @property
     def label(self) -> str:
         """How messages and the endpoint name it: ``db``, ``db[password]``, ``template database-url``."""
         if self.kind == "template":

@@ -134,7 +134,7 @@ class SnapshotSink:
             if problem is None:
                 env_entries.append((output.label, output.env, output.data))
             else:
-                left_out.add((output.label, problem))
+                left_out.add((output.described, problem))
         fingerprints = self.renderer.fingerprints()
         derived = {
             output.file: {"fingerprint": fingerprint, "version": output.version, "crc32c": output.crc32c}
@@ -155,7 +155,7 @@ class SnapshotSink:
         if left_out == self._warned:
             return
         for name, reason in sorted(left_out):
-            log.warning("secret %r is left out of the env file (its file is written): %s", name, reason)
+            log.warning("%s is left out of the env file (its file is written): %s", name, reason)
         self._warned = left_out
 
     # -- adoption after a restart -----------------------------------------------------------------
