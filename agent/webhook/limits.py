@@ -15,16 +15,35 @@ from agent.config import control_character_problem
 
 MAX_SECRETS = 64
 """Secrets (``secret-<name>`` annotations) per pod."""
+MAX_TEMPLATES = 32
+"""Templates (``template-<name>`` annotations) per pod."""
+MAX_KEY_OUTPUTS = 64
+"""Items of all the ``secret-<name>-key-outputs`` lists of a pod together: as many more outputs as there
+may be secrets."""
 MAX_TOTAL = 16 * 1024
-"""Characters of all our annotations together (keys after the prefix, and values): 64 secrets with
-every option and resource names of about 60 characters take 10 KiB. What a review costs is bounded by this
-(``bench/webhook.py``): the agent's configuration loader, which checks them all, costs time in proportion
-to its text."""
+"""Characters of all our annotations together (keys after the prefix, and values), template texts
+included: 64 secrets with every option and resource names of about 60 characters take 10 KiB. What a review
+costs is bounded by this (``bench/webhook.py``): the agent's configuration loader, which checks them all,
+costs time in proportion to its text."""
+MAX_TEMPLATE_TEXT = 8 * 1024
+"""Characters of one ``template-<name>`` text: a configuration file with its placeholders. Larger templates
+belong in the agent's own configuration (``templates[].source``), not in a pod's annotations."""
+MAX_TEMPLATE_CODE = 1024
+"""Characters of template code (``{{ ... }}``, ``{% ... %}``, ``{# ... #}``, delimiters included) in all the
+templates of a pod together, as ``template_code_size`` counts them: about forty placeholders such as
+``{{ secrets.db.value }}``. The webhook compiles every template (``agent.render.outputs.check_outputs``):
+the sandbox checks and rewrites the tree, and Jinja2 generates and compiles Python, which costs 20 to 80
+microseconds per character of code against a tenth of a microsecond per character of the text around it.
+Measured over HTTPS with the rest of a pod at the caps, 2 KiB of the densest code (``{{1+1+1+...}}``,
+filter chains) took 95 to 135 ms; 1 KiB keeps the review under the 100 ms of ``bench/webhook.py``."""
 MAX_PATH_PARTS = 16
 """Components of a file path (``secret-<name>-file``, ``env-file``): checking that no path lies inside
 another costs the square of the depth."""
-OPTIONS_PER_SECRET = 3
-"""``-env``, ``-file``, ``-mode`` (``annotations.SECRET_OPTIONS``)."""
+OPTIONS_PER_SECRET = 8
+"""``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``
+(``annotations.SECRET_OPTIONS``)."""
+OPTIONS_PER_TEMPLATE = 5
+"""``-env``, ``-file``, ``-mode``, ``-format``, ``-secrets`` (``annotations.TEMPLATE_OPTIONS``)."""
 MAX_KEY_LENGTH = 63
 """An annotation name after the ``secrets-agent.io/`` prefix, as Kubernetes limits the name part."""
 MAX_PROBLEM_TEXT = 512
@@ -47,9 +66,18 @@ MAX_VALUE: dict[str, int] = {
     # (1,000 '(' exhaust its stack), and the agent's loader compiles the pattern.
     "reload-url": 2048,
     "reload-command": 4096,
+    # Per-secret and per-template annotations, by their pattern (``annotations.pattern_of``).
+    "secret-<name>-key-path": 1024,  # the agent's own limit of a key path (MAX_KEY_PATH_CHARS)
+    "secret-<name>-key-outputs": 4096,  # a YAML or JSON list of about 64 short items
+    "template-<name>": MAX_TEMPLATE_TEXT,
+    "template-<name>-secrets": 4096,  # comma-separated secret names of about 60 characters
 }
 MAX_REFERENCE = 512
 """A ``secret-<name>`` reference: ``projects/<30>/locations/<L>/secrets/<255>/versions/<V>`` fits."""
+MULTILINE = frozenset({"template-<name>", "secret-<name>-key-outputs"})
+"""The patterns whose values are text of several lines (a template, a YAML list written with ``|``), which
+may hold newlines and tabs; what they hold is read as a whole (Jinja2, YAML), never as one line of the
+agent's configuration."""
 
 _SEPARATORS = re.compile("[\u2028\u2029]")
 """The Unicode line and paragraph separators, which YAML reads as line breaks, like the C0 and C1 controls
@@ -58,25 +86,28 @@ newline or NUL in a path, a command or a reference would become another value, o
 side."""
 
 
-def max_value(key: str, secret_ref: bool) -> int:
-    """The longest value the annotation ``key`` (without the prefix) may have."""
+def max_value(key: str, secret_ref: bool = False) -> int:
+    """The longest value the annotation ``key`` (without the prefix; a per-secret or per-template one by its
+    pattern, ``secret-<name>-key-path``) may have."""
     if secret_ref:
         return MAX_REFERENCE
     return MAX_VALUE.get(key, DEFAULT_MAX_VALUE)
 
 
-def value_problem(value: str, limit: int) -> str | None:
+def value_problem(value: str, limit: int, *, multiline: bool = False) -> str | None:
     """What is wrong with a value whatever its annotation (too long, a control character), or None. The
-    message never quotes the value: it may be a secret pasted in the wrong place."""
+    message never quotes the value: it may be a secret pasted in the wrong place. A ``multiline`` value
+    (``MULTILINE``) may hold newlines, carriage returns and tabs."""
     if len(value) > limit:
         return f"longer than {limit} characters ({len(value)}; value not shown)"
-    problem = control_character_problem(value)
+    problem = control_character_problem(value, allow="\n\r\t" if multiline else "")
     if problem is None and (found := _SEPARATORS.search(value)) is not None:
         problem = (
             f"must not contain a line separator (U+{ord(found[0]):04X}) (at character {found.start() + 1})"
         )
     if problem is not None:
-        return f"{problem}: annotation values are single-line text (value not shown)"
+        kind = "text" if multiline else "single-line text"
+        return f"{problem}: annotation values are {kind} (value not shown)"
     return None
 
 
@@ -84,6 +115,9 @@ def path_problem(value: str) -> str | None:
     """What is wrong with a file path's shape whatever it names, or None."""
     if value.count("/") >= MAX_PATH_PARTS:
         return f"a path of more than {MAX_PATH_PARTS} components"
+    if value.strip("/") and all(part in ("", ".") for part in value.split("/")):
+        # The agent's loader reads "." (and "./") as a file named like the output directory itself.
+        return "names the output directory itself, not a file in it"
     return None
 
 
@@ -117,5 +151,74 @@ def shortened(text: str, limit: int) -> str:
 
 
 def max_annotations(global_keys: int) -> int:
-    """The most annotations of ours a pod may carry: every pod-wide one, and each secret with its options."""
-    return global_keys + MAX_SECRETS * (1 + OPTIONS_PER_SECRET)
+    """The most annotations of ours a pod may carry: every pod-wide one, each secret with its options and
+    each template with its options."""
+    return global_keys + MAX_SECRETS * (1 + OPTIONS_PER_SECRET) + MAX_TEMPLATES * (1 + OPTIONS_PER_TEMPLATE)
+
+
+# -- template code ------------------------------------------------------------------------------------------
+
+_OPENING = re.compile(r"\{[{%#]")
+_RAW_BEGIN = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}")
+_RAW_END = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
+_CODE_TOKEN = re.compile(
+    r"""(?P<run>[^'"()\[\]{}%]+)"""
+    r"""|(?P<string>'[^'\\]*(?:\\.[^'\\]*)*'|"[^"\\]*(?:\\.[^"\\]*)*")"""
+    r"""|(?P<char>.)""",
+    re.DOTALL,
+)
+"""One step of ``_code_end``: a run of characters that neither open nor close anything, a string literal as
+Jinja2's lexer reads one (its closing quote may be escaped), or one other character."""
+
+
+def template_code_size(text: str, limit: int) -> int:
+    """Characters of ``text`` that Jinja2 reads as code: every ``{{ ... }}``, ``{% ... %}`` and
+    ``{# ... #}``, delimiters included; counted until more than ``limit`` (the caller's budget) are found,
+    so that the cost of counting is bounded by the budget, not by the text.
+
+    Never fewer than Jinja2 reads as code, so that no code passes for text: a block ends where Jinja2's
+    lexer ends it, at its closing delimiter outside string literals and brackets (``{{ "}}" }}`` and
+    ``{{ {"a": 1}}}`` are one block each), a ``{% raw %}`` section (text to Jinja2, whatever it holds)
+    counts whole up to its ``{% endraw %}``, and a block that never ends takes the rest of the text. It may
+    count more than Jinja2 would (the inside of a raw section, a block Jinja2 gives up on), which costs a
+    legitimate template only some of its budget. One pass, linear in what it counts.
+    """
+    size, position = 0, 0
+    while size <= limit:
+        opening = _OPENING.search(text, position)
+        if opening is None:
+            break
+        kind = text[opening.start() + 1]
+        if kind == "#":  # comments end at the first "#}", quotes or not, as Jinja2's comment pattern does
+            end = text.find("#}", opening.end())
+            end = len(text) if end < 0 else end + 2
+        elif kind == "%" and _RAW_BEGIN.match(text, opening.start()):
+            raw_end = _RAW_END.search(text, opening.end())
+            end = len(text) if raw_end is None else raw_end.end()
+        else:
+            end = _code_end(text, opening.end(), "}" if kind == "{" else "%", limit - size)
+        size += end - opening.start()
+        position = end
+    return size
+
+
+def _code_end(text: str, position: int, closer: str, budget: int) -> int:
+    """Where the block whose body starts at ``position`` ends: after ``closer`` + ``}`` outside strings and
+    brackets (Jinja2 does not end a block while a bracket is open), else the end of the text; or wherever
+    the scan stops once ``budget`` characters are passed."""
+    start, depth, length = position, 0, len(text)
+    while position < length and position - start <= budget:
+        token = _CODE_TOKEN.match(text, position)
+        assert token is not None  # `.` with DOTALL matches any character
+        char = token["char"]
+        if char is None:
+            position = token.end()
+            continue
+        if depth == 0 and char == closer and text.startswith("}", position + 1):
+            return position + 2
+        if char in "([{":
+            depth += 1
+        elif char in ")]}" and depth > 0:
+            depth -= 1
+        position += 1
+    return min(position, length)

@@ -252,13 +252,16 @@ def test_the_readme_s_example_pod_is_injected_into_a_valid_pod() -> None:
 
 
 def test_the_readme_lists_every_annotation_and_flag() -> None:
-    from agent.webhook.annotations import GLOBAL_KEYS, SECRET_OPTIONS
+    from agent.webhook.annotations import GLOBAL_KEYS, SECRET_OPTIONS, TEMPLATE_OPTIONS
 
     text = README.read_text()
     for key in GLOBAL_KEYS:
         assert f"`{key}`" in text or f"`{key}`," in text, key
     for option in SECRET_OPTIONS:
         assert f"`secret-<name>-{option}`" in text
+    assert "`template-<name>`" in text
+    for option in TEMPLATE_OPTIONS:
+        assert f"`template-<name>-{option}`" in text
     help_text = subprocess.run(
         [sys.executable, "-m", "agent", "webhook", "--help"],
         capture_output=True,
