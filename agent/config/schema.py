@@ -119,6 +119,8 @@ def _relative_file(value: object) -> str:
         raise ValueError(f"file {text!r} must be relative to output_dir, not absolute")
     if any(part == ".." for part in path.parts):
         raise ValueError(f"file {text!r} must not contain '..'")
+    if str(path) == ".":
+        raise ValueError(f"file {text!r} names output_dir itself; give a file name")
     if (reason := reserved_name_reason(str(path))) is not None:
         separator = ":" if reason.startswith("names") else " is"
         raise ValueError(f"file {text!r}{separator} {reason}")

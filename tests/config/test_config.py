@@ -711,6 +711,8 @@ def test_a_file_cannot_sit_inside_another_secrets_file(tmp_path: Path) -> None:
         ("dir/..2024", "reserved for the atomic writer"),
         ("", "must not be empty"),
         ("a\\b", "backslashes"),
+        (".", "names output_dir itself"),
+        ("./", "names output_dir itself"),
     ],
 )
 def test_file_paths_stay_inside_the_output_dir(tmp_path: Path, file: str, fragment: str) -> None:
