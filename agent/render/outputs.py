@@ -77,6 +77,12 @@ class _Plan:
     the same fingerprint is what this configuration would make of the same values."""
 
     @property
+    def place(self) -> str:
+        """Where the output lands, as the manifest names it: its file, else ``..env:NAME``."""
+        # No configured file can start with "..": the names are reserved for the atomic writer.
+        return self.file if self.file is not None else f"..env:{self.env}"
+
+    @property
     def derived(self) -> bool:
         """Whether the file holds something other than one secret's payload unchanged."""
         return self.kind != "secret" or self.key is not None
@@ -223,17 +229,18 @@ class Renderer:
         return [plan.owner for plan in self.plans if plan.kind == "template"]
 
     def fingerprints(self) -> dict[str, str]:
-        """File path -> fingerprint of the derived file outputs (keys, templates): what the manifest records
-        so that a restarted agent can tell which of the files on disk it would make the same way."""
-        return {plan.file: plan.fingerprint for plan in self.plans if plan.file is not None and plan.derived}
+        """Place -> fingerprint of the derived outputs (keys, templates): what the manifest records so that a
+        restarted agent can tell which of the files on disk it would make the same way. The place is the
+        file path, or ``..env:NAME`` for an output that is only an env variable (kept in the env file)."""
+        return {place: plan.fingerprint for plan in self.plans if plan.derived and (place := plan.place)}
 
     def carry(self, files: Mapping[str, tuple[str, str, bytes, float]]) -> int:
-        """Keep serving derived files a previous agent wrote — path -> (fingerprint, version, bytes, time) —
-        until the secrets they are made from are fetched again (last-known-good across a restart: a key or
-        a template cannot be turned back into the payload it came from). Only files whose fingerprint is
-        this configuration's are taken. Returns how many."""
+        """Keep serving derived outputs a previous agent wrote — place (see ``fingerprints``) -> (fingerprint,
+        version, bytes, time) — until the secrets they are made from are fetched again (last-known-good across
+        a restart: a key or a template cannot be turned back into the payload it came from). Only those whose
+        fingerprint is this configuration's are taken. Returns how many."""
         for index, plan in enumerate(self.plans):
-            found = files.get(plan.file) if plan.file is not None and plan.derived else None
+            found = files.get(plan.place) if plan.place and plan.derived else None
             if found is not None and found[0] == plan.fingerprint:
                 _, version, data, when = found
                 self._carried[index] = Output(

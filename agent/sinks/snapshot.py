@@ -19,6 +19,7 @@ the reason (once, and again whenever the set of left-out secrets changes).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from dotenv import dotenv_values
+
 from agent.config import NOTIFIED_FILE_NAME, TOKEN_FILE_NAME, SecretSpec
 from agent.core.atomicfile import (
     make_directories,
@@ -34,7 +37,7 @@ from agent.core.atomicfile import (
     remove_leftovers,
     write_atomically,
 )
-from agent.core.model import Fetched, Snapshot, crc32c
+from agent.core.model import Fetched, Output, Snapshot, crc32c
 from agent.errors import ConfigError, Problem, SinkError
 from agent.render.envfile import render_env_file, value_problem
 from agent.render.outputs import Renderer
@@ -47,6 +50,10 @@ MANIFEST_FORMAT = 1
 ENV_DIR_MODE = 0o755
 """Mode of the directories created for an env file outside ``output_dir`` (as the output directory's)."""
 RESERVED_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME})
+ENV_PLACE = "..env:"
+"""How the manifest names an output that is only an env variable: ``..env:NAME`` (never a file name)."""
+MAX_ENV_FILE_BYTES = 16 * 1024 * 1024
+"""Largest env file read back at adoption."""
 """Files the agent keeps in ``output_dir`` beside the snapshot: an env file there would be overwritten."""
 
 
@@ -134,12 +141,15 @@ class SnapshotSink:
             if problem is None:
                 env_entries.append((output.label, output.env, output.data))
             else:
-                left_out.add((output.described, problem))
+                where = (
+                    "its file is written" if output.file is not None else "it has no file: only exec gets it"
+                )
+                left_out.add((f"{output.described} ({where})", problem))
         fingerprints = self.renderer.fingerprints()
         derived = {
-            output.file: {"fingerprint": fingerprint, "version": output.version, "crc32c": output.crc32c}
+            place: {"fingerprint": fingerprint, "version": output.version, "crc32c": output.crc32c}
             for output in snapshot.outputs or ()
-            if output.file is not None and (fingerprint := fingerprints.get(output.file)) is not None
+            if (fingerprint := fingerprints.get(place := _place(output))) is not None
         }
         files[MANIFEST] = FileEntry(_render_manifest(manifest, derived), 0o400)
         env_bytes = render_env_file(env_entries) if self.env_inside or self.env_outside else None
@@ -155,7 +165,7 @@ class SnapshotSink:
         if left_out == self._warned:
             return
         for name, reason in sorted(left_out):
-            log.warning("%s is left out of the env file (its file is written): %s", name, reason)
+            log.warning("%s is left out of the env file: %s", name, reason)
         self._warned = left_out
 
     # -- adoption after a restart -----------------------------------------------------------------
@@ -201,7 +211,8 @@ class SnapshotSink:
         return Snapshot({f.name: f for f in adopted})
 
     def _carry_derived(self, recorded: dict[str, dict[str, object]]) -> None:
-        """Hand the renderer the derived files (keys, templates) a previous agent wrote with this
+        """Hand the renderer the derived outputs (keys, templates: their files, or their variables in the
+        env file) a previous agent wrote with this
         configuration's fingerprints, checked against the manifest, to serve until their secrets are
         fetched again. Raises SinkError like ``adopt`` (which reports it)."""
         fingerprints = self.renderer.fingerprints()
@@ -210,7 +221,8 @@ class SnapshotSink:
         ]
         if not wanted:
             return
-        files = self.writer.current(wanted)
+        files = self.writer.current([path for path in wanted if not path.startswith(ENV_PLACE)])
+        files.update(self._env_values([path for path in wanted if path.startswith(ENV_PLACE)]))
         when = self.writer.snapshot_time() or time.time()
         carried: dict[str, tuple[str, str, bytes, float]] = {}
         for path in wanted:
@@ -225,6 +237,33 @@ class SnapshotSink:
                 kept,
                 self.output_dir,
             )
+
+    def _env_values(self, places: list[str]) -> dict[str, bytes]:
+        """The values of env-only outputs (``..env:NAME``) as the env file on disk holds them (it reads back
+        exactly through python-dotenv), bounded and without following a link; {} when there is none."""
+        if not places:
+            return {}
+        try:
+            if self.env_inside is not None:
+                data = self.writer.current([self.env_inside]).get(self.env_inside)
+            elif self.env_outside is not None:
+                data = read_regular_file_status(self.env_outside, MAX_ENV_FILE_BYTES)[1]
+            else:
+                return {}
+        except OSError:
+            return {}
+        if data is None:
+            return {}
+        try:
+            values = dotenv_values(stream=io.StringIO(data.decode("utf-8")), interpolate=False)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        found: dict[str, bytes] = {}
+        for place in places:
+            value = values.get(place.removeprefix(ENV_PLACE))
+            if value is not None:
+                found[place] = value.encode("utf-8")
+        return found
 
     def _cleanup_once(self) -> None:
         if self._cleaned:
@@ -251,6 +290,11 @@ class SnapshotSink:
             files = "the secret files were swapped but " if files_changed else ""
             raise SinkError(f"{files}the env file {path} was not written: {errno_name(error)}") from None
         return True
+
+
+def _place(output: Output) -> str:
+    """Where the manifest says an output is: its file, or ``..env:NAME`` (see ``Renderer.fingerprints``)."""
+    return output.file if output.file is not None else f"{ENV_PLACE}{output.env}"
 
 
 def _adoptable(spec: SecretSpec) -> bool:

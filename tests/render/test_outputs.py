@@ -266,3 +266,15 @@ def test_a_template_is_versioned_by_its_inputs_versions_never_by_its_bytes() -> 
     assert [o.version for o in again.outputs or () if o.kind == "template"] == [template.version]
     moved = renderer.render(first.with_updates([fetched("a", "A1", "2")]))
     assert [o.version for o in moved.outputs or () if o.kind == "template"] != [template.version]
+
+
+def test_an_env_only_key_is_kept_from_the_env_file_across_a_restart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    db = spec("db", format="json", deliver=False, keys=(KeySpec(key="password", env="DB_PASSWORD"),))
+    url = TemplateSpec(name="url", env="DATABASE_URL", text="x://{{ secrets.db.data.password }}")
+    SnapshotSink(out, [db], Path("app.env"), renderer=Renderer([db], [url])).write(
+        snapshot(fetched("db", {"password": "p@ss word"}))
+    )
+    renderer = Renderer([db], [url])
+    kept = renderer.render(SnapshotSink(out, [db], Path("app.env"), renderer=renderer).adopt())
+    assert by_label(kept) == {"db[password]": b"p@ss word", "template url": b"x://p@ss word"}
