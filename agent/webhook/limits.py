@@ -41,9 +41,9 @@ MAX_PATH_PARTS = 16
 another costs the square of the depth."""
 OPTIONS_PER_SECRET = 8
 """``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``
-(``annotations.SECRET_OPTIONS``)."""
+(``shaping.SECRET_OPTIONS``)."""
 OPTIONS_PER_TEMPLATE = 5
-"""``-env``, ``-file``, ``-mode``, ``-format``, ``-secrets`` (``annotations.TEMPLATE_OPTIONS``)."""
+"""``-env``, ``-file``, ``-mode``, ``-format``, ``-secrets`` (``shaping.TEMPLATE_OPTIONS``)."""
 MAX_KEY_LENGTH = 63
 """An annotation name after the ``secrets-agent.io/`` prefix, as Kubernetes limits the name part."""
 MAX_PROBLEM_TEXT = 512
@@ -66,7 +66,7 @@ MAX_VALUE: dict[str, int] = {
     # (1,000 '(' exhaust its stack), and the agent's loader compiles the pattern.
     "reload-url": 2048,
     "reload-command": 4096,
-    # Per-secret and per-template annotations, by their pattern (``annotations.pattern_of``).
+    # Per-secret and per-template annotations, by their pattern (``shaping.pattern_of``).
     "secret-<name>-key-path": 1024,  # the agent's own limit of a key path (MAX_KEY_PATH_CHARS)
     "secret-<name>-key-outputs": 4096,  # a YAML or JSON list of about 64 short items
     "template-<name>": MAX_TEMPLATE_TEXT,

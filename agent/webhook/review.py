@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.webhook.annotations import AnnotationProblem, InvalidAnnotations
 from agent.webhook.limits import MAX_LOGGED, MAX_SHOWN, shortened
 from agent.webhook.mutate import Mutation, review_pod
+from agent.webhook.problems import AnnotationProblem, InvalidAnnotations
 from agent.webhook.settings import PREFIX, InjectorSettings
 
 API_VERSION = "admission.k8s.io/v1"

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.webhook import limits
-from agent.webhook.annotations import GLOBAL_KEYS, InvalidAnnotations
+from agent.webhook.annotations import GLOBAL_KEYS
 from agent.webhook.mutate import mutate
+from agent.webhook.problems import InvalidAnnotations
 from agent.webhook.review import answer_review
 from agent.webhook.settings import PREFIX, InjectorSettings
 from tests.webhook.helpers import DB_REF, PROJECT, container, make_pod, ours, review

@@ -252,7 +252,8 @@ def test_the_readme_s_example_pod_is_injected_into_a_valid_pod() -> None:
 
 
 def test_the_readme_lists_every_annotation_and_flag() -> None:
-    from agent.webhook.annotations import GLOBAL_KEYS, SECRET_OPTIONS, TEMPLATE_OPTIONS
+    from agent.webhook.annotations import GLOBAL_KEYS
+    from agent.webhook.shaping import SECRET_OPTIONS, TEMPLATE_OPTIONS
 
     text = README.read_text()
     for key in GLOBAL_KEYS:

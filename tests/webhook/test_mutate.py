@@ -13,8 +13,8 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from agent.webhook.annotations import InvalidAnnotations
 from agent.webhook.mutate import STARTUP_SECONDS, mutate, review_pod
+from agent.webhook.problems import InvalidAnnotations
 from agent.webhook.quantity import parse_quantity
 from agent.webhook.settings import InjectorSettings, Resources
 from tests.webhook.helpers import (

@@ -26,14 +26,11 @@ from jinja2 import Environment
 
 from agent.render.templates import TemplateError, TemplateInput, compile_template, render_template
 from agent.webhook import limits
-from agent.webhook.annotations import (
-    GLOBAL_KEYS,
-    SECRET_OPTIONS,
-    TEMPLATE_OPTIONS,
-    InvalidAnnotations,
-)
+from agent.webhook.annotations import GLOBAL_KEYS
 from agent.webhook.mutate import mutate
+from agent.webhook.problems import InvalidAnnotations
 from agent.webhook.settings import PREFIX, InjectorSettings
+from agent.webhook.shaping import SECRET_OPTIONS, TEMPLATE_OPTIONS
 from agent_emulator.server import EmulatorEndpoints
 from tests.webhook.conftest import Webhook
 from tests.webhook.helpers import DB_REF, PROJECT, agent_config, apply, find, make_pod, ours
