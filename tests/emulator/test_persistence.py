@@ -132,7 +132,19 @@ def test_example_seed_loads_and_behaves_like_the_service() -> None:
         client = grpc_client(endpoints.grpc_target)
         base = "projects/demo-project/secrets"
         names = [s.name.rsplit("/", 1)[1] for s in client.list_secrets(parent="projects/demo-project")]
-        assert names == ["api-key", "db-password", "service-config", "stripe-webhook-secret", "tls-key"]
+        assert names == [
+            "api-key",
+            "db-credentials",
+            "db-password",
+            "service-config",
+            "stripe-webhook-secret",
+            "tls-bundle",
+            "tls-key",
+        ]
+        assert (
+            b'"password": "demo p@ss/1"'
+            in client.access_secret_version(name=f"{base}/db-credentials/versions/latest").payload.data
+        )
         assert client.access_secret_version(name=f"{base}/db-password/versions/latest").payload.data == (
             b"demo-password-v2"
         )

@@ -66,6 +66,7 @@ READER = textwrap.dedent(
 
     last = 0
     announced = False
+    finishing = False  # stdin closed: every later read sees the writer's last snapshot
     while True:
         try:
             directory = os.open(os.path.join(root, "..data"), os.O_RDONLY | os.O_DIRECTORY)
@@ -99,7 +100,9 @@ READER = textwrap.dedent(
             print("ready", flush=True)
             announced = True
         if (stats["pairs"] + stats["retries"]) % 32 == 0 and select.select([sys.stdin], [], [], 0)[0]:
-            break  # stdin closed: the writer is done
+            if finishing:
+                break  # the writer is done, and this reader has read after it was
+            finishing = True  # the reads so far may predate the last swap: one more round
     print(json.dumps(stats), flush=True)
     """
 )
