@@ -314,8 +314,9 @@ def _parse_yaml(text: str) -> object:
 # --- extraction ------------------------------------------------------------------------------------------
 
 
-def _kind(value: object) -> str:
-    """What ``value`` is, without anything of its content (not even a string's length)."""
+def data_kind(value: object) -> str | None:
+    """What a piece of parsed data is (``a string``, ``a mapping``...), without anything of its content (not
+    even a string's length); None for what is not data. Messages about payloads and templates use it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -324,13 +325,17 @@ def _kind(value: object) -> str:
         return "a string"
     if isinstance(value, int | float):
         return "a number"
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray):
         return "binary data"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
-    return f"a {type(value).__name__}"
+    return None
+
+
+def _kind(value: object) -> str:
+    return data_kind(value) or f"a {type(value).__name__}"
 
 
 def _key_text(key: object) -> str | None:

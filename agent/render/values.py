@@ -12,7 +12,7 @@ use of it fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, ClassVar, NoReturn
 
 from jinja2.exceptions import SecurityError
@@ -20,6 +20,7 @@ from jinja2.runtime import LoopContext, Macro, Undefined
 from jinja2.utils import missing
 
 from agent.render.budget import ComputedInt, ComputedStr, RenderFault, active, current
+from agent.render.keys import data_kind
 
 # --- what templates are given ----------------------------------------------------------------------------
 
@@ -53,24 +54,12 @@ class SafeView:
 
 def kind(value: object) -> str:
     """What ``value`` is, by its type only (never its content, not even a length)."""
-    if value is None:
-        return "null"
     if isinstance(value, SafeView):
         return value.kind
     if isinstance(value, Undefined):
         return "an undefined value"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, bytes | bytearray):
-        return "binary data"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
+    if (plain := data_kind(value)) is not None:
+        return plain
     if isinstance(value, Macro):
         return "a macro"
     if isinstance(value, LoopContext):
