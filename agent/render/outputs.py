@@ -76,6 +76,23 @@ class _Plan:
     and payload settings, its key or template text, where it goes): a file left by a previous agent with
     the same fingerprint is what this configuration would make of the same values."""
 
+    def output(self, data: bytes, version: str, fetched_at: float, checksum: int | None = None) -> Output:
+        """This output holding ``data``."""
+        return Output(
+            self.kind,
+            self.owner,
+            data,
+            version,
+            crc32c(data) if checksum is None else checksum,
+            self.file,
+            self.env,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.key,
+            fetched_at,
+        )
+
     @property
     def place(self) -> str:
         """Where the output lands, as the manifest names it: its file, else ``..env:NAME``."""
@@ -243,20 +260,7 @@ class Renderer:
             found = files.get(plan.place) if plan.place and plan.derived else None
             if found is not None and found[0] == plan.fingerprint:
                 _, version, data, when = found
-                self._carried[index] = Output(
-                    plan.kind,
-                    plan.owner,
-                    data,
-                    version,
-                    crc32c(data),
-                    plan.file,
-                    plan.env,
-                    plan.mode,
-                    plan.uid,
-                    plan.gid,
-                    plan.key,
-                    when,
-                )
+                self._carried[index] = plan.output(data, version, when)
         return len(self._carried)
 
     def render(self, snapshot: Snapshot) -> Snapshot:
@@ -369,20 +373,7 @@ class Renderer:
         # and a checksum of a short composed value would be an offline oracle for it.
         version = item.version if item is not None else _inputs_tag(present)
         times = [f.fetched_at for f in present]
-        return Output(
-            plan.kind,
-            plan.owner,
-            data,
-            version,
-            checksum,
-            plan.file,
-            plan.env,
-            plan.mode,
-            plan.uid,
-            plan.gid,
-            plan.key,
-            max(times, default=0.0),
-        )
+        return plan.output(data, version, max(times, default=0.0), checksum)
 
     def _observed(self, name: str, ok: bool, seconds: float) -> None:
         if self.observe is not None:
