@@ -2,6 +2,12 @@
 
 Every entry point returns the process exit code: 0 success, 1 failure (the log says which secret and why);
 configuration problems never get here (``load_config`` raised them, exit 2).
+
+Each command imports what it uses when it runs, not when this module is imported: ``init`` (the init
+container on every pod start) loads no web server, no Prometheus client, no file watcher, no Pub/Sub and no
+HTTP client unless a notifier needs one; ``check-config`` loads no Google client. At the top of this module
+are only the standard library, the configuration, the error tree and the collector's start-up pause;
+``tests/test_cli_imports.py`` asserts the module sets.
 """
 
 from __future__ import annotations
@@ -13,35 +19,22 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
-
-import yaml
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from agent.config import Config, EventsConfig, SecretSpec, split_listen
-from agent.core.model import Snapshot
-from agent.core.retry import Backoff
-from agent.core.store import SnapshotStore
-from agent.endpoint.application import build_endpoint_app
-from agent.endpoint.serve import serve_endpoint
-from agent.endpoint.token import prepare_token
+from agent.core import collector
 from agent.errors import AgentError, SinkError
-from agent.notify.base import Notifier
-from agent.notify.command import CommandNotifier
-from agent.notify.coordinator import ReloadCoordinator
-from agent.notify.http import HttpNotifier
-from agent.notify.notified import read_notified, write_notified
-from agent.notify.signal import SignalNotifier
-from agent.observe.logs import configure_logging, register_served_values
-from agent.observe.metrics import Liveness, Metrics
-from agent.observe.probes import build_probes_app, serve_probes
-from agent.render.outputs import Renderer, RenderError
-from agent.sinks.lock import OutputDirLock
-from agent.sinks.snapshot import SnapshotSink
-from agent.sinks.tmpfs import check_memory_backed
-from agent.sources import ChangeFeed, Source
-from agent.sources.errors import NO_CREDENTIALS
-from agent.supervisor import Listener, Part, signal_handlers, supervise
-from agent.sync import BootstrapReport, Syncer, SyncSettings
+
+if TYPE_CHECKING:
+    from agent.core.model import Snapshot
+    from agent.core.store import SnapshotStore
+    from agent.notify.base import Notifier
+    from agent.observe.metrics import Liveness, Metrics
+    from agent.render.outputs import Renderer
+    from agent.sinks.snapshot import SnapshotSink
+    from agent.sources import Source
+    from agent.supervisor import Listener, Part
+    from agent.sync import BootstrapReport, Syncer, SyncSettings
 
 log = logging.getLogger("agent")
 
@@ -51,6 +44,8 @@ Mode = Literal["init", "run", "dev", "exec"]
 def check_config(config: Config, out: TextIO) -> int:
     """Print the normalised configuration as YAML (itself a valid config file). Validation already happened
     in ``load_config``: reaching this point means the configuration is valid. Returns the exit code."""
+    import yaml
+
     yaml.safe_dump(config.to_dict(), out, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return 0
 
@@ -64,21 +59,27 @@ def select_source(config: Config, mode: Mode) -> Source:
     The one exception is explicit: ``--fallback-dotenv FILE`` or ``SECRETS_AGENT_ENV=development`` with
     ``source: auto`` uses the .env file when no Google credentials exist, and says so loudly.
     """
+    # One kind of source is built: the other's client (gRPC and Google's, or the file watcher) stays unloaded.
     from agent.sources.credentials import google_credentials_available
-    from agent.sources.dotenv import DotenvSource
-    from agent.sources.gcp import GcpSource
 
     def dotenv(path: Path) -> Source:
+        from agent.sources.dotenv import DotenvSource
+
         return DotenvSource(path=path, debounce=config.dotenv.debounce)
+
+    def gcp(endpoint: str | None) -> Source:
+        from agent.sources.gcp import GcpSource
+
+        return GcpSource(endpoint=endpoint, call_timeout=config.gcp.call_timeout)
 
     if config.source_for(mode) == "dotenv":
         log.info("source: .env file %s", config.dotenv.file)
         return dotenv(config.dotenv.file)
     if config.gcp.endpoint:
         log.info("source: Secret Manager at %s (plaintext, emulator)", config.gcp.endpoint)
-        return GcpSource(endpoint=config.gcp.endpoint, call_timeout=config.gcp.call_timeout)
+        return gcp(config.gcp.endpoint)
     if google_credentials_available():
-        return GcpSource(endpoint=None, call_timeout=config.gcp.call_timeout)
+        return gcp(None)
     fallback = config.fallback_file
     if config.source == "auto" and fallback is not None:
         log.warning(
@@ -88,11 +89,15 @@ def select_source(config: Config, mode: Mode) -> Source:
             "--fallback-dotenv" if config.fallback_dotenv else "SECRETS_AGENT_ENV=development",
         )
         return dotenv(fallback)
+    from agent.sources.errors import NO_CREDENTIALS
+
     raise AgentError(f"{NO_CREDENTIALS}; or use `secrets-agent dev` / --fallback-dotenv FILE for a .env file")
 
 
 def build_renderer(config: Config, metrics: Metrics | None = None) -> Renderer:
     """The outputs of the configuration (files, keys, templates); template renders counted in ``metrics``."""
+    from agent.render.outputs import Renderer
+
     if metrics is None:
         return Renderer(config.secrets, config.templates)
     renderer = Renderer(config.secrets, config.templates, observe=metrics.template_rendered)
@@ -101,12 +106,17 @@ def build_renderer(config: Config, metrics: Metrics | None = None) -> Renderer:
 
 
 def build_sink(config: Config, renderer: Renderer) -> SnapshotSink:
+    from agent.sinks.snapshot import SnapshotSink
+    from agent.sinks.tmpfs import check_memory_backed
+
     check_memory_backed(config.output_dir, require=config.require_tmpfs)
     return SnapshotSink(config.output_dir, config.secrets, config.env_file, renderer=renderer)
 
 
 def adopt_rendered(sink: SnapshotSink, renderer: Renderer) -> Snapshot:
     """What a previous agent left on disk, with its outputs (those whose secrets could be taken back)."""
+    from agent.render.outputs import RenderError
+
     adopted = sink.adopt()
     try:
         return renderer.render(adopted)
@@ -116,18 +126,28 @@ def adopt_rendered(sink: SnapshotSink, renderer: Renderer) -> Snapshot:
 
 
 def build_notifiers(config: Config) -> list[Notifier]:
+    """The configured notifiers; each kind's module (the HTTP one brings aiohttp's client) only if used."""
     n = config.notify
     notifiers: list[Notifier] = []
     if n.pid_file is not None or n.process is not None:
+        from agent.notify.signal import SignalNotifier
+
         notifiers.append(SignalNotifier(signal.Signals[n.signal], n.pid_file, n.process))
     if n.url is not None:
+        from agent.notify.http import HttpNotifier
+
         notifiers.append(HttpNotifier(n.url, n.url_timeout, n.url_retries))
     if n.command:
+        from agent.notify.command import CommandNotifier
+
         notifiers.append(CommandNotifier(n.command, n.command_timeout))
     return notifiers
 
 
 def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
+    from agent.core.retry import Backoff
+    from agent.sync import SyncSettings
+
     return SyncSettings(
         concurrency=config.concurrency,
         poll_interval=config.poll_interval,
@@ -141,6 +161,8 @@ def sync_settings(config: Config, *, polling: bool = True) -> SyncSettings:
 
 def _remember_values(snapshot: Snapshot) -> None:
     """Let the log redaction filter know the values we serve, as a safety net behind 'never log values'."""
+    from agent.observe.logs import register_served_values
+
     # The outputs too: a key of a JSON secret, a DSN a template composed, a decoded payload.
     register_served_values([item.data for item in snapshot] + [o.data for o in snapshot.outputs or ()])
 
@@ -172,6 +194,8 @@ class NullSink:
         return False
 
     def adopt(self) -> Snapshot:
+        from agent.core.model import Snapshot
+
         return Snapshot()
 
 
@@ -180,12 +204,19 @@ class NullSink:
 
 def run_init(config: Config) -> int:
     """Fetch everything once, write, exit: 0, or 1 with one line per required secret that failed."""
+    from agent.observe.logs import configure_logging
+    from agent.sinks.lock import OutputDirLock
+
     configure_logging(config.log_level, config.log_format)
     with OutputDirLock(config.output_dir):  # one agent per output directory: a second one is refused
         return asyncio.run(_init(config))
 
 
 async def _init(config: Config) -> int:
+    from agent.core.store import SnapshotStore
+    from agent.notify.notified import write_notified
+    from agent.sync import Syncer
+
     source = select_source(config, "init")
     try:
         renderer = build_renderer(config)
@@ -193,6 +224,7 @@ async def _init(config: Config) -> int:
         store = SnapshotStore(config.secrets)
         await store.publish(adopt_rendered(sink, renderer))
         syncer = Syncer(config.secrets, source, sink, store, sync_settings(config), renderer=renderer)
+        collector.startup_done()
         started = time.monotonic()
         report = await syncer.bootstrap(deadline=started + config.timeout)
         _remember_values(report.snapshot)
@@ -219,6 +251,9 @@ async def _init(config: Config) -> int:
 
 def run_agent(config: Config) -> int:
     """``run``: bootstrap, then keep secrets fresh and tell the app, until SIGTERM."""
+    from agent.observe.logs import configure_logging
+    from agent.sinks.lock import OutputDirLock
+
     configure_logging(config.log_level, config.log_format)
     if config.events.enabled and config.source != "dotenv":
         from agent.sources.pubsub import require_pubsub
@@ -230,12 +265,24 @@ def run_agent(config: Config) -> int:
 
 def run_dev(config: Config) -> int:
     """``dev``: the same outputs from a watched .env file."""
+    from agent.observe.logs import configure_logging
+    from agent.sinks.lock import OutputDirLock
+
     configure_logging(config.log_level, config.log_format)
     with OutputDirLock(config.output_dir):
         return asyncio.run(_serve(config, "dev"))
 
 
 async def _serve(config: Config, mode: Mode) -> int:
+    from agent.core.retry import Backoff
+    from agent.core.store import SnapshotStore
+    from agent.notify.coordinator import ReloadCoordinator
+    from agent.notify.notified import read_notified, write_notified
+    from agent.observe.metrics import Liveness, Metrics
+    from agent.sources import ChangeFeed
+    from agent.supervisor import signal_handlers, supervise
+    from agent.sync import Syncer
+
     source = select_source(config, mode)
     try:
         store = SnapshotStore(config.secrets)
@@ -323,6 +370,7 @@ async def _serve(config: Config, mode: Mode) -> int:
         if config.probes.enabled:
             listeners["probes"] = _probes(config, store, metrics, liveness)
         stop = asyncio.Event()
+        collector.startup_done(long_running=True)
         with signal_handlers(stop, on_hup=syncer.refresh_now):
             await supervise(parts, stop, config.shutdown_grace, listeners=listeners, listening=share_token)
     finally:
@@ -359,6 +407,7 @@ async def _follow_events(
 ) -> None:
     """Follow Secret Manager's Pub/Sub events once the bootstrap has told us the service's names for our
     secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not."""
+    from agent.core.retry import Backoff
     from agent.sources.event_feed import EventFeed
 
     await bootstrapped.wait()
@@ -398,6 +447,10 @@ def _endpoint(
 ) -> tuple[Listener, Callable[[], None]]:
     """The local fetch endpoint with its token, and the step that writes a generated token for the app
     (to take once the listeners are bound)."""
+    from agent.endpoint.application import build_endpoint_app
+    from agent.endpoint.serve import serve_endpoint
+    from agent.endpoint.token import prepare_token
+
     host, port = split_listen(config.server.listen)  # serve_endpoint warns about non-loopback addresses
     token, share_token = prepare_token(config.server, config.output_dir)
     app = build_endpoint_app(
@@ -419,6 +472,8 @@ def _endpoint(
 
 def _probes(config: Config, store: SnapshotStore, metrics: Metrics, liveness: Liveness) -> Listener:
     """The probes listener (``/healthz``, ``/readyz``, ``/metrics``)."""
+    from agent.observe.probes import build_probes_app, serve_probes
+
     host, port = split_listen(config.probes.listen)
     probes = build_probes_app(
         registry=metrics.registry,
@@ -442,6 +497,7 @@ def _probes(config: Config, store: SnapshotStore, metrics: Metrics, liveness: Li
 def run_exec(config: Config, argv: list[str]) -> int:
     """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
     from agent.execmode.launch import ExecError
+    from agent.observe.logs import configure_logging
 
     configure_logging(config.log_level, config.log_format)
     try:
@@ -454,13 +510,16 @@ def run_exec(config: Config, argv: list[str]) -> int:
 
 
 async def _exec(config: Config, argv: list[str]) -> int:
+    from agent.core.store import SnapshotStore
     from agent.execmode.launch import child_environment, exec_replace
+    from agent.sync import Syncer
 
     source = select_source(config, "exec")
     store = SnapshotStore(config.secrets)
     try:
         renderer = build_renderer(config)
         syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config), renderer=renderer)
+        collector.startup_done(long_running=config.exec.watch)
         report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
         _remember_values(report.snapshot)  # before the first line that could quote one
         if failed := report_failures(report, config.secrets):

@@ -22,7 +22,6 @@ One generic reader walks the fields of the ``agent.config.schema`` dataclasses:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
@@ -69,6 +68,8 @@ from agent.errors import ConfigError, InvalidReference, Problem
 
 def unknown_key(key: object, known: Collection[str], path: str) -> Problem:
     """The problem of a key that is not a setting at ``path``, with the closest known key as a hint."""
+    import difflib  # only a configuration with a typo needs it
+
     hint = ""
     if isinstance(key, str) and (close := difflib.get_close_matches(key, sorted(known), n=1)):
         hint = f" (did you mean {close[0]!r}?)"
@@ -185,6 +186,8 @@ class _Reader:
             hint = ""
             # difflib is quadratic in the name's length: a bounded number of bounded names only.
             if suggested < _MAX_SUGGESTIONS and len(name) <= _MAX_SUGGESTED_NAME:
+                import difflib  # only a typo needs it
+
                 suggested += 1
                 if close := difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1, cutoff=0.75):
                     hint = f" (did you mean {ENV_PREFIX}{close[0]}?)"

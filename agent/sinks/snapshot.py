@@ -28,8 +28,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from dotenv import dotenv_values
-
 from agent.config import NOTIFIED_FILE_NAME, TOKEN_FILE_NAME, SecretSpec
 from agent.core.atomicfile import (
     make_directories,
@@ -254,6 +252,10 @@ class SnapshotSink:
             return {}
         if data is None:
             return {}
+        # Only an agent restarted over an env file with env-only outputs reads one back: init on an empty
+        # volume never needs python-dotenv.
+        from dotenv import dotenv_values
+
         try:
             values = dotenv_values(stream=io.StringIO(data.decode("utf-8")), interpolate=False)
         except (UnicodeDecodeError, ValueError):
