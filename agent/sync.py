@@ -19,18 +19,20 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agent.config import SecretSpec
 from agent.core.model import Fetched, Snapshot
 from agent.core.retry import Backoff, RepeatedFailures, retry_transient
 from agent.core.store import SnapshotStore
 from agent.errors import PermanentSourceError, SinkError, SourceError
-from agent.observe.metrics import FetchResult, Heartbeat, Metrics
 from agent.render.outputs import Renderer, RenderError
 from agent.sinks import Sink
 from agent.sources import ChangeFeed, Source
 from agent.sources.errors import source_error
+
+if TYPE_CHECKING:  # the metrics module brings prometheus_client: init and exec use no metrics
+    from agent.observe.metrics import FetchResult, Heartbeat, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ def is_polled(spec: SecretSpec) -> bool:
 
 @dataclass(frozen=True)
 class SyncSettings:
-    concurrency: int = 32
-    """Fetches in flight at once."""
+    concurrency: int = 100
+    """Fetches in flight at once (``Config.concurrency`` says why 100)."""
     poll_interval: float = 300.0
     """Seconds between checks of the polled secrets."""
     poll_jitter: float = 0.1

@@ -596,8 +596,10 @@ class Config:
     shutdown_grace: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
     """After SIGTERM, seconds (a duration) the agent's tasks get to finish before they are cancelled.
     Default 10."""
-    concurrency: int = field(default=32, metadata=setting(_at_least(1)))
-    """Most Secret Manager fetches in flight at once (>= 1). Default 32."""
+    concurrency: int = field(default=100, metadata=setting(_at_least(1)))
+    """Most Secret Manager fetches in flight at once (>= 1). Default 100: one HTTP/2 connection's concurrent
+    streams at Google's front end (more would only queue inside gRPC), so up to 100 secrets cost one round
+    trip; the quota is per minute, so this does not change what a fleet restart asks of it."""
     gcp: GcpConfig = field(default_factory=GcpConfig, metadata=section())
     """The Secret Manager source."""
     dotenv: DotenvConfig = field(default_factory=DotenvConfig, metadata=section())

@@ -1,5 +1,7 @@
 """``python -m bench.fleet``: ``run [--quick]`` (the default) measures the fleet and prints its tables;
-``worker ...`` is one slice of the fleet, started by the benchmark itself (``driver.fleet_workers``).
+``restart [--quick] [--concurrency 32,default] [--spread 60,1]`` only the fleet restarts, for each
+concurrency and window given; ``worker ...`` is one slice of the fleet, started by the benchmark itself
+(``driver.fleet_workers``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from bench.fleet import main
+from bench.fleet.report import print_restart_table
+from bench.fleet.scenarios import measure_restarts
 from bench.fleet.worker import run_worker
-from bench.fleet.world import SECRETS
+from bench.fleet.world import RESTART_SPREAD, SECRETS
 
 
 def _cli(argv: Sequence[str]) -> None:
@@ -28,9 +32,21 @@ def _cli(argv: Sequence[str]) -> None:
     worker.add_argument("--spread", type=float, default=0.0)
     worker.add_argument("--secrets", type=int, default=SECRETS)
     worker.add_argument("--events", action="store_true")
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--restart", action="store_true", help="init containers restarting (no polling)")
     sub.add_parser("run", help="the benchmark (default)").add_argument("--quick", action="store_true")
+    restart = sub.add_parser("restart", help="only fleet restarts, for several concurrencies and windows")
+    restart.add_argument("--quick", action="store_true")
+    restart.add_argument(
+        "--concurrency", default="default", help="comma-separated, e.g. 32,default (default: default)"
+    )
+    restart.add_argument("--spread", default=f"{RESTART_SPREAD:g}", help="windows in seconds, e.g. 60,1")
     args = parser.parse_args(argv)
-    if args.command == "worker":
+    if args.command == "restart":
+        concurrencies = [None if c == "default" else int(c) for c in args.concurrency.split(",")]
+        spreads = [float(s) for s in args.spread.split(",")]
+        print_restart_table(measure_restarts(args.quick, concurrencies, spreads))
+    elif args.command == "worker":
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         asyncio.run(run_worker(args))

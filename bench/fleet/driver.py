@@ -31,6 +31,11 @@ class FleetState:
     events: dict[int, list[float]] = field(default_factory=dict)
     """When each agent's loop got an event that asked for a fetch."""
     versions: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)
+    starts: dict[int, list[float]] = field(default_factory=dict)
+    """Restart mode: when each attempt of each pod's init container started."""
+    init_failures: list[tuple[int, float, int, list[str]]] = field(default_factory=list)
+    """Restart mode: (agent, when, secrets that failed, their statuses) per init container that exited
+    non-zero."""
     stopped: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,6 +57,10 @@ class FleetState:
                     self.errors.append(f"agent {agent}: bootstrap failed for {record['failed']}")
             if "e" in record:
                 self.events.setdefault(agent, []).append(record["e"])
+            if "start" in record:
+                self.starts.setdefault(agent, []).append(record["start"])
+            if "init_failed" in record:
+                self.init_failures.append((agent, record["init_failed"], record["secrets"], record["codes"]))
             if "healthy" in record:
                 self.healthy[agent] = record["healthy"]
 
@@ -103,8 +112,14 @@ def fleet_workers(
     spread: float,
     events: bool,
     env: dict[str, str],
+    secrets: int = SECRETS,
+    concurrency: int | None = None,
+    restart: bool = False,
 ) -> Iterator[list[Worker]]:
-    """Start ``WORKERS`` worker processes sharing ``agents`` agents; stop them (graceful) afterwards."""
+    """Start ``WORKERS`` worker processes sharing ``agents`` agents; stop them (graceful) afterwards.
+
+    ``concurrency``: the agents' ``--concurrency`` (None: its default); ``restart``: init containers
+    through a fleet restart (``worker.restart_pod``) instead of sidecars."""
     workers: list[Worker] = []
     per = -(-agents // WORKERS)
     work.mkdir(parents=True, exist_ok=True)
@@ -113,7 +128,9 @@ def fleet_workers(
             argv = [sys.executable, "-m", "bench.fleet", "worker", "--target", ep.grpc_target]
             argv += ["--first", str(first), "--count", str(min(per, agents - first))]
             argv += ["--work", str(work), "--poll-interval", f"{poll_interval:g}", "--spread", f"{spread:g}"]
-            argv += ["--secrets", str(SECRETS)] + (["--events"] if events else [])
+            argv += ["--secrets", str(secrets)] + (["--events"] if events else [])
+            argv += ["--concurrency", str(concurrency)] if concurrency is not None else []
+            argv += ["--restart"] if restart else []
             with (work / f"worker-{first}.log").open("ab") as err:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env

@@ -1,5 +1,6 @@
 """The fleet tables: one row per mode (convergence, peak calls per minute against the scaled quota, quota
-errors, calls per secret per pod-hour), the event mode's notes, and one row per rotation in event mode.
+errors, calls per secret per pod-hour), the event mode's notes, one row per rotation in event mode, and one
+row per fleet restart (quota use, RESOURCE_EXHAUSTED answers, init containers restarted, time to ready).
 
 Only formatting of ``scenarios.Result``; ``duration`` and ``quantile`` are shared with the cost table.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from bench.fleet.scenarios import Result
+from bench.fleet.scenarios import Restart, Result
 from bench.fleet.world import (
     REPRESENTED_PODS,
     SECRETS,
@@ -26,6 +27,7 @@ def duration(seconds: float) -> str:
 
 
 def print_tables(result: Result) -> None:
+    print_restart_table(result.restarts)
     n = result.agents
     print(
         f"\nFleet: {n} agents x {SECRETS} secrets ({WORKERS} processes), one emulator with quotas on, "
@@ -75,6 +77,33 @@ def print_tables(result: Result) -> None:
                 f"| {duration(quantile(served, 0.5))} | {duration(quantile(served, 0.99))} "
                 f"| {duration(served[-1])} | {r.busy_cores:.2f} |"
             )
+
+
+def print_restart_table(restarts: Sequence[Restart]) -> None:
+    if not restarts:
+        return
+    print(
+        "\nFleet restart: every pod's init container (`init`, default settings unless a concurrency is "
+        "given: timeout 60 s, backoff 0.5 s doubling to 30 s, full jitter) starts at a random moment within "
+        "the window, access quota on and scaled to the pods simulated, real time; an init container whose "
+        "bootstrap fails is restarted after the kubelet's back-off (10 s, doubling)"
+    )
+    print(
+        "| pods x secrets (simulated) | concurrency | window | access quota / min | accesses needed "
+        "| admitted (peak in 60 s) | RESOURCE_EXHAUSTED (per access needed) "
+        "| init containers restarted (pods) | fleet ready after | pod ready p50 / p99 / max |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in restarts:
+        ready = r.pod_ready
+        print(
+            f"| {r.shape.pods:,} x {r.shape.secrets} ({r.agents}) | {r.concurrency or 'default'} "
+            f"| {r.spread:g} s | {r.quota_per_minute:,} | {r.needed:,} "
+            f"| {r.admitted:,} ({r.peak_admitted:,}) "
+            f"| {r.exhausted:,} ({r.exhausted_per_call:.2f}) | {r.init_failures} ({r.pods_restarted}) "
+            f"| {duration(r.ready)} | {duration(quantile(ready, 0.5))} / {duration(quantile(ready, 0.99))} "
+            f"/ {duration(ready[-1])} |"
+        )
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:

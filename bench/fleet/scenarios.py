@@ -1,5 +1,6 @@
 """The fleet's modes, each one measured end to end: polling every 2 minutes, hourly, and events with the
-1 h safety poll; ``measure`` runs them one after the other against one emulator.
+1 h safety poll; before them, fleet restarts (every pod's init container within a minute, quotas on);
+``measure`` runs them one after the other against one emulator.
 
 Each scenario starts its fleet (``driver``), resets and samples the emulator's counters (``instruments``),
 goes through its phases (the package docstring describes them) and returns its figures as a ``Scenario``.
@@ -7,11 +8,13 @@ goes through its phases (the package docstring describes them) and returns its f
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import events_world
+from bench.common import events_world, shm_tmpdir
 from bench.fleet.driver import FleetState, fleet_workers, tell, wait_until
 from bench.fleet.instruments import Counters, Rotation, Rotator, converge, set_quotas
 from bench.fleet.world import (
@@ -21,6 +24,9 @@ from bench.fleet.world import (
     QUICK_EVENT_ROTATIONS,
     QUICK_IDLE_WINDOW,
     QUICK_WALL_INTERVAL,
+    RESTART_SHAPES,
+    RESTART_SPREAD,
+    RESTART_TIMEOUT,
     SAFETY_POLL,
     SAMPLE_PERIOD_MIN,
     SECRETS,
@@ -29,6 +35,7 @@ from bench.fleet.world import (
     TOPIC,
     WALL_INTERVAL,
     WINDOW_INTERVALS,
+    RestartShape,
     fleet_size,
     scaled_access_quota,
     secret_id,
@@ -205,6 +212,124 @@ def events_scenario(
     )
 
 
+@dataclass(frozen=True)
+class Restart:
+    """A fleet restart as the emulator and the pods saw it; seconds are real (nothing is compressed)."""
+
+    shape: RestartShape
+    agents: int
+    concurrency: int | None
+    """The agents' ``--concurrency`` (None: the default)."""
+    spread: float
+    """The pods restarted at random moments over this many seconds."""
+    quota_per_minute: int
+    needed: int
+    """Access calls the restart needs at the least: one per secret per pod."""
+    admitted: int
+    """Access calls the quota let through (first fetches, plus fetches repeated by restarted pods)."""
+    exhausted: int
+    """RESOURCE_EXHAUSTED answers (refused calls, retried with backoff)."""
+    peak_admitted: int
+    """Most admitted calls within any 60 s."""
+    init_failures: int
+    """Init containers whose bootstrap missed its deadline (``init`` exits non-zero; the kubelet restarts
+    it)."""
+    pods_restarted: int
+    """Pods with at least one such failure."""
+    ready: float
+    """Seconds from the first pod's start until the last pod's init container succeeded."""
+    pod_ready: list[float]
+    """Per pod, seconds from its (first) start until its init container succeeded."""
+
+    @property
+    def exhausted_per_call(self) -> float:
+        return self.exhausted / self.needed
+
+
+def restart_scenario(
+    ep: EmulatorProcess,
+    work: Path,
+    fleet: int,
+    shape: RestartShape,
+    env: dict[str, str],
+    *,
+    concurrency: int | None = None,
+    spread: float = RESTART_SPREAD,
+) -> Restart:
+    """Every pod of ``shape`` (its share for a benchmark fleet of ``fleet`` agents) restarts within ``spread``
+    seconds, with the access quota on (scaled to that share), in real time."""
+    agents, quota = shape.agents(fleet), shape.quota(fleet)
+    ep.admin("POST", "/counters:reset")
+    set_quotas(ep, quota)  # a fresh quota window: nothing before the restart counts against it
+    state = FleetState()
+    title = f"restart-{shape.pods}x{shape.secrets}-c{concurrency or 'default'}-s{spread:g}"
+    with (
+        Counters(ep, 0.1) as counters,
+        fleet_workers(
+            state,
+            ep,
+            work / title,
+            agents,
+            poll_interval=SAFETY_POLL,
+            spread=spread,
+            events=False,
+            env=env,
+            secrets=shape.secrets,
+            concurrency=concurrency,
+            restart=True,
+        ),
+    ):
+        wait_until(lambda: state.count(lambda s: len(s.boots)) == agents, RESTART_TIMEOUT, "ready", state)
+        _, calls, exhausted = counters.read()
+        samples = [(t, total - refused) for t, total, refused in counters.samples]
+    first = min(min(times) for times in state.starts.values())
+    return Restart(
+        shape=shape,
+        agents=agents,
+        concurrency=concurrency,
+        spread=spread,
+        quota_per_minute=quota,
+        needed=agents * shape.secrets,
+        admitted=calls - exhausted,
+        exhausted=exhausted,
+        peak_admitted=_peak(samples, 60.0),
+        init_failures=len(state.init_failures),
+        pods_restarted=len({agent for agent, *_ in state.init_failures}),
+        ready=max(state.boots.values()) - first,
+        pod_ready=sorted(state.boots[a] - min(state.starts[a]) for a in state.boots),
+    )
+
+
+def _peak(samples: Sequence[tuple[float, int]], window: float) -> int:
+    """Most growth of a sampled counter within any ``window`` seconds."""
+    best, j = 0, 0
+    for i, (t, value) in enumerate(samples):
+        j = max(j, i)
+        while j + 1 < len(samples) and samples[j + 1][0] <= t + window:
+            j += 1
+        best = max(best, samples[j][1] - value)
+    return best
+
+
+def restarts(
+    ep: EmulatorProcess,
+    work: Path,
+    fleet: int,
+    env: dict[str, str],
+    *,
+    concurrencies: Sequence[int | None] = (None,),
+    spreads: Sequence[float] = (RESTART_SPREAD,),
+    shapes: Sequence[RestartShape] = RESTART_SHAPES,
+) -> list[Restart]:
+    """A restart per shape, concurrency and spread."""
+    return [
+        restart_scenario(ep, work, fleet, shape, env, concurrency=concurrency, spread=spread)
+        for shape in shapes
+        for spread in spreads
+        for concurrency in concurrencies
+    ]
+
+
 def _quiet(counters: Counters, quiet: float = 1.5, within: float = 60.0) -> None:
     """Return once the access counter has not moved for ``quiet`` seconds."""
     deadline = time.monotonic() + within
@@ -225,9 +350,24 @@ class Result:
     events_note: str
     wall_interval: float
     """Seconds of wall time per compressed poll interval."""
+    restarts: list[Restart]
+    """Fleet restarts (kept apart from ``scenarios``: a restart of 10,000 pods needs more accesses than
+    one minute's quota, so its RESOURCE_EXHAUSTED answers are expected; what is judged is what they cost)."""
 
     def find(self, prefix: str) -> Scenario | None:
         return next((s for s in self.scenarios if s.title.startswith(prefix)), None)
+
+
+def measure_restarts(
+    quick: bool = False,
+    concurrencies: Sequence[int | None] = (None,),
+    spreads: Sequence[float] = (RESTART_SPREAD,),
+) -> list[Restart]:
+    """Only the fleet restarts (``python -m bench.fleet restart``), against an emulator of their own (no
+    Pub/Sub: nothing is rotated)."""
+    agents = fleet_size(quick)
+    with shm_tmpdir("bench-fleet-") as work, emulator_process(write_seed(work / "seed.yaml")) as ep:
+        return restarts(ep, work, agents, dict(os.environ), concurrencies=concurrencies, spreads=spreads)
 
 
 def measure(quick: bool = False) -> Result:
@@ -236,10 +376,11 @@ def measure(quick: bool = False) -> Result:
     with events_world("bench-fleet-", TOPIC) as world:
         work, env = world.work, world.env
         ep = world.stack.enter_context(emulator_process(write_seed(work / "seed.yaml")))
+        restarted = restarts(ep, work, agents, env)
         scenarios = [
             polling_scenario(ep, work, agents, 120.0, "poll every 2 min", env, wall),
             polling_scenario(ep, work, agents, 3600.0, "poll every 1 h", env, wall),
         ]
         if world.pubsub_host is not None:
             scenarios.append(events_scenario(ep, work, agents, quick, env))
-        return Result(agents, scenarios, world.events_note, wall)
+        return Result(agents, scenarios, world.events_note, wall, restarted)

@@ -4,6 +4,10 @@ Each ``FleetAgent`` is one pod's agent, built by ``agent.app``'s own builders as
 event mode, wired to its own ``EventFeed`` as ``agent.app`` wires ``events``). The worker reports on stdout,
 one JSON line per fact (a version served, a boot, an event, a health change), and takes its orders
 (``safety SECONDS``, ``stop``) on stdin; the driver (``driver``) reads the one and writes the other.
+
+With ``--restart`` each pod is an init container instead (``restart_pod``): one bootstrap within the
+agent's ``timeout``, and when it fails (a required secret missing: ``init`` exits non-zero) the kubelet's
+restart back-off, then a fresh agent (a new process would have a new channel and an empty store).
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.fleet.world import PROJECT, SAFETY_POLL, TOPIC, secret_id
+from bench.fleet.world import (
+    KUBELET_BACKOFF_INITIAL,
+    KUBELET_BACKOFF_MAX,
+    PROJECT,
+    SAFETY_POLL,
+    TOPIC,
+    secret_id,
+)
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -117,20 +128,55 @@ def worker_config(args: argparse.Namespace, ident: int) -> Any:
         "poll_interval": f"{args.poll_interval}s",
         "secrets": [f"{secret_id(i)}={secret_id(i)}" for i in range(args.secrets)],
     }
+    if args.concurrency is not None:
+        flags["concurrency"] = str(args.concurrency)
     if args.events:
         flags["events.topic"] = TOPIC
         flags["events.poll_interval"] = f"{SAFETY_POLL:g}s"
     return load_config(None, {}, flags)
 
 
+async def restart_pod(ident: int, config: Any, start_delay: float) -> None:
+    """One pod's init container through a fleet restart: bootstrap; when it fails, the kubelet's back-off
+    (10 s, doubling, capped at 5 min) and a fresh agent, until one succeeds."""
+    from agent.app import build_renderer, build_sink, select_source, sync_settings
+    from agent.core.store import SnapshotStore
+    from agent.sync import Syncer
+
+    await asyncio.sleep(start_delay)
+    backoff = KUBELET_BACKOFF_INITIAL
+    while True:
+        emit({"a": ident, "start": time.monotonic()})
+        source = select_source(config, "init")
+        try:
+            sink, store = build_sink(config, build_renderer(config)), SnapshotStore(config.secrets)
+            syncer = Syncer(config.secrets, source, sink, store, sync_settings(config))
+            report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+        finally:
+            await source.close()
+        failed = sorted(report.required_failures(config.secrets))
+        if not failed:
+            emit({"a": ident, "boot": time.monotonic(), "failed": []})
+            return
+        codes = sorted({report.failures[name].code for name in failed})
+        emit({"a": ident, "init_failed": time.monotonic(), "secrets": len(failed), "codes": codes})
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, KUBELET_BACKOFF_MAX)
+
+
 async def run_worker(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     rng = random.Random(args.first)
-    agents = [
-        FleetAgent(ident, worker_config(args, ident), SAFETY_POLL)
-        for ident in range(args.first, args.first + args.count)
-    ]
-    tasks = [asyncio.create_task(a.run(rng.uniform(0, args.spread))) for a in agents]
+    idents = range(args.first, args.first + args.count)
+    if args.restart:
+        agents = []
+        tasks = [
+            asyncio.create_task(restart_pod(ident, worker_config(args, ident), rng.uniform(0, args.spread)))
+            for ident in idents
+        ]
+    else:
+        agents = [FleetAgent(ident, worker_config(args, ident), SAFETY_POLL) for ident in idents]
+        tasks = [asyncio.create_task(a.run(rng.uniform(0, args.spread))) for a in agents]
     stop = asyncio.Event()
 
     def command(line: str) -> None:
@@ -159,4 +205,4 @@ async def run_worker(args: argparse.Namespace) -> None:
     ]
     for agent in agents:
         await agent.source.close()
-    emit({"stopped": len(agents), "errors": errors[:3]})
+    emit({"stopped": len(tasks), "errors": errors[:3]})

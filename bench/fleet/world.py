@@ -8,6 +8,7 @@ package docstring says why each has the value it has).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from testing.emulator_process import write_seed as emulator_seed
@@ -43,6 +44,37 @@ STARTUP_TIMEOUT = 120.0
 ACCESS = "AccessSecretVersion"
 
 
+@dataclass(frozen=True)
+class RestartShape:
+    """A fleet restart: ``pods`` pods (of the real fleet) with ``secrets`` secrets each, restarting at random
+    moments within ``RESTART_SPREAD``; the benchmark runs the share of them that ``AGENTS`` stand for."""
+
+    pods: int
+    secrets: int
+
+    def agents(self, fleet: int) -> int:
+        """Simulated agents for a benchmark fleet of ``fleet`` agents (which stands for REPRESENTED_PODS)."""
+        return max(1, round(self.pods * fleet / REPRESENTED_PODS))
+
+    def quota(self, fleet: int) -> int:
+        """The access quota for the share of the real fleet those agents stand for."""
+        return round(SERVICE_ACCESS_PER_MINUTE * self.agents(fleet) / self.pods)
+
+
+RESTART_SHAPES = (RestartShape(REPRESENTED_PODS, SECRETS), RestartShape(REPRESENTED_PODS // 5, 50))
+"""The same demand on the quota twice (100,000 accesses per restart against 90,000 per minute: the restart
+cannot fit in one minute whatever the agent does): 10,000 pods with 10 secrets (DESIGN's fleet), and 2,000
+pods with 50 (where the per-pod concurrency shapes each pod's burst: 50 calls in one round or two)."""
+RESTART_SPREAD = 60.0
+"""Seconds over which the pods restart (a rollout, a node pool upgrade: "within one minute")."""
+RESTART_TIMEOUT = 600.0
+"""Seconds the benchmark waits for every pod of a restart to be ready."""
+KUBELET_BACKOFF_INITIAL, KUBELET_BACKOFF_MAX = 10.0, 300.0
+"""The kubelet's restart back-off for a container that exited non-zero (an init container whose bootstrap
+failed): 10 s, doubling, at most 5 minutes."""
+SEED_SECRETS = max(shape.secrets for shape in RESTART_SHAPES)
+
+
 def secret_id(index: int) -> str:
     return f"fleet-{index:02d}"
 
@@ -53,7 +85,7 @@ def scaled_access_quota(agents: int) -> int:
 
 
 def write_seed(path: Path) -> Path:
-    secrets = {secret_id(i): {"value": "initial", "topics": [TOPIC]} for i in range(SECRETS)}
+    secrets = {secret_id(i): {"value": "initial", "topics": [TOPIC]} for i in range(SEED_SECRETS)}
     return emulator_seed(path, PROJECT, secrets)
 
 

@@ -65,7 +65,7 @@ DEFAULTS: dict[str, object] = {
     "log_format": "json",
     "timeout": 60.0,
     "shutdown_grace": 10.0,
-    "concurrency": 32,
+    "concurrency": 100,
     "gcp.endpoint": None,
     "gcp.call_timeout": 10.0,
     "gcp.strategy": "access",

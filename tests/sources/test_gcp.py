@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
+from google.api_core import exceptions as google_exceptions
 from google.cloud import secretmanager_v1
 from google.protobuf import field_mask_pb2
 
@@ -24,7 +26,7 @@ from agent.core.retry import Backoff, retry_transient
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
 from agent.sources.credentials import google_credentials_available, metadata_server_hinted
 from agent.sources.errors import NO_CREDENTIALS
-from agent.sources.gcp import GcpSource
+from agent.sources.gcp import GcpSource, emulator_client
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.server import EmulatorEndpoints, running_emulator
 from tests.conftest import async_client
@@ -138,6 +140,40 @@ async def test_concurrent_fetches_all_succeed(aclient: AsyncClient, source: GcpS
     assert [f.data for f in fetched] == [f"value-{i}".encode() for i in range(20)]
 
 
+async def test_calls_carry_the_metadata_the_official_client_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The source calls the client's channel directly; Google's front end still needs the routing header
+    # (regional secrets) and the client's x-goog-api-client. Recorded before anything leaves the process.
+    sent: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+
+    class Record(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            sent.append((details.method.decode().rsplit("/", 1)[-1], tuple(details.metadata or ())))
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    insecure_channel = grpc.aio.insecure_channel
+    monkeypatch.setattr(
+        grpc.aio, "insecure_channel", lambda target: insecure_channel(target, interceptors=[Record()])
+    )
+    regional = spec(f"projects/{PROJECT}/locations/europe-west1/secrets/eu-db")
+    gcp = GcpSource(endpoint="127.0.0.1:1")
+    client = emulator_client("127.0.0.1:1")
+    try:
+        for call in (gcp.fetch, gcp.current_version):
+            with pytest.raises(TransientSourceError):
+                await call(regional)
+        name = str(regional.ref)
+        for method in (client.access_secret_version, client.get_secret_version):
+            with pytest.raises(google_exceptions.ServiceUnavailable):
+                await method(request={"name": name}, retry=None, timeout=1)
+    finally:
+        await gcp.close()
+        await client.transport.close()
+    assert [method for method, _ in sent] == ["AccessSecretVersion", "GetSecretVersion"] * 2
+    ours, official = [metadata for _, metadata in sent[:2]], [metadata for _, metadata in sent[2:]]
+    assert ours == official
+    assert ("x-goog-request-params", f"name={name}") in ours[0]
+
+
 # --- integrity ---------------------------------------------------------------------------------------------
 
 
@@ -168,6 +204,39 @@ async def test_a_corrupted_checksum_is_transient_and_never_shows_the_value(
         [str(error), repr(error), error.hint, caplog.text, *traceback.format_exception(error)]
     )
     assert CANARY.decode() not in everything
+
+
+@pytest.mark.parametrize("declared", [None, 0], ids=["no-checksum", "zero-checksum"])
+async def test_a_payload_without_its_checksum_is_refused(declared: int | None) -> None:
+    # The emulator always sends one; a server that leaves it out (or sends 0 for data whose CRC32C is not 0)
+    # must not get its bytes served. 0 is a valid checksum: presence is what is tested, not truth.
+    async def access(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        payload = secretmanager_v1.SecretPayload(data=CANARY)
+        if declared is not None:
+            payload.data_crc32c = declared
+        name = f"projects/{PROJECT}/secrets/canary/versions/1"
+        response = secretmanager_v1.AccessSecretVersionResponse(name=name, payload=payload)
+        return bytes(secretmanager_v1.AccessSecretVersionResponse.serialize(response))
+
+    handler = grpc.method_handlers_generic_handler(
+        "google.cloud.secretmanager.v1.SecretManagerService",
+        {"AccessSecretVersion": grpc.unary_unary_rpc_method_handler(access)},
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    gcp = GcpSource(endpoint=f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(TransientSourceError) as raised:
+            await gcp.fetch(spec("canary"))
+    finally:
+        await gcp.close()
+        await server.stop(None)
+    problem = "carries no data_crc32c" if declared is None else "data_crc32c mismatch"
+    assert raised.value.code == "DATA_LOSS"
+    assert str(raised.value).endswith(f"DATA_LOSS: payload {problem}")
+    assert CANARY.decode() not in str(raised.value)
 
 
 async def test_error_paths_never_show_a_value(
