@@ -306,19 +306,18 @@ class AtomicDirWriter:
             _fsync_dir(path)
 
     def _link_tops(self, tops: set[str], created: list[Path]) -> None:
-        """Create missing ``root/<top> -> ..data/<top>`` links (rename of a temporary link: atomic),
-        appending each to ``created`` so that a failed write can take them back."""
+        """Create missing ``root/<top> -> ..data/<top>`` links, appending each to ``created`` so that a
+        failed write can take them back. A missing name needs no temporary link and rename: ``symlink()``
+        creates it atomically, and fails (EEXIST) if anything took the name since ``_check_user_entries``
+        looked, which is refused rather than replaced."""
         for top in sorted(tops):
             if self._is_our_link(top):
                 continue
-            temporary = self.root / f"{_LINK_TMP_PREFIX}{secrets.token_hex(6)}"
             try:
-                os.symlink(f"{DATA_LINK}/{top}", temporary)
-                os.rename(temporary, self.root / top)
-                created.append(self.root / top)
+                os.symlink(f"{DATA_LINK}/{top}", self.root / top)
             except OSError as error:
-                _remove_quietly(temporary)
                 raise _failure("cannot create link", self.root / top, error) from None
+            created.append(self.root / top)
 
     def _swap(self, new_name: str) -> None:
         temporary = self.root / DATA_TMP_LINK
