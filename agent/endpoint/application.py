@@ -1,10 +1,10 @@
 """The local endpoint's aiohttp application: apps in the pod ask for their secrets over HTTP on loopback.
 
-This module only assembles it (state, middleware, routes, hooks); each part explains itself:
-``handlers.py`` (what each route answers, from memory only), ``middlewares.py`` (JSON errors, the
-``Host`` check and the proxy-header refusal of ``limits.py``, the token), ``audit.py`` (the audit log of
-reads), and, for serving it, ``serve.py`` with ``protocol.py`` over ``agent.core.serving`` (request size
-limits, idle timeout, connection cap).
+This module only assembles it (state, routes, each route's handler behind the guard, hooks); each part
+explains itself: ``handlers.py`` (what each route answers, from memory only), ``middlewares.py`` (JSON
+errors, the ``Host`` check and the proxy-header refusal of ``limits.py``, the token, the accounting),
+``audit.py`` (the audit log of reads), and, for serving it, ``serve.py`` with ``protocol.py`` over
+``agent.core.serving`` (request size limits, idle timeout, connection cap).
 
 Routes (``agent/endpoint/openapi.json`` is the reference, served at ``/openapi.json`` without a token):
 ``GET /v1/secrets/{name}`` (raw bytes, or ``?format=json``; ETag, If-None-Match, long-poll ``?wait=``),
@@ -22,16 +22,19 @@ from aiohttp import web
 
 from agent.config import written_files
 from agent.core.store import SnapshotStore
-from agent.endpoint import handlers
+from agent.endpoint.handlers import Handlers
 from agent.endpoint.limits import endpoint_hosts
-from agent.endpoint.middlewares import safety_net, security_headers
+from agent.endpoint.middlewares import Guard
 from agent.endpoint.routes import (
+    ROUTE_ANY_PATTERN,
     ROUTE_EVENTS,
+    ROUTE_FILE,
     ROUTE_FILE_PATTERN,
     ROUTE_OPENAPI,
     ROUTE_REFRESH,
     ROUTE_SECRET,
     ROUTE_SECRETS,
+    ROUTE_UNMATCHED,
 )
 from agent.endpoint.state import STATE, EndpointState
 from agent.observe.metrics import Metrics
@@ -68,8 +71,8 @@ def build_endpoint_app(
     plans): known up front, so that ``/v1/files/{path}`` can tell a file whose secrets are not fetched yet
     (503, retry) from a path that will never exist (404). None: the files of the store's secrets and of
     their ``keys``; templates' files are then answered once rendered, and 404 before."""
-    app = web.Application(middlewares=[safety_net], client_max_size=MAX_BODY_BYTES)
-    app[STATE] = EndpointState(
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    state = app[STATE] = EndpointState(
         store=store,
         token=token,
         refresh=refresh,
@@ -81,13 +84,27 @@ def build_endpoint_app(
         hosts=endpoint_hosts(allowed_hosts),
         files=frozenset(written_files(tuple(store.specs.values())) if files is None else files),
     )
-    app.router.add_get(ROUTE_SECRETS, handlers.list_secrets, allow_head=False)
-    app.router.add_get(ROUTE_SECRET, handlers.get_secret, allow_head=False)
-    app.router.add_get(ROUTE_FILE_PATTERN, handlers.get_file, allow_head=False)
-    app.router.add_get(ROUTE_EVENTS, handlers.events, allow_head=False)
-    app.router.add_post(ROUTE_REFRESH, handlers.refresh)
-    app.router.add_get(ROUTE_OPENAPI, handlers.openapi, allow_head=False)
-    app.on_response_prepare.append(security_headers)
+    serve, guard = Handlers(state), Guard(state)
+    # No aiohttp middleware and no response hook: each would cost every request more than the gate itself
+    # (see middlewares.py). ROUTE_SECRET goes before ROUTE_SECRETS: aiohttp tries the two in that order for
+    # a path under /v1/secrets/, and the read is the request that comes a thousand times a minute.
+    routes = app.router
+    routes.add_get(
+        ROUTE_SECRET,
+        guard.read(ROUTE_SECRET, "name", store.specs.__contains__, serve.get_secret),
+        allow_head=False,
+    )
+    routes.add_get(ROUTE_SECRETS, guard.route(ROUTE_SECRETS, serve.list_secrets), allow_head=False)
+    routes.add_get(
+        ROUTE_FILE_PATTERN, guard.read(ROUTE_FILE, "path", state.known_file, serve.get_file), allow_head=False
+    )
+    routes.add_get(ROUTE_EVENTS, guard.route(ROUTE_EVENTS, serve.events), allow_head=False)
+    routes.add_post(ROUTE_REFRESH, guard.route(ROUTE_REFRESH, serve.refresh))
+    routes.add_get(
+        ROUTE_OPENAPI, guard.route(ROUTE_OPENAPI, serve.openapi, needs_token=False), allow_head=False
+    )
+    # Last, and tried last (aiohttp tries the longest prefixes first): everything else, 404 or 405.
+    routes.add_route("*", ROUTE_ANY_PATTERN, guard.route(ROUTE_UNMATCHED, guard.unmatched))
     app.on_shutdown.append(_on_shutdown)
     return app
 

@@ -46,6 +46,10 @@ class AuditKey(NamedTuple):
     status: int
 
 
+_Fields = tuple[str | None, str | None, str | None, str, int]
+"""An AuditKey's fields as a plain tuple."""
+
+
 class AuditLog:
     """The audit log of secret reads: the first read of each AuditKey is logged at once; identical reads in
     the next ``window`` seconds are counted and logged as one line (``reads=N``) when the window ends.
@@ -55,18 +59,32 @@ class AuditLog:
 
     def __init__(self, window: float = AUDIT_REPEAT_WINDOW) -> None:
         self.window = window
-        self._repeats: dict[AuditKey, int] = {}
+        self._repeats: dict[_Fields, list[int]] = {}
+        """Per read (an AuditKey; looked up by equal plain tuples too): the repeats not logged yet, in a list
+        that a repeat increments in place (no second hashing of the key)."""
         self._timer: asyncio.TimerHandle | None = None
 
     def record(self, key: AuditKey) -> None:
         repeats = self._repeats.get(key)
         if repeats is not None:
-            self._repeats[key] = repeats + 1
+            repeats[0] += 1
             return
-        self._repeats[key] = 0
+        self._repeats[key] = [0]
         _audit_line(key, 1)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.window, self.flush)
+
+    def read(
+        self, secret: str | None, version: str | None, client: str | None, result: str, status: int
+    ) -> None:
+        """``record(AuditKey(...))`` for the endpoint's every read: a repeat (nearly every read of an app
+        that polls) is counted under a plain tuple, equal to its AuditKey and hashed alike, so no AuditKey
+        is built for it."""
+        repeats = self._repeats.get((secret, version, client, result, status))
+        if repeats is None:
+            self.record(AuditKey(secret, version, client, result, status))
+        else:
+            repeats[0] += 1
 
     def flush(self) -> None:
         """Log the counted repeats now and start a new window (also at shutdown)."""
@@ -74,9 +92,9 @@ class AuditLog:
             self._timer.cancel()
             self._timer = None
         repeats, self._repeats = self._repeats, {}
-        for key, count in repeats.items():
+        for key, (count,) in repeats.items():
             if count:
-                _audit_line(key, count)
+                _audit_line(AuditKey._make(key), count)
 
 
 def _audit_line(key: AuditKey, reads: int) -> None:

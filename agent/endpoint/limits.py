@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from multidict import CIMultiDictProxy
-
 from agent.core.serving.hosts import HostPolicy
 
 _PROXY_HEADERS = (
@@ -46,18 +44,20 @@ PROXY_HEADERS = {name.lower(): name for name in _PROXY_HEADERS}
 PROXY_PREFIXES = {"x-forwarded-": "X-Forwarded-*", "x-envoy-": "X-Envoy-*"}
 """Header families a proxy adds (``X-Forwarded-For/-Host/-Proto/-Port``, Envoy's ``X-Envoy-...``): prefix ->
 how the refusal names the family (never the name the client sent)."""
-_PREFIXES = tuple(PROXY_PREFIXES)
+RAW_PROXY_HEADERS = {name.encode("ascii"): shown for name, shown in PROXY_HEADERS.items()}
+"""PROXY_HEADERS by the bytes of a lower-cased raw header name (the gate reads ``request.raw_headers``)."""
+RAW_PROXY_PREFIXES = tuple(prefix.encode("ascii") for prefix in PROXY_PREFIXES)
 
 
-def proxy_header(headers: CIMultiDictProxy[str]) -> str | None:
-    """How to name the first proxy header in ``headers`` (None: none): our spelling, never the client's."""
-    for name in headers:
-        lower = name.lower()
-        known = PROXY_HEADERS.get(lower)
-        if known is not None:
-            return known
-        if lower.startswith(_PREFIXES):
-            return next(family for prefix, family in PROXY_PREFIXES.items() if lower.startswith(prefix))
+def proxy_family(lower_name: bytes) -> str | None:
+    """How the refusal names the proxy header ``lower_name`` (a lower-cased raw header name), None when it
+    is not one: our spelling, never the client's."""
+    known = RAW_PROXY_HEADERS.get(lower_name)
+    if known is not None:
+        return known
+    for prefix, family in PROXY_PREFIXES.items():
+        if lower_name.startswith(prefix.encode("ascii")):
+            return family
     return None
 
 

@@ -8,7 +8,13 @@ header or an exception's text can carry the token or a value.
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
+from multidict import CIMultiDict
 
 RETRY_AFTER_SECONDS = 1
 """``Retry-After`` of the 503s (a secret not fetched yet, every connection busy)."""
@@ -26,12 +32,38 @@ STATUS_MESSAGES = {
 """Fixed messages for the statuses aiohttp produces itself; nothing from the request is ever echoed."""
 
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-"""On every response: nothing the endpoint returns may be cached or content-sniffed on the way."""
+"""On every response: nothing the endpoint returns may be cached or content-sniffed on the way. Every
+response is built with them (by the functions here, and by the handlers' value headers): no
+``on_response_prepare`` hook adds them, since a hook is two more coroutines on every request."""
+
+JSON = "application/json; charset=utf-8"
+"""The ``Content-Type`` of every JSON body (what ``web.json_response`` sets)."""
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def headers_with(content_type: str | None, extra: Mapping[str, str] | None = None) -> CIMultiDict[str]:
+    """SECURITY_HEADERS, then ``extra``, then ``Content-Type`` (when given): the headers of a response."""
+    headers = CIMultiDict(SECURITY_HEADERS)
+    if extra:
+        headers.extend(extra)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+@functools.lru_cache(maxsize=256)
+def _error_body(message: str) -> bytes:
+    # Fixed texts only (a few dozen, some naming an assigned secret): encoded once each.
+    return json.dumps({"error": message}).encode()
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """``{"error": message}`` with ``status``. ``message`` must be a fixed text, never request data."""
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.Response(body=_error_body(message), status=status, headers=headers_with(JSON, headers))
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """``data`` as a JSON body, with the security headers."""
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers_with(JSON))
 
 
 def status_message(status: int) -> str:
@@ -40,6 +72,6 @@ def status_message(status: int) -> str:
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:
-    """aiohttp's own errors (no route, wrong method, body too large) as our JSON error bodies."""
+    """aiohttp's own errors (body too large, and any other it raises in a handler) as our JSON bodies."""
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
     return error_response(exc.status, status_message(exc.status), headers)

@@ -1,5 +1,5 @@
-"""What the parts of one endpoint share: the per-application EndpointState, and the notes a request's
-handler leaves for the middleware that accounts for it.
+"""What the parts of one endpoint share: the per-application EndpointState, and the note an event stream's
+handler leaves for the guard that accounts for it.
 
 Below the handlers, the middlewares and the connection plumbing, which all reach it through ``STATE``, so
 that none of them has to import another.
@@ -45,12 +45,6 @@ class EndpointState:
     files: frozenset[str] = frozenset()
     """Every file the configuration renders (paths inside ``output_dir``), rendered yet or not: what tells
     "not rendered yet" (503) from "no such file" (404) on ``/v1/files/{path}``."""
-    value_headers: dict[str, tuple[Served, dict[str, str]]] = field(default_factory=dict)
-    """Per secret name: what was last served and its headers (an ETag and a date to format, every request).
-    Valid while the snapshot serves that very object (an identity check): a new snapshot with a new value
-    or output invalidates it, and one the renderer carried over unchanged keeps headers that still hold."""
-    file_headers: dict[str, tuple[Served, dict[str, str]]] = field(default_factory=dict)
-    """The same per file path, apart: a path may spell a secret's name (the file of ``db`` is ``db``)."""
     hosts: HostPolicy = field(default_factory=endpoint_hosts)
     """The ``Host`` values answered (loopback, plus ``server.allowed_hosts``)."""
     _stopped: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
@@ -80,9 +74,5 @@ class EndpointState:
 
 
 STATE = web.AppKey("secrets_agent_endpoint", EndpointState)
-AUDIT_RESULT = web.RequestKey("audit_result", str)
-"""Set by a handler or middleware that knows the audit result better than the status (``forwarded``)."""
-AUDIT_VERSION = web.RequestKey("audit_version", str)
-"""The version a secret or file read answered with (served, or current for a 304)."""
 STREAMING = web.RequestKey("streaming", bool)
 """Set once an event stream has started: a client hanging up then ends it normally (200, not 499)."""

@@ -105,3 +105,16 @@ def token_matches(presented: str, expected: str) -> bool:
     return hmac.compare_digest(
         presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
     )
+
+
+def token_bytes(token: str) -> bytes:
+    """The bytes ``raw_token_matches`` compares a presented token with (what a client sends in the header)."""
+    return token.encode("utf-8", "surrogatepass")
+
+
+raw_token_matches: Callable[[bytes, bytes], bool] = hmac.compare_digest
+"""``token_matches`` on the raw bytes of the header (``request.raw_headers``) and ``token_bytes`` of the
+token, in constant time too, without decoding anything per request (``hmac.compare_digest`` itself: no
+Python call around it). The same answer: aiohttp decodes a header as UTF-8, so only the token's own UTF-8
+bytes ever matched (a token has no surrogates: it is printable, see ``read_token_file`` and the
+configuration's rule)."""

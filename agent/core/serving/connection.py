@@ -36,6 +36,7 @@ What uses aiohttp's public API, and what cannot:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -94,7 +95,7 @@ def quiet_logger(name: str) -> logging.Logger:
 class JsonErrorHandler(web.RequestHandler):
     """aiohttp's connection handler, answering requests it cannot parse with a fixed JSON error body."""
 
-    __slots__ = ("_error_text", "_on_malformed")
+    __slots__ = ("_error_text", "_on_malformed", "client", "connection_busy")
 
     def __init__(
         self,
@@ -107,6 +108,18 @@ class JsonErrorHandler(web.RequestHandler):
         super().__init__(manager, **options)
         self._on_malformed = on_malformed
         self._error_text = error_text
+        self.connection_busy: Callable[[], None] | None = None
+        """Set by LimitedConnection: tells the ConnectionLimiter that a request on this connection is being
+        handled (what ``request_started`` calls, reaching it from the request in one step)."""
+        self.client: str | None = None
+        """The client's address, what ``request.remote`` says of every request on this connection: worked
+        out once when connected, not for each request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # As aiohttp's BaseRequest.remote puts it.
+        peer = self.peername
+        self.client = str(peer[0]) if isinstance(peer, (list, tuple)) else None if peer is None else str(peer)
 
     def handle_error(
         self,
@@ -165,12 +178,10 @@ class LimitedConnection(asyncio.Protocol):
         if not self._limiter.admit(transport):
             self._linger = refuse(transport, self._busy_response)
             return
-        self._handler = self._new_handler()
-        self._handler.connection_made(transport)
-
-    def busy(self) -> None:
-        """A request on this connection is being handled: it must not be evicted until it is answered."""
-        self._limiter.busy(self._transport)
+        self._handler = handler = self._new_handler()
+        if isinstance(handler, JsonErrorHandler):
+            handler.connection_busy = functools.partial(self._limiter.busy, transport)
+        handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         # A refused connection's request is never read: the 503 is its whole answer.
@@ -201,16 +212,18 @@ class LimitedConnection(asyncio.Protocol):
         self._handler.connection_lost(exc)
 
 
-def request_started(request: web.BaseRequest) -> None:
+def request_started(request: web.BaseRequest) -> str | None:
     """Call first thing for every request (from the outermost middleware): its connection becomes busy.
+    Returns the client's address (``request.remote``), which the connection already knows.
 
-    The connection is found through public asyncio API (the transport's protocol), so a middleware needs no
-    reference to the listener serving it."""
-    transport = request.transport
-    if transport is not None:
-        protocol = transport.get_protocol()
-        if isinstance(protocol, LimitedConnection):
-            protocol.busy()
+    The connection is found from the request's handler (``request.protocol``, public aiohttp API), so a
+    middleware needs no reference to the listener serving it; in one step, since it runs for every
+    request."""
+    handler = request.protocol
+    if not isinstance(handler, JsonErrorHandler) or handler.connection_busy is None:
+        return request.remote  # not a connection of ours
+    handler.connection_busy()
+    return handler.client
 
 
 def connection_factory(
