@@ -91,12 +91,14 @@ def build_endpoint_app(
     routes = app.router
     routes.add_get(
         ROUTE_SECRET,
-        guard.read(ROUTE_SECRET, "name", store.specs.__contains__, serve.get_secret),
+        guard.read(ROUTE_SECRET, "name", store.specs.__contains__, serve.get_secret, serve.answer_secret),
         allow_head=False,
     )
     routes.add_get(ROUTE_SECRETS, guard.route(ROUTE_SECRETS, serve.list_secrets), allow_head=False)
     routes.add_get(
-        ROUTE_FILE_PATTERN, guard.read(ROUTE_FILE, "path", state.known_file, serve.get_file), allow_head=False
+        ROUTE_FILE_PATTERN,
+        guard.read(ROUTE_FILE, "path", state.known_file, serve.get_file, serve.answer_file),
+        allow_head=False,
     )
     routes.add_get(ROUTE_EVENTS, guard.route(ROUTE_EVENTS, serve.events), allow_head=False)
     routes.add_post(ROUTE_REFRESH, guard.route(ROUTE_REFRESH, serve.refresh))

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from agent.config import parse_delay
 from agent.core.model import Fetched, Snapshot
@@ -40,16 +40,17 @@ from agent.endpoint.responses import (
     headers_with,
     json_response,
 )
-from agent.endpoint.state import STREAMING, EndpointState, Served
+from agent.endpoint.state import STREAMING, EndpointState, ReadResult, Served
 
+X_SECRET_VERSION = istr("X-Secret-Version")
+"""The header that names the version a read answered with (an ``istr``, like aiohttp's ``hdrs``: see
+``responses.SECURITY_HEADERS``)."""
+ETAG = istr("ETag")
+"""Spelled as RFC 9110 does (aiohttp's ``hdrs.ETAG`` is ``Etag``)."""
 BODY_TIMEOUT = 5.0
 """Seconds a request body may take to arrive."""
 REFRESH_TOO_SOON = "refresh asked too soon after the last one: retry after Retry-After seconds"
 """The 429 of ``POST /v1/refresh``."""
-
-ReadResult = tuple[web.StreamResponse, str | None, str | None]
-"""What a read returns to the guard: the response, the version it answered with (served, or current for a
-304), and the audit result when the status does not tell it."""
 
 
 # -- how a value is represented --------------------------------------------------------------------------
@@ -85,13 +86,13 @@ class Representation:
         self.tag = tag[1:-1]
         """The ETag without its quotes, as If-None-Match's tags are parsed."""
         common = {
-            "X-Secret-Version": value.version,
-            "ETag": tag,
-            "Last-Modified": email.utils.formatdate(value.fetched_at, usegmt=True),
+            X_SECRET_VERSION: value.version,
+            ETAG: tag,
+            hdrs.LAST_MODIFIED: email.utils.formatdate(value.fetched_at, usegmt=True),
             **SECURITY_HEADERS,
         }
         self.not_modified = CIMultiDictProxy(CIMultiDict(common))
-        self.raw = CIMultiDictProxy(CIMultiDict(common, **{hdrs.CONTENT_TYPE: "application/octet-stream"}))
+        self.raw = CIMultiDictProxy(CIMultiDict({**common, hdrs.CONTENT_TYPE: "application/octet-stream"}))
         self._json: tuple[bytes, CIMultiDictProxy[str]] | None = None
 
     def response(self, as_json: bool) -> web.Response:
@@ -101,7 +102,7 @@ class Representation:
         if self._json is None:
             self._json = (
                 self._json_body(),
-                CIMultiDictProxy(CIMultiDict(self.not_modified, **{hdrs.CONTENT_TYPE: JSON})),
+                CIMultiDictProxy(CIMultiDict({**self.not_modified, hdrs.CONTENT_TYPE: JSON})),
             )
         body, headers = self._json
         return web.Response(body=body, headers=headers)
@@ -195,7 +196,7 @@ NOT_RENDERED = "not rendered yet: retry shortly"
 NO_SUCH_FILE = "no rendered file at this path (only files the configuration renders, by path in output_dir)"
 """The 404 of ``/v1/files/{path}``: the path is the client's free text (it could be 4 KB of anything),
 never echoed."""
-_RETRY = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+_RETRY = {hdrs.RETRY_AFTER: str(RETRY_AFTER_SECONDS)}
 
 
 def not_delivered(name: str) -> str:
@@ -219,9 +220,9 @@ class Handlers:
         self._files: dict[str, Representation] = {}
         """The same per file path, apart: a path may spell a secret's name (the file of ``db`` is ``db``)."""
 
-    async def get_secret(self, request: web.Request, name: str) -> ReadResult:
-        """``GET /v1/secrets/{name}``: what the secret's file holds, a 304, or a long-poll (``?wait=``) for
-        a new one."""
+    def answer_secret(self, request: web.Request, name: str) -> ReadResult | None:
+        """What ``get_secret`` answers, when that needs no waiting and no options: a 404, or the value;
+        None when ``get_secret`` must answer (a query, If-None-Match, no value yet)."""
         # Only exact local names: a dict lookup, never a path, a reference or a backend call.
         spec = self._store.specs.get(name)
         if spec is None:
@@ -230,20 +231,51 @@ class Handlers:
             # Decided by the configuration, not the snapshot: such a secret is never served on its own, not
             # even from a snapshot not rendered yet (which would still hold its whole payload).
             return error_response(404, not_delivered(name)), None, "not_delivered"
+        if request.query_string or hdrs.IF_NONE_MATCH in request.headers:
+            return None
+        snapshot = self._store.snapshot
+        # _own_value or _own_output, inline: this runs for every read.
+        value: Served | None
+        if snapshot.outputs is not None:
+            value = snapshot.secret_output(name)
+        elif spec.key is None and spec.decode == "none":
+            value = snapshot.items.get(name)
+        else:
+            return None
+        if value is None:
+            return None
+        known = self._secrets.get(name)
+        if known is None or known.value is not value:
+            known = self._secrets[name] = Representation(value, "name", name)
+        return web.Response(body=value.data, headers=known.raw), value.version, None
+
+    async def get_secret(self, request: web.Request, name: str) -> ReadResult:
+        """``GET /v1/secrets/{name}``: what the secret's file holds, a 304, or a long-poll (``?wait=``) for
+        a new one."""
+        answered = self.answer_secret(request, name)
+        if answered is not None:
+            return answered
+        spec = self._store.specs[name]  # answer_secret answers for a name not assigned
         lookup = _own_value if spec.key is None and spec.decode == "none" else _own_output
-        if not request.query_string and hdrs.IF_NONE_MATCH not in request.headers:
-            # The read of an app that polls: no options, nothing to compare, nothing to wait for.
-            value = lookup(self._store.snapshot, name)
-            if value is not None:
-                known = self._secrets.get(name)
-                if known is None or known.value is not value:
-                    known = self._secrets[name] = Representation(value, "name", name)
-                return web.Response(body=value.data, headers=known.raw), value.version, None
         served, version = await self._serve(request, self._secrets, name, lookup, "name")
         if served is not None:
             return served, version, None
         message = NOT_FETCHED if self._store.snapshot.get(name) is None else NOT_RENDERED
         return error_response(503, message, _RETRY), None, None
+
+    def answer_file(self, request: web.Request, path: str) -> ReadResult | None:
+        """What ``get_file`` answers, when that needs no waiting and no options (see ``answer_secret``)."""
+        if not self._state.known_file(path):
+            return error_response(404, NO_SUCH_FILE), None, None
+        if request.query_string or hdrs.IF_NONE_MATCH in request.headers:
+            return None
+        value = self._store.snapshot.file_outputs().get(path)
+        if value is None:
+            return None
+        known = self._files.get(path)
+        if known is None or known.value is not value:
+            known = self._files[path] = Representation(value, "path", path)
+        return web.Response(body=value.data, headers=known.raw), value.version, None
 
     async def get_file(self, request: web.Request, path: str) -> ReadResult:
         """``GET /v1/files/{path}``: a rendered file (a secret's own, a key's, a template's) by its path
@@ -252,8 +284,9 @@ class Handlers:
         The path is only ever a key into the configured outputs: it is never joined to a directory, so
         ``..``, ``%2e%2e``, an absolute path or a symlink name reaches no file; what the agent wrote is
         served from memory, exactly as the snapshot holds it."""
-        if not self._state.known_file(path):
-            return error_response(404, NO_SUCH_FILE), None, None
+        answered = self.answer_file(request, path)
+        if answered is not None:
+            return answered
         served, version = await self._serve(request, self._files, path, _file_value, "path")
         if served is not None:
             return served, version, None
@@ -316,7 +349,7 @@ class Handlers:
         generation = store.generation
         seen = {name: etag_of(item) for name, item in store.snapshot.items.items()}
         response = web.StreamResponse(
-            headers=headers_with("text/event-stream", {"X-Accel-Buffering": "no"}),
+            headers=headers_with("text/event-stream", {istr("X-Accel-Buffering"): "no"}),
         )
         await response.prepare(request)
         request[STREAMING] = True
@@ -361,7 +394,7 @@ class Handlers:
         if retry_after is not None:
             # Whole seconds (RFC 9110 delay-seconds), rounded up so that a client honouring it is accepted.
             seconds = max(1, math.ceil(retry_after))
-            return error_response(429, REFRESH_TOO_SOON, headers={"Retry-After": str(seconds)})
+            return error_response(429, REFRESH_TOO_SOON, headers={hdrs.RETRY_AFTER: str(seconds)})
         return json_response({"status": "refresh requested"}, status=202)
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:

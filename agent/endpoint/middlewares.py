@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from agent.core.serving import request_started
 from agent.core.serving.hosts import HostPolicy
@@ -41,7 +41,7 @@ from agent.endpoint.limits import (
 )
 from agent.endpoint.responses import STATUS_MESSAGES, error_response, from_http_exception
 from agent.endpoint.routes import ROUTE_ANY
-from agent.endpoint.state import STREAMING, EndpointState
+from agent.endpoint.state import STREAMING, EndpointState, ReadResult
 from agent.endpoint.token import TOKEN_HEADER, raw_token_matches, token_bytes
 
 log = logging.getLogger("agent.endpoint.middlewares")
@@ -55,10 +55,10 @@ MAX_HOST_VERDICTS = 256
 """``Host`` values whose verdict is remembered (clients send the same one or two over and over)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Read = Callable[[web.Request, str], Awaitable[tuple[web.StreamResponse, str | None, str | None]]]
-"""A read's handler, given the request and its route's match (the secret's name, the file's path): the
-response, the version it answered with (served, or current for a 304) and the audit result when the status
-does not tell it (``not_delivered``), for the audit log."""
+Read = Callable[[web.Request, str], Awaitable[ReadResult]]
+"""A read's handler, given the request and its route's match (the secret's name, the file's path)."""
+Answer = Callable[[web.Request, str], ReadResult | None]
+"""The same read when it can answer at once, else None."""
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
@@ -92,7 +92,7 @@ def _forwarded(family: str) -> Refusal:
 
 _FORWARDED = {family: _forwarded(family) for family in (*PROXY_HEADERS.values(), *PROXY_PREFIXES.values())}
 _HOST, _TOKEN, _PROXY = 0, 1, 2
-"""What the gate does with a header, by its lower-cased raw name (the proxy families by prefix)."""
+"""What a header is to the gate, by its lower-cased raw name (the proxy families go by prefix)."""
 
 
 class Gate:
@@ -112,14 +112,15 @@ class Gate:
         host: bytes | None = None
         token: bytes | None = None
         tokens = 0
-        proxied: bytes | None = None
+        proxied: str | None = None
+        """How the refusal names the first proxy header."""
         kinds = self._kinds
         for name, value in raw_headers:
             lower = name.lower()
             kind = kinds.get(lower)
             if kind is None:
                 if proxied is None and lower.startswith(RAW_PROXY_PREFIXES):
-                    proxied = lower
+                    proxied = proxy_family(lower)
             elif kind == _TOKEN:
                 token = value
                 tokens += 1
@@ -127,15 +128,14 @@ class Gate:
                 if host is None:  # aiohttp refuses a second Host; as headers.get() would, the first
                     host = value
             elif proxied is None:
-                proxied = lower
+                proxied = RAW_PROXY_HEADERS[lower]
         allowed = self._host_verdicts.get(host)
         if allowed is None:
             allowed = self._judge_host(host)
         if not allowed:
             return WRONG_HOST
-        family = None if proxied is None else proxy_family(proxied)
-        if family is not None:
-            return _FORWARDED[family]
+        if proxied is not None:
+            return _FORWARDED[proxied]
         if not needs_token:
             return None
         if token is None:
@@ -183,11 +183,16 @@ class Guard:
 
         return guarded
 
-    def read(self, route: str, parameter: str, assigned: Callable[[str], bool], read: Read) -> Handler:
+    def read(
+        self, route: str, parameter: str, assigned: Callable[[str], bool], read: Read, answer: Answer
+    ) -> Handler:
         """``read`` of ``route`` behind the gate and the safety net, each request also written to the audit
         log. ``parameter`` names the route's match (the secret's name, the file's path), logged only when
         ``assigned`` says the configuration has it: anything else is the client's free text (see
-        AuditKey), which could be a value pasted into the URL."""
+        AuditKey), which could be a value pasted into the URL.
+
+        ``answer`` is the same read when it has nothing to wait for (most of them: an app polling its
+        secret), answered without a coroutine of its own, or None: then ``read`` answers."""
         gate, state, metrics = self.gate, self._state, self._state.metrics
         audit = state.audit_trail if state.audit else None
 
@@ -199,7 +204,8 @@ class Guard:
             try:
                 refused = gate.check(request.raw_headers)
                 if refused is None:
-                    response, version, result = await read(request, key)
+                    answered = answer(request, key)
+                    response, version, result = await read(request, key) if answered is None else answered
                 else:
                     response, result = refused.response(), refused.result
             except asyncio.CancelledError:
@@ -238,7 +244,7 @@ class Guard:
                 _, methods = await resource.resolve(request)
                 allowed |= methods
         if allowed:
-            return error_response(405, STATUS_MESSAGES[405], {"Allow": ",".join(sorted(allowed))})
+            return error_response(405, STATUS_MESSAGES[405], {hdrs.ALLOW: ",".join(sorted(allowed))})
         return error_response(404, STATUS_MESSAGES[404])
 
 

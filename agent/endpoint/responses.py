@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, istr
 
 RETRY_AFTER_SECONDS = 1
 """``Retry-After`` of the 503s (a secret not fetched yet, every connection busy)."""
@@ -31,22 +31,25 @@ STATUS_MESSAGES = {
 }
 """Fixed messages for the statuses aiohttp produces itself; nothing from the request is ever echoed."""
 
-SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+SECURITY_HEADERS = {hdrs.CACHE_CONTROL: "no-store", hdrs.X_CONTENT_TYPE_OPTIONS: "nosniff"}
 """On every response: nothing the endpoint returns may be cached or content-sniffed on the way. Every
 response is built with them (by the functions here, and by the handlers' value headers): no
-``on_response_prepare`` hook adds them, since a hook is two more coroutines on every request."""
+``on_response_prepare`` hook adds them, since a hook is two more coroutines on every request.
+
+The names are ``istr`` (aiohttp's ``hdrs`` constants), as every header name a response is built with here:
+multidict then has no case-folded copy of the name to make, each time a response copies or writes them."""
 
 JSON = "application/json; charset=utf-8"
 """The ``Content-Type`` of every JSON body (what ``web.json_response`` sets)."""
 
 
-def headers_with(content_type: str | None, extra: Mapping[str, str] | None = None) -> CIMultiDict[str]:
+def headers_with(content_type: str | None, extra: Mapping[istr, str] | None = None) -> CIMultiDict[str]:
     """SECURITY_HEADERS, then ``extra``, then ``Content-Type`` (when given): the headers of a response."""
     headers = CIMultiDict(SECURITY_HEADERS)
     if extra:
         headers.extend(extra)
     if content_type is not None:
-        headers["Content-Type"] = content_type
+        headers[hdrs.CONTENT_TYPE] = content_type
     return headers
 
 
@@ -56,7 +59,7 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def error_response(status: int, message: str, headers: Mapping[istr, str] | None = None) -> web.Response:
     """``{"error": message}`` with ``status``. ``message`` must be a fixed text, never request data."""
     return web.Response(body=_error_body(message), status=status, headers=headers_with(JSON, headers))
 
@@ -73,5 +76,5 @@ def status_message(status: int) -> str:
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:
     """aiohttp's own errors (body too large, and any other it raises in a handler) as our JSON bodies."""
-    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    headers = {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
     return error_response(exc.status, status_message(exc.status), headers)

@@ -1,5 +1,5 @@
-"""What the parts of one endpoint share: the per-application EndpointState, and the note an event stream's
-handler leaves for the guard that accounts for it.
+"""What the parts of one endpoint share: the per-application EndpointState, and what a handler tells the
+guard that accounts for it (a read's ReadResult, the note an event stream leaves).
 
 Below the handlers, the middlewares and the connection plumbing, which all reach it through ``STATE``, so
 that none of them has to import another.
@@ -72,6 +72,11 @@ class EndpointState:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
+
+ReadResult = tuple[web.StreamResponse, str | None, str | None]
+"""What a read (``/v1/secrets/{name}``, ``/v1/files/{path}``) returns to the guard that accounts for it: the
+response, the version it answered with (served, or current for a 304), and the audit result when the status
+does not tell it (``not_delivered``)."""
 
 STATE = web.AppKey("secrets_agent_endpoint", EndpointState)
 STREAMING = web.RequestKey("streaming", bool)

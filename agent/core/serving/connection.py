@@ -4,20 +4,23 @@ parse.
 
 What uses aiohttp's public API, and what cannot:
 
-* ``LimitedConnection`` is a plain ``asyncio.Protocol`` that owns aiohttp's handler (composition, not a
-  subclass). It asks the ConnectionLimiter first, answers a refused connection itself with the fixed busy
-  503 (no aiohttp handler is ever built for it), and otherwise passes every transport callback on to the
-  handler. Evicting an idle connection closes its transport (``asyncio.Transport.close()``: what was already
-  written is flushed, then the handler sees an ordinary ``connection_lost``). ``RequestHandler.close()``
-  would not do: it only stops after the request in progress, and a connection still waiting for its first
-  request (exactly the flood's sockets) stays open.
-* A connection is busy from when ``request_started`` sees its request (the first middleware calls it) until
-  its response is completely written. The end is reported through aiohttp's access-log hook
-  (``access_log_class``, an ``AbstractAccessLogger``): aiohttp calls ``log()`` once the response's last byte
-  is handed to the transport (or the client is gone), which is when an access log is written too. The hook
-  logs nothing (health checks and scrapes every few seconds would drown the real logs, and a request line
-  can carry what must not be logged). Marking it idle in a middleware instead would let a response still
-  waiting to be written be cut off by an eviction.
+* ``LimitedConnection`` is a plain ``asyncio.Protocol`` that asks the ConnectionLimiter first and answers a
+  refused connection itself with the fixed busy 503 (no aiohttp handler is ever built for it). An admitted
+  connection it hands over to aiohttp's handler with ``transport.set_protocol()`` (composition, not a
+  subclass of anything of aiohttp's: from then on the transport calls the handler directly, nothing in
+  between on every read); the handler tells the limiter when its connection is gone. Evicting an idle
+  connection closes its transport (``asyncio.Transport.close()``: what was already written is flushed,
+  then the handler sees an ordinary ``connection_lost``). ``RequestHandler.close()`` would not do: it only
+  stops after the request in progress, and a connection still waiting for its first request (exactly the
+  flood's sockets) stays open.
+* A connection is busy from when ``request_started`` sees its request (the first middleware calls it,
+  reaching the limiter through ``request.protocol``, the handler) until its response is completely
+  written. The end is reported through aiohttp's access-log hook (``access_log_class``, an
+  ``AbstractAccessLogger``): aiohttp calls ``log()`` once the response's last byte is handed to the
+  transport (or the client is gone), which is when an access log is written too. The hook logs nothing
+  (health checks and scrapes every few seconds would drown the real logs, and a request line can carry what
+  must not be logged). Marking it idle in a middleware instead would let a response still waiting to be
+  written be cut off by an eviction.
 * The limits and the idle timeout are the handler's keyword options, the ones ``AppRunner`` passes through
   (``max_line_size``, ``max_field_size``, ``max_headers``, ``keepalive_timeout``, ``lingering_time``);
   aiohttp 3.14 starts the keep-alive timer when a connection is made, so it also closes a connection that
@@ -93,9 +96,10 @@ def quiet_logger(name: str) -> logging.Logger:
 
 
 class JsonErrorHandler(web.RequestHandler):
-    """aiohttp's connection handler, answering requests it cannot parse with a fixed JSON error body."""
+    """aiohttp's connection handler, answering requests it cannot parse with a fixed JSON error body; on a
+    listener's connection (see LimitedConnection), also the ConnectionLimiter's view of it."""
 
-    __slots__ = ("_error_text", "_on_malformed", "client", "connection_busy")
+    __slots__ = ("_error_text", "_on_malformed", "client", "connection_busy", "connection_gone")
 
     def __init__(
         self,
@@ -111,6 +115,8 @@ class JsonErrorHandler(web.RequestHandler):
         self.connection_busy: Callable[[], None] | None = None
         """Set by LimitedConnection: tells the ConnectionLimiter that a request on this connection is being
         handled (what ``request_started`` calls, reaching it from the request in one step)."""
+        self.connection_gone: Callable[[], None] | None = None
+        """Set by LimitedConnection: tells the ConnectionLimiter that this connection is closed."""
         self.client: str | None = None
         """The client's address, what ``request.remote`` says of every request on this connection: worked
         out once when connected, not for each request."""
@@ -120,6 +126,11 @@ class JsonErrorHandler(web.RequestHandler):
         # As aiohttp's BaseRequest.remote puts it.
         peer = self.peername
         self.client = str(peer[0]) if isinstance(peer, (list, tuple)) else None if peer is None else str(peer)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.connection_gone is not None:
+            self.connection_gone()
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -155,61 +166,45 @@ def _response_written(limiter: ConnectionLimiter) -> type[AbstractAccessLogger]:
 
 
 class LimitedConnection(asyncio.Protocol):
-    """One accepted connection: counted by the ConnectionLimiter, then served by aiohttp's handler."""
+    """One accepted connection, counted by the ConnectionLimiter: refused (the busy 503, no aiohttp handler
+    built), or handed over to aiohttp's handler, which then gets the transport's callbacks directly
+    (``transport.set_protocol()``, public asyncio API: nothing in between on every read)."""
 
-    __slots__ = ("_busy_response", "_handler", "_limiter", "_linger", "_new_handler", "_transport")
+    __slots__ = ("_busy_response", "_limiter", "_linger", "_new_handler")
 
     def __init__(
         self,
-        new_handler: Callable[[], web.RequestHandler],
+        new_handler: Callable[[], JsonErrorHandler],
         limiter: ConnectionLimiter,
         busy_response: bytes = BUSY_RESPONSE,
     ) -> None:
         self._new_handler = new_handler
         self._limiter = limiter
         self._busy_response = busy_response
-        self._handler: web.RequestHandler | None = None
-        self._transport: asyncio.Transport | None = None
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        if not self._limiter.admit(transport):
+        limiter = self._limiter
+        if not limiter.admit(transport):
             self._linger = refuse(transport, self._busy_response)
             return
-        self._handler = handler = self._new_handler()
-        if isinstance(handler, JsonErrorHandler):
-            handler.connection_busy = functools.partial(self._limiter.busy, transport)
+        handler = self._new_handler()
+        handler.connection_busy = functools.partial(limiter.busy, transport)
+        handler.connection_gone = functools.partial(limiter.gone, transport)
+        transport.set_protocol(handler)
         handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        # A refused connection's request is never read: the 503 is its whole answer.
-        if self._handler is not None:
-            self._handler.data_received(data)
+        pass  # only a refused connection's, never read: the 503 is its whole answer
 
     def eof_received(self) -> bool | None:
-        if self._handler is not None:
-            self._handler.eof_received()
-        return None  # as aiohttp's handler does: the transport closes once the client has half-closed
-
-    def pause_writing(self) -> None:
-        # aiohttp's write flow control (a response's drain) lives in its handler: pass these on too.
-        if self._handler is not None:
-            self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.resume_writing()
+        return None  # the transport closes once the client has half-closed
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._handler is None:  # refused: nothing was counted
-            if self._linger is not None:
-                self._linger.cancel()
-            return
-        assert self._transport is not None
-        self._limiter.gone(self._transport)
-        self._handler.connection_lost(exc)
+        # Only a refused connection's (an admitted one's goes to its handler): nothing was counted.
+        if self._linger is not None:
+            self._linger.cancel()
 
 
 def request_started(request: web.BaseRequest) -> str | None:
@@ -253,7 +248,7 @@ def connection_factory(
         "access_log_class": _response_written(limiter),
     }
 
-    def handler() -> web.RequestHandler:
+    def handler() -> JsonErrorHandler:
         return JsonErrorHandler(manager, on_malformed=on_malformed, error_text=error_text, **options)
 
     def connection() -> LimitedConnection:
