@@ -11,8 +11,10 @@
 The load generator runs on CPU 1 so it never takes the servers' CPU: ``wrk`` (Debian's package) with one
 thread and 32 keep-alive connections, percentiles from a Lua ``done()`` hook; without ``wrk``, a lean
 asyncio HTTP/1.1 loader in ``client`` (raw protocols, same 32 connections, one request in flight on each).
-Each server gets a short warm-up, then ``REPEATS`` interleaved runs (every server, then again); the table
-shows medians and the ratio to the bare handler of the same run.
+Each server gets a short warm-up, then ``REPEATS`` interleaved runs (every server, then again). The table
+shows medians over the runs, and each ratio as the median (min-max) of the ratios to the bare handler's run
+of the same round: requests/s, and the server's CPU time per request (read from ``/proc`` around each run),
+which moves less when something else on the machine takes the servers' CPU for a while.
 
 **Long-poll watchers.** The agent's endpoint (audit on, ``max_connections`` above 1,000) and a watcher
 process on the other CPU holding 1,000 connections, each a ``?wait=60s`` request with ``If-None-Match`` of
@@ -35,6 +37,7 @@ from bench.endpoint.measure import (
     AUDIT_ON,
     BARE,
     Result,
+    Spread,
     Throughput,
     Watchers,
     WatchRound,
@@ -44,6 +47,7 @@ from bench.endpoint.processes import Load
 from bench.endpoint.report import print_tables
 from bench.endpoint.settings import (
     CONNECTIONS,
+    CPU_RATIO_TARGET,
     P99_TARGET_MS,
     RATIO_TARGET,
     WAKE_TARGET_MS,
@@ -56,6 +60,7 @@ __all__ = [
     "AUDIT_ON",
     "BARE",
     "CONNECTIONS",
+    "CPU_RATIO_TARGET",
     "P99_TARGET_MS",
     "RATIO_TARGET",
     "WAKE_TARGET_MS",
@@ -63,6 +68,7 @@ __all__ = [
     "WATCH_ROUNDS",
     "Load",
     "Result",
+    "Spread",
     "Throughput",
     "WatchRound",
     "Watchers",

@@ -38,18 +38,50 @@ BARE = "bare aiohttp handler (baseline)"
 
 
 @dataclass(frozen=True)
+class Spread:
+    """One figure over the interleaved runs: median, min and max."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+
+@dataclass(frozen=True)
 class Throughput:
     generator: str
     rows: dict[str, Load]
     """Title -> median of the runs."""
+    runs: dict[str, list[Load]]
+    """Title -> every run, in round order (round i of every server ran back to back)."""
+
+    def rps_ratios(self, title: str) -> Spread:
+        """Requests/s of ``title`` over the bare handler's of the same round: what the target is about."""
+        return Spread.of([r.rps / b.rps for r, b in zip(self.runs[title], self.runs[BARE], strict=True)])
+
+    def cpu_ratios(self, title: str) -> Spread:
+        """CPU per request of ``title`` over the bare handler's of the same round: the same question, less
+        moved by whatever else takes the machine's CPUs for a while."""
+        return Spread.of(
+            [r.cpu_us / b.cpu_us for r, b in zip(self.runs[title], self.runs[BARE], strict=True)]
+        )
+
+    def p99s(self, title: str) -> Spread:
+        return Spread.of([r.p99_ms for r in self.runs[title]])
 
     def ratio(self, title: str) -> float:
-        """Requests/s of ``title`` over the bare handler's: what the target is about."""
-        return self.rows[title].rps / self.rows[BARE].rps
+        """The median of ``rps_ratios``."""
+        return self.rps_ratios(title).median
 
     def cpu_ratio(self, title: str) -> float:
-        """The bare handler's CPU per request over ``title``'s: the same ratio, robust to other load."""
-        return self.rows[BARE].cpu_us / self.rows[title].cpu_us
+        """The median of ``cpu_ratios`` (above 1: more CPU per request than the bare handler)."""
+        return self.cpu_ratios(title).median
 
 
 def measure_throughput(work: Path) -> Throughput:
@@ -82,7 +114,7 @@ def measure_throughput(work: Path) -> Throughput:
         for title, loads in runs.items()
     }
     generator = "wrk" if shutil.which("wrk") else "bench.endpoint's asyncio loader (wrk not installed)"
-    return Throughput(generator, rows)
+    return Throughput(generator, rows, runs)
 
 
 @dataclass(frozen=True)

@@ -6,24 +6,51 @@ Only formatting of ``measure.Result``.
 
 from __future__ import annotations
 
-from bench.endpoint.measure import Result
+from bench.endpoint.measure import AUDIT_OFF, AUDIT_ON, Result
 from bench.endpoint.processes import pinning_note
-from bench.endpoint.settings import CONNECTIONS, DURATION_SECONDS, REPEATS, VALUE_BYTES, WATCH_WAIT, WATCHERS
+from bench.endpoint.settings import (
+    CONNECTIONS,
+    CPU_RATIO_TARGET,
+    DURATION_SECONDS,
+    P99_TARGET_MS,
+    RATIO_TARGET,
+    REPEATS,
+    VALUE_BYTES,
+    WATCH_WAIT,
+    WATCHERS,
+)
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
 
 
 def print_tables(result: Result) -> None:
     t = result.throughput
     print(
         f"\nLocal endpoint: GET /v1/secrets/{{name}} ({VALUE_BYTES}-byte value), {CONNECTIONS} keep-alive "
-        f"connections, {t.generator}; median of {REPEATS} interleaved {DURATION_SECONDS} s runs; "
-        f"{pinning_note()}"
+        f"connections, {t.generator}; {REPEATS} interleaved {DURATION_SECONDS} s runs per server, medians; "
+        f"ratios to the bare handler's run of the same round, median (min-max); {pinning_note()}"
     )
-    print("| server | requests/s | vs bare | p50 ms | p99 ms | max ms | server CPU µs/request | vs bare |")
+    print(
+        "| server | requests/s | vs bare | p50 ms | p99 ms (min-max) | max ms | server CPU µs/request "
+        "| vs bare |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for title, load in t.rows.items():
+        p99 = t.p99s(title)
         print(
-            f"| {title} | {load.rps:,.0f} | {t.ratio(title):.2f}x | {load.p50_ms:.2f} | {load.p99_ms:.2f} "
-            f"| {load.max_ms:.1f} | {load.cpu_us:.1f} | {t.cpu_ratio(title):.2f}x |"
+            f"| {title} | {load.rps:,.0f} | {t.rps_ratios(title)} | {load.p50_ms:.2f} "
+            f"| {p99.median:.2f} ({p99.low:.2f}-{p99.high:.2f}) | {load.max_ms:.1f} | {load.cpu_us:.1f} "
+            f"| {t.cpu_ratios(title)} |"
+        )
+    for title in (AUDIT_ON, AUDIT_OFF):
+        rps, cpu, latency = t.ratio(title), t.cpu_ratio(title), t.rows[title].p99_ms
+        print(
+            f"{title}: requests/s {rps:.2f}x (target >= {RATIO_TARGET}x: {_verdict(rps >= RATIO_TARGET)}), "
+            f"CPU per request {cpu:.2f}x (target <= {CPU_RATIO_TARGET}x: "
+            f"{_verdict(cpu <= CPU_RATIO_TARGET)}), p99 {latency:.2f} ms (target < {P99_TARGET_MS:g} ms: "
+            f"{_verdict(latency < P99_TARGET_MS)})"
         )
     w = result.watchers
     print(
