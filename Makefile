@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,dev]' -e ./emulator
+	$(BIN)/python -m pip install -qq --constraint constraints.txt -e '.[pubsub,postgres,test,docs,dev]' -e ./emulator
 	touch $(STAMP)
 
 ## run: the emulator seeded from examples/ and the agent in `run` mode against it, writing ./demo-secrets;
