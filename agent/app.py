@@ -13,17 +13,19 @@ are only the standard library, the configuration, the error tree and the collect
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from agent.config import Config, EventsConfig, SecretSpec, split_listen
+from agent.config import TOKEN_FILE_NAME, Config, EventsConfig, SecretSpec, split_listen
 from agent.core import collector
-from agent.errors import AgentError, SinkError
+from agent.errors import AgentError, SinkError, SourceError
 
 if TYPE_CHECKING:
     from agent.core.model import Snapshot
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from agent.render.outputs import Renderer
     from agent.sinks.snapshot import SnapshotSink
     from agent.sources import Source
+    from agent.sources.dotenv import DotenvKeys, DotenvSource
     from agent.supervisor import Listener, Part
     from agent.sync import BootstrapReport, Syncer, SyncSettings
 
@@ -105,12 +108,17 @@ def build_renderer(config: Config, metrics: Metrics | None = None) -> Renderer:
     return renderer
 
 
-def build_sink(config: Config, renderer: Renderer) -> SnapshotSink:
+def build_sink(config: Config, renderer: Renderer, mode: Mode = "init") -> SnapshotSink:
+    """The snapshot writer of ``mode``'s output directory. Outside ``dev`` it warns (or with
+    ``require_tmpfs`` refuses) when the directory is not memory-backed; ``dev`` writes on a laptop's disk
+    by design, so it checks only when ``require_tmpfs`` asks it to."""
     from agent.sinks.snapshot import SnapshotSink
     from agent.sinks.tmpfs import check_memory_backed
 
-    check_memory_backed(config.output_dir, require=config.require_tmpfs)
-    return SnapshotSink(config.output_dir, config.secrets, config.env_file, renderer=renderer)
+    output_dir = config.output_dir_for(mode)
+    if mode != "dev" or config.require_tmpfs:
+        check_memory_backed(output_dir, require=config.require_tmpfs)
+    return SnapshotSink(output_dir, config.secrets, config.env_file, renderer=renderer)
 
 
 def adopt_rendered(sink: SnapshotSink, renderer: Renderer) -> Snapshot:
@@ -208,7 +216,7 @@ def run_init(config: Config) -> int:
     from agent.sinks.lock import OutputDirLock
 
     configure_logging(config.log_level, config.log_format)
-    with OutputDirLock(config.output_dir):  # one agent per output directory: a second one is refused
+    with OutputDirLock(config.output_dir_for("init")):  # one agent per output directory: a second is refused
         return asyncio.run(_init(config))
 
 
@@ -218,9 +226,10 @@ async def _init(config: Config) -> int:
     from agent.sync import Syncer
 
     source = select_source(config, "init")
+    output_dir = config.output_dir_for("init")
     try:
         renderer = build_renderer(config)
-        sink = build_sink(config, renderer)
+        sink = build_sink(config, renderer, "init")
         store = SnapshotStore(config.secrets)
         await store.publish(adopt_rendered(sink, renderer))
         syncer = Syncer(config.secrets, source, sink, store, sync_settings(config), renderer=renderer)
@@ -239,11 +248,11 @@ async def _init(config: Config) -> int:
         )
         return 1
     # The app starts after init and reads these files: that is what it was told.
-    write_notified(config.output_dir, report.snapshot.versions())
+    write_notified(output_dir, report.snapshot.versions())
     log.info(
         "init done: %d secret(s) in %s in %.2fs",
         len(report.snapshot),
-        config.output_dir,
+        output_dir,
         time.monotonic() - started,
     )
     return 0
@@ -259,124 +268,366 @@ def run_agent(config: Config) -> int:
         from agent.sources.pubsub import require_pubsub
 
         require_pubsub()  # refused before the output directory is touched (its lock included)
-    with OutputDirLock(config.output_dir):  # a second agent here would replace the token of this one
+    with OutputDirLock(config.output_dir_for("run")):  # a second agent here would replace this one's token
         return asyncio.run(_serve(config, "run"))
 
 
 def run_dev(config: Config) -> int:
-    """``dev``: the same outputs from a watched .env file."""
+    """``dev``: the same outputs from a watched .env file, into ``./.secrets`` unless ``output_dir`` is set.
+
+    With no secrets configured, every key of the .env file is served (``_serve_every_key``)."""
     from agent.observe.logs import configure_logging
     from agent.sinks.lock import OutputDirLock
 
     configure_logging(config.log_level, config.log_format)
-    with OutputDirLock(config.output_dir):
+    if _serves_every_key(config, "dev") and not config.dotenv.file.is_file():
+        # Said before the output directory is made: a mistyped command leaves nothing behind.
+        raise AgentError(
+            f"dev has nothing to serve: no secrets are configured and there is no .env file at "
+            f"{config.dotenv.file}; create it with KEY=value lines, name another one with --dotenv FILE, "
+            "or configure secrets (-c FILE)"
+        )
+    output_dir = config.output_dir_for("dev")
+    with OutputDirLock(output_dir):
+        suggest_gitignore(output_dir)
         return asyncio.run(_serve(config, "dev"))
 
 
+def suggest_gitignore(output_dir: Path) -> None:
+    """One warning when ``output_dir`` lies in a git work tree that does not ignore it, with the line that
+    fixes it. Asks ``git check-ignore`` (the user's own git, rules and excludes); says nothing when git is
+    missing, slow, or the directory is in no work tree."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        return
+    absolute = Path(os.path.abspath(output_dir))
+    try:
+        # Exit 0: ignored; 1: in a work tree and not ignored; 128: no work tree (or outside it).
+        done = subprocess.run(  # noqa: S603 - git from PATH, the arguments are ours and a path
+            [git, "-C", str(absolute.parent), "check-ignore", "-q", "--", f"{absolute}/"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return
+    if done.returncode != 1:
+        return
+    ignore_file = output_dir.parent / ".gitignore" if output_dir.parent != Path(".") else Path(".gitignore")
+    log.warning(
+        "hint: the secrets go to %s, inside a git work tree that does not ignore it; "
+        "keep them out of commits: echo '%s/' >> %s",
+        output_dir,
+        output_dir.name,
+        ignore_file,
+    )
+
+
+@dataclass
+class _Session:
+    """What outlives one round of ``_serve_round``. ``dev`` serving every key of its .env file starts a new
+    round when the set of keys changes; the endpoint keeps its token and its address across rounds."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by SIGTERM/SIGINT: the agent stops."""
+    syncer: Syncer | None = None
+    """The current round's sync loop: SIGHUP refreshes it."""
+    token: str | None = None
+    """The endpoint's token once the first round prepared it: later rounds serve the same one (and leave
+    the file that holds it alone), so an app that read it keeps working."""
+    ports: dict[str, int] = field(default_factory=dict)
+    """Listener name -> the port it bound in the first round; later rounds bind it again (port 0 too)."""
+
+    def refresh_now(self) -> None:
+        if self.syncer is not None:
+            self.syncer.refresh_now()
+
+
 async def _serve(config: Config, mode: Mode) -> int:
+    from agent.supervisor import signal_handlers
+
+    source = select_source(config, mode)
+    session = _Session()
+    try:
+        with signal_handlers(session.stop, on_hup=session.refresh_now):
+            if _serves_every_key(config, mode) and source.name == "dotenv":
+                from agent.sources.dotenv import DotenvSource
+
+                assert isinstance(source, DotenvSource)
+                await _serve_every_key(config, source, session)
+            else:
+                await _serve_round(config, mode, source, session)
+    finally:
+        await source.close()
+    log.info("%s: stopped", mode)
+    return 0
+
+
+def _serves_every_key(config: Config, mode: Mode) -> bool:
+    """``dev`` on a .env file with no secrets configured: every key of the file is served."""
+    return mode == "dev" and not config.secrets and config.source_for("dev") == "dotenv"
+
+
+async def _serve_round(
+    config: Config,
+    mode: Mode,
+    source: Source,
+    session: _Session,
+    *,
+    feed: _RoundFeed | None = None,
+) -> None:
+    """Build the pipeline of ``config`` and run it until ``session.stop`` is set or, in a round of
+    ``_serve_every_key``, until ``feed`` ends the round (the .env file's keys changed)."""
     from agent.core.retry import Backoff
     from agent.core.store import SnapshotStore
     from agent.notify.coordinator import ReloadCoordinator
     from agent.notify.notified import read_notified, write_notified
     from agent.observe.metrics import Liveness, Metrics
     from agent.sources import ChangeFeed
-    from agent.supervisor import signal_handlers, supervise
+    from agent.supervisor import supervise
     from agent.sync import Syncer
 
-    source = select_source(config, mode)
-    try:
-        store = SnapshotStore(config.secrets)
-        metrics = Metrics(store=store, max_staleness=config.max_staleness)
-        renderer = build_renderer(config, metrics)
-        sink = build_sink(config, renderer)
-        adopted = adopt_rendered(sink, renderer)
-        _remember_values(adopted)  # last-known-good values are served (and could be logged) before any fetch
-        await store.publish(adopted)
-        liveness = Liveness()
-        notifiers = build_notifiers(config)
-        coordinator = ReloadCoordinator(
-            notifiers,
-            debounce=config.notify.debounce,
-            backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
-            max_attempts=config.notify.max_attempts,
-            on_result=metrics.reload,
-            on_delivered=lambda versions: write_notified(config.output_dir, versions),
-        )
+    output_dir = config.output_dir_for(mode)
+    store = SnapshotStore(config.secrets)
+    metrics = Metrics(store=store, max_staleness=config.max_staleness)
+    renderer = build_renderer(config, metrics)
+    sink = build_sink(config, renderer, mode)
+    adopted = adopt_rendered(sink, renderer)
+    _remember_values(adopted)  # last-known-good values are served (and could be logged) before any fetch
+    await store.publish(adopted)
+    liveness = Liveness()
+    notifiers = build_notifiers(config)
+    coordinator = ReloadCoordinator(
+        notifiers,
+        debounce=config.notify.debounce,
+        backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+        max_attempts=config.notify.max_attempts,
+        on_result=metrics.reload,
+        on_delivered=lambda versions: write_notified(output_dir, versions),
+    )
 
-        def changed(snapshot: Snapshot) -> None:
-            _remember_values(snapshot)
+    def changed(snapshot: Snapshot) -> None:
+        _remember_values(snapshot)
+        coordinator.request(snapshot.versions())
+
+    watched: ChangeFeed | None = (
+        feed if feed is not None else source if isinstance(source, ChangeFeed) else None
+    )
+    events = _events_config(config, source, mode)
+    syncer = Syncer(
+        config.secrets,
+        source,
+        sink,
+        store,
+        sync_settings(config, polling=watched is None),
+        on_change=[changed],
+        metrics=metrics,
+        heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
+        renderer=renderer,
+    )
+    session.syncer = syncer
+
+    bootstrapped = asyncio.Event()
+
+    def _tell_what_was_missed(snapshot: Snapshot) -> None:
+        # A previous agent may have swapped the files and died before it signalled the app.
+        told = read_notified(output_dir)
+        if notifiers and told is not None and told != snapshot.versions():
+            log.info("the app was not told about the secrets on disk (an agent stopped first): telling")
             coordinator.request(snapshot.versions())
 
-        feed = source if isinstance(source, ChangeFeed) else None
-        events = _events_config(config, source, mode)
-        syncer = Syncer(
-            config.secrets,
-            source,
-            sink,
-            store,
-            sync_settings(config, polling=feed is None),
-            on_change=[changed],
-            metrics=metrics,
-            heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
-            renderer=renderer,
-        )
-
-        bootstrapped = asyncio.Event()
-
-        def _tell_what_was_missed(snapshot: Snapshot) -> None:
-            # A previous agent may have swapped the files and died before it signalled the app.
-            told = read_notified(config.output_dir)
-            if notifiers and told is not None and told != snapshot.versions():
-                log.info("the app was not told about the secrets on disk (an agent stopped first): telling")
-                coordinator.request(snapshot.versions())
-
-        async def keep_fresh() -> None:
-            try:
-                report = await syncer.bootstrap(
-                    deadline=time.monotonic() + config.timeout, notify=len(adopted) > 0
-                )
-            except SinkError as error:
-                # Unlike init, the sidecar stays: the poll loop fetches and writes again with backoff.
-                log.error("writing the first snapshot failed, will retry: %s", error)
-                bootstrapped.set()
-                await syncer.poll()
-                return
+    async def keep_fresh() -> None:
+        try:
+            report = await syncer.bootstrap(
+                deadline=time.monotonic() + config.timeout, notify=len(adopted) > 0
+            )
+        except SinkError as error:
+            # Unlike init, the sidecar stays: the poll loop fetches and writes again with backoff.
+            log.error("writing the first snapshot failed, will retry: %s", error)
             bootstrapped.set()
-            _remember_values(report.snapshot)
-            _tell_what_was_missed(report.snapshot)
-            report_failures(report, config.secrets)
+            await syncer.poll()
+            return
+        bootstrapped.set()
+        _remember_values(report.snapshot)
+        _tell_what_was_missed(report.snapshot)
+        report_failures(report, config.secrets)
+        if mode == "dev":
+            log.info("%s", _dev_banner(config, source, len(report.snapshot), output_dir, session))
+        else:
             log.info(
                 "%s: serving %d of %d secret(s) from %s",
                 mode,
                 len(report.snapshot),
                 len(config.secrets),
-                config.output_dir,
+                output_dir,
             )
-            await syncer.poll()
+        await syncer.poll()
 
-        parts: dict[str, Part] = {"sync": keep_fresh()}
-        if notifiers:
-            parts["reload"] = coordinator.run()
-        if feed is not None:
-            parts["watch"] = syncer.follow(feed)
-        if events is not None:
-            parts["events"] = _follow_events(config, events, source, store, syncer, metrics, bootstrapped)
-        # The listeners bind first; the parts above (which write the files) and the token's write wait for
-        # them, so an agent whose ports are taken stops before it changed anything on disk.
-        listeners: dict[str, Listener] = {}
-        share_token: Callable[[], None] | None = None
-        if config.server.enabled:
-            listeners["endpoint"], share_token = _endpoint(config, store, syncer, metrics)
-        if config.probes.enabled:
-            listeners["probes"] = _probes(config, store, metrics, liveness)
-        stop = asyncio.Event()
-        collector.startup_done(long_running=True)
-        with signal_handlers(stop, on_hup=syncer.refresh_now):
-            await supervise(parts, stop, config.shutdown_grace, listeners=listeners, listening=share_token)
+    parts: dict[str, Part] = {"sync": keep_fresh()}
+    if notifiers:
+        parts["reload"] = coordinator.run()
+    if watched is not None:
+        parts["watch"] = syncer.follow(watched)
+    if events is not None:
+        parts["events"] = _follow_events(config, events, source, store, syncer, metrics, bootstrapped)
+    # The listeners bind first; the parts above (which write the files) and the token's write wait for
+    # them, so an agent whose ports are taken stops before it changed anything on disk.
+    listeners: dict[str, Listener] = {}
+    share_token: Callable[[], None] | None = None
+    if config.server.enabled:
+        listeners["endpoint"], share_token = _endpoint(config, store, syncer, metrics, output_dir, session)
+    if config.probes.enabled:
+        listeners["probes"] = _probes(config, store, metrics, liveness, session)
+    collector.startup_done(long_running=True)
+    ending = session.stop if feed is None else feed.ended
+    relay = None if feed is None else asyncio.create_task(_relay(session.stop, feed.ended), name="stop")
+    try:
+        await supervise(parts, ending, config.shutdown_grace, listeners=listeners, listening=share_token)
     finally:
-        await source.close()
-    log.info("%s: stopped", mode)
-    return 0
+        if relay is not None:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+
+
+async def _relay(stop: asyncio.Event, ending: asyncio.Event) -> None:
+    """Set ``ending`` (the end of a round) when ``stop`` (the end of the agent) is set."""
+    await stop.wait()
+    ending.set()
+
+
+def _dev_banner(config: Config, source: Source, served: int, output_dir: Path, session: _Session) -> str:
+    """The line ``dev`` greets its user with: what it serves from where, and how to reach it."""
+    total = len(config.secrets)
+    origin = str(config.dotenv.file) if source.name == "dotenv" else "Secret Manager"
+    line = f"dev: serving {served} of {total} secret{'' if total == 1 else 's'} from {origin} in {output_dir}"
+    port = session.ports.get("endpoint")
+    if not config.server.enabled or port is None:
+        return line + "; no endpoint (server.enabled is false)"
+    host, _ = split_listen(config.server.listen)
+    if config.server.token is not None:
+        token = "token: server.token"  # noqa: S105 - where the token is, not the token
+    elif config.server.token_file is not None:
+        token = f"token in {config.server.token_file}"
+    else:
+        token = f"token in {output_dir / TOKEN_FILE_NAME}"
+    return f"{line}; endpoint http://{f'[{host}]' if ':' in host else host}:{port} ({token})"
+
+
+async def _serve_every_key(config: Config, source: DotenvSource, session: _Session) -> None:
+    """``dev`` with no secrets configured: each key of the .env file is a secret of that name (its file and
+    its env entry are the key as written; ``secrets_for_keys``).
+
+    A pipeline serves a fixed set of secrets, so an edit that adds or removes a key ends the round and a
+    new one starts with the new set: the new snapshot is written whole (a removed key's file goes, since
+    here the file is the configuration, not a backend that might be failing), the app is told, and the
+    endpoint binds the same address again with the same token. A file that has no key left (an editor
+    halfway through a save, most likely) changes nothing until keys come back. Edits of values alone flow
+    as with any watched .env file. One watcher follows the file for the whole run, so an edit made while a
+    round starts is not missed.
+    """
+    from agent.sources.dotenv import secrets_for_keys
+
+    try:
+        keys = source.keys()
+    except SourceError as error:
+        hint = f" ({error.hint})" if error.hint else ""
+        raise AgentError(f"dev has nothing to serve: {error.message}{hint}") from None
+    watch = _KeyWatch(source)
+    watcher = asyncio.create_task(watch.run(), name="watch")
+    skipped = 0
+    try:
+        while not session.stop.is_set():
+            if keys.skipped != skipped:
+                skipped = keys.skipped
+                if skipped:
+                    log.warning(
+                        "dev: %d entr%s of %s not served: only KEY=value lines are, KEY being letters, "
+                        "digits and '_' (not starting with a digit)",
+                        skipped,
+                        "y" if skipped == 1 else "ies",
+                        source.path,
+                    )
+            if not keys.served:
+                log.warning("dev: %s has no KEY=value line: nothing to serve until one is added", source.path)
+            feed = watch.feed(frozenset(keys.served))
+            await _serve_round(
+                dataclasses.replace(config, secrets=secrets_for_keys(keys.served)),
+                "dev",
+                source,
+                session,
+                feed=feed,
+            )
+            if session.stop.is_set() or feed.next_keys is None:
+                return
+            before, keys = set(keys.served), feed.next_keys
+            changes = [
+                f"{label} {', '.join(sorted(names))}"
+                for label, names in (
+                    ("added", set(keys.served) - before),
+                    ("removed", before - set(keys.served)),
+                )
+                if names
+            ]
+            log.info("dev: the keys of %s changed (%s)", source.path, "; ".join(changes))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+class _KeyWatch:
+    """Follows the .env file for the whole of ``_serve_every_key``, across rounds; each round reads its
+    edits through a ``_RoundFeed``."""
+
+    def __init__(self, source: DotenvSource) -> None:
+        self.source = source
+        self.edited = asyncio.Event()
+        """Set by every burst of edits; cleared by the round's feed that handles it."""
+        self.error: Exception | None = None
+        """Why watching stopped (the directory went away, say): the round's feed raises it, so the watch
+        part fails as a watched .env file's does."""
+
+    async def run(self) -> None:
+        try:
+            async for _ in self.source.changes():
+                self.edited.set()
+        except Exception as error:  # handed to the round, which reports it (see ``error``)
+            self.error = error
+            self.edited.set()
+
+    def feed(self, served: frozenset[str]) -> _RoundFeed:
+        return _RoundFeed(self, served)
+
+
+class _RoundFeed:
+    """The ``ChangeFeed`` of one round: every edit means "check every secret", except an edit that changes
+    the set of keys, which ends the round (``ended``, with ``next_keys``)."""
+
+    def __init__(self, watch: _KeyWatch, served: frozenset[str]) -> None:
+        self.watch = watch
+        self.served = served
+        self.ended = asyncio.Event()
+        self.next_keys: DotenvKeys | None = None
+
+    async def changes(self) -> AsyncIterator[frozenset[str] | None]:
+        while True:
+            await self.watch.edited.wait()
+            self.watch.edited.clear()
+            if self.watch.error is not None:
+                raise self.watch.error
+            try:
+                keys = self.watch.source.keys()
+            except SourceError:
+                keys = None  # unreadable for now: the check below reports it and keeps what is served
+            if keys is not None and keys.served and frozenset(keys.served) != self.served:
+                self.next_keys = keys
+                self.ended.set()
+                await asyncio.get_running_loop().create_future()  # cancelled as the round ends
+            yield None
 
 
 def _events_config(config: Config, source: Source, mode: Mode) -> EventsConfig | None:
@@ -443,19 +694,26 @@ def poll_round_budget(config: Config) -> float:
 
 
 def _endpoint(
-    config: Config, store: SnapshotStore, syncer: Syncer, metrics: Metrics
-) -> tuple[Listener, Callable[[], None]]:
+    config: Config,
+    store: SnapshotStore,
+    syncer: Syncer,
+    metrics: Metrics,
+    output_dir: Path,
+    session: _Session,
+) -> tuple[Listener, Callable[[], None] | None]:
     """The local fetch endpoint with its token, and the step that writes a generated token for the app
-    (to take once the listeners are bound)."""
+    (to take once the listeners are bound; None in a later round of ``dev``, whose token is written)."""
     from agent.endpoint.application import build_endpoint_app
     from agent.endpoint.serve import serve_endpoint
     from agent.endpoint.token import prepare_token
 
     host, port = split_listen(config.server.listen)  # serve_endpoint warns about non-loopback addresses
-    token, share_token = prepare_token(config.server, config.output_dir)
+    share_token: Callable[[], None] | None = None
+    if session.token is None:
+        session.token, share_token = prepare_token(config.server, output_dir)
     app = build_endpoint_app(
         store=store,
-        token=token,
+        token=session.token,
         refresh=syncer.request_refresh,  # 429 when too soon: the endpoint never reaches Google at will
         audit=config.server.audit,
         max_wait=config.server.max_wait,
@@ -465,12 +723,30 @@ def _endpoint(
     )
 
     def listener(started: Callable[[int], None]) -> Part:
-        return serve_endpoint(app, host, port, max_connections=config.server.max_connections, started=started)
+        return serve_endpoint(
+            app,
+            host,
+            session.ports.get("endpoint", port),
+            max_connections=config.server.max_connections,
+            started=_remember_port(session, "endpoint", started),
+        )
 
     return listener, share_token
 
 
-def _probes(config: Config, store: SnapshotStore, metrics: Metrics, liveness: Liveness) -> Listener:
+def _remember_port(session: _Session, name: str, started: Callable[[int], None]) -> Callable[[int], None]:
+    """``started``, noting the port the listener bound for the rounds after this one."""
+
+    def bound(port: int) -> None:
+        session.ports[name] = port
+        started(port)
+
+    return bound
+
+
+def _probes(
+    config: Config, store: SnapshotStore, metrics: Metrics, liveness: Liveness, session: _Session
+) -> Listener:
     """The probes listener (``/healthz``, ``/readyz``, ``/metrics``)."""
     from agent.observe.probes import build_probes_app, serve_probes
 
@@ -485,8 +761,8 @@ def _probes(config: Config, store: SnapshotStore, metrics: Metrics, liveness: Li
         return serve_probes(
             probes,
             host,
-            port,
-            started=started,
+            session.ports.get("probes", port),
+            started=_remember_port(session, "probes", started),
             max_connections=config.probes.max_connections,
             allowed_hosts=config.probes.allowed_hosts,
         )

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from agent.config.childenv import WITHHELD_ENV, child_environment
 from agent.config.loader import SECRET_FLAG, is_service_link, load_config, unknown_key
+from agent.config.refs import SecretRef
 from agent.config.schema import (
     CONFIG_FILE_ENV,
     CONFIG_YAML_ENV,
     CREDENTIAL_ENV,
+    DEFAULT_OUTPUT_DIR,
+    DEV_OUTPUT_DIR,
     ENV_PREFIX,
+    LOG_FORMATS,
     LOG_LEVELS,
     NOTIFIED_FILE_NAME,
     OUTPUT_FORMATS,
@@ -85,7 +89,10 @@ __all__ = [
     "CONFIG_FILE_ENV",
     "CONFIG_YAML_ENV",
     "CREDENTIAL_ENV",
+    "DEFAULT_OUTPUT_DIR",
+    "DEV_OUTPUT_DIR",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "NOTIFIED_FILE_NAME",
     "OUTPUT_FORMATS",
@@ -110,6 +117,7 @@ __all__ = [
     "PayloadDecode",
     "PayloadFormat",
     "ProbesConfig",
+    "SecretRef",
     "SecretSpec",
     "Section",
     "ServerConfig",

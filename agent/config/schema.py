@@ -91,13 +91,21 @@ cannot be combined with a file."""
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
-LogFormat = Literal["json", "text"]
+LogFormat = Literal["auto", "json", "text"]
+"""``auto``: ``text`` when standard error is a terminal, ``json`` otherwise (decided when logging starts)."""
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
 SourceChoice = Literal["auto", "gcp", "dotenv"]
 """``auto``: ``gcp`` for init/run/exec, ``dotenv`` for dev (see ``Config.source_for``)."""
 SourceName = Literal["gcp", "dotenv"]
 Environment = Literal["production", "development"]
 Strategy = Literal["access", "metadata"]
 Command = Literal["init", "run", "exec", "dev"]
+
+DEFAULT_OUTPUT_DIR = Path("/secrets")
+"""Where ``init`` and ``run`` write when ``output_dir`` is not set: the volume a pod mounts."""
+DEV_OUTPUT_DIR = Path(".secrets")
+"""Where ``dev`` writes when ``output_dir`` is not set: ``.secrets`` in the working directory, next to the
+``.env`` it serves (never ``/secrets`` on a laptop)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,8 +470,9 @@ class DotenvConfig:
     """The ``dotenv`` source: values from a ``.env`` file, watched for edits (YAML section ``dotenv``)."""
 
     file: Path = field(default=Path(".env"), metadata=setting(_path, dump=str))
-    """The ``.env`` file (``dev``, or the fallback in development). Env ``SECRETS_AGENT_DOTENV_FILE``, flag
-    ``--dotenv`` (dev). Default ``.env`` in the working directory."""
+    """The ``.env`` file (``dev``, or the fallback in development). With no ``secrets`` configured, ``dev``
+    serves every key in it. Env ``SECRETS_AGENT_DOTENV_FILE``, flag ``--dotenv`` (dev). Default ``.env`` in
+    the working directory."""
     debounce: float = field(default=0.1, metadata=setting(parse_delay, dump=_seconds))
     """Edits within this many seconds (a duration, 0 allowed) are taken as one change. Default 0.1."""
 
@@ -559,8 +568,9 @@ class Config:
     flag, variable or file sets it, ``GOOGLE_CLOUD_PROJECT``. Default: none (short references are errors)."""
     log_level: LogLevel = field(default="info", metadata=setting(_log_level))
     """``debug``, ``info``, ``warning`` or ``error``. Default ``info``."""
-    output_dir: Path = field(default=Path("/secrets"), metadata=setting(_path, dump=str))
-    """Directory (ideally tmpfs) the secret files are written into. Default ``/secrets``."""
+    output_dir: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """Directory (ideally tmpfs) the secret files are written into. Default: ``/secrets`` for ``init`` and
+    ``run``; ``.secrets`` in the working directory for ``dev`` (see ``output_dir_for``)."""
     env_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
     """Where to also write all secrets as a dotenv/POSIX-shell env file. A relative path (or one under
     ``output_dir``) lives inside ``output_dir`` and is swapped with the files; any other path is written
@@ -587,9 +597,12 @@ class Config:
     ``env``. Flag ``--fallback-dotenv``. Default: none (no fallback)."""
     require_tmpfs: bool = field(default=False, metadata=setting(_boolean))
     """Refuse to write when ``output_dir`` is not on tmpfs/ramfs (per ``/proc/mounts``) instead of only
-    warning. Default false."""
-    log_format: LogFormat = field(default="json", metadata=setting(_choice("json", "text")))
-    """``json`` (default): one JSON object per line for Cloud Logging; ``text``: compact, for terminals."""
+    warning (``init``, ``run``; ``dev``, on a laptop's disk by design, neither warns nor checks unless this
+    is set). Default false."""
+    log_format: LogFormat = field(default="auto", metadata=setting(_choice(*LOG_FORMATS)))
+    """``json``: one JSON object per line for Cloud Logging; ``text``: compact lines for people; ``auto``
+    (default): ``text`` when standard error is a terminal, ``json`` otherwise (a pod, a pipe, a file).
+    Secret values are redacted in both."""
     timeout: float = field(default=60.0, metadata=setting(parse_duration, dump=_seconds))
     """Overall deadline of the bootstrap (``init``, the first fetch of ``run``/``exec``), in seconds (a
     duration). Default 60."""
@@ -616,7 +629,10 @@ class Config:
     """Secret Manager's Pub/Sub events (``run``)."""
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
     """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
-    Default: none."""
+    Default: none; ``dev`` reading a ``.env`` file then serves every ``KEY=value`` line of it as a secret
+    named ``KEY`` (file ``KEY``, env entry ``KEY``) and follows the file: a key added is served, a key
+    removed leaves the outputs (there the file is the configuration; configured secrets keep their
+    last-known-good value instead)."""
     templates: tuple[TemplateSpec, ...] = field(default=(), metadata=items(TemplateSpec))
     """Outputs composed from several secrets (Jinja2 templates in a sandbox, or output formats), written in
     the same atomic swap as the secrets' files. Default: none."""
@@ -627,6 +643,13 @@ class Config:
         if self.source != "auto":
             return self.source
         return "dotenv" if command == "dev" else "gcp"
+
+    def output_dir_for(self, command: Command) -> Path:
+        """The directory ``command`` writes to: ``output_dir``, or when it is not set ``.secrets`` (relative
+        to the working directory) for ``dev`` and ``/secrets`` for the others."""
+        if self.output_dir is not None:
+            return self.output_dir
+        return DEV_OUTPUT_DIR if command == "dev" else DEFAULT_OUTPUT_DIR
 
     @property
     def fallback_file(self) -> Path | None:

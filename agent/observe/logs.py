@@ -1,7 +1,8 @@
 """Structured logging: JSON lines for Cloud Logging or compact text, and a redaction safety net.
 
 ``configure_logging(level, fmt)`` sets up the root logger once per call (calling it again replaces the
-previous setup, never stacks handlers).
+previous setup, never stacks handlers). ``fmt`` is ``json``, ``text`` or ``auto``: text when the stream is
+a terminal (a person is reading), JSON otherwise (a pod's log collector, a pipe, a file).
 
 * ``json`` writes one object per line: ``severity``, ``message``, ``time`` (RFC 3339, UTC, milliseconds),
   ``logger``, the caller's structured fields, and ``stack_trace`` when an exception is logged. Cloud Logging
@@ -296,22 +297,44 @@ class _AgentHandler(logging.StreamHandler[TextIO]):
         return redact(super().format(record))
 
 
-def configure_logging(level: str, fmt: Literal["json", "text"], stream: TextIO | None = None) -> None:
+LogFormat = Literal["auto", "json", "text"]
+"""The ``log_format`` setting: ``auto`` is decided per stream by ``resolve_format``."""
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (False for anything that cannot tell, or is closed)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def resolve_format(fmt: str, stream: TextIO) -> Literal["json", "text"]:
+    """``fmt`` with ``auto`` decided for ``stream``: ``text`` on a terminal, ``json`` otherwise."""
+    if fmt == "auto":
+        return "text" if is_terminal(stream) else "json"
+    if fmt not in ("json", "text"):
+        raise ValueError(f"unknown log format {fmt!r}; expected auto, json or text")
+    return "json" if fmt == "json" else "text"
+
+
+def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) -> None:
     """Log to ``stream`` (default: the current ``sys.stderr``) at ``level`` in ``fmt``, with redaction.
+    ``auto`` is text when the stream is a terminal, JSON otherwise.
 
     Idempotent: replaces the handler a previous call installed, leaves other handlers alone.
     """
     numeric = _LEVELS.get(level.lower())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(_LEVELS)}")
-    if fmt not in ("json", "text"):
-        raise ValueError(f"unknown log format {fmt!r}; expected json or text")
+    target = sys.stderr if stream is None else stream
+    chosen = resolve_format(fmt, target)
     _install_record_factory()
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _AgentHandler)]:
         root.removeHandler(old)
-    handler = _AgentHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler = _AgentHandler(target)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(numeric)

@@ -7,6 +7,11 @@ own environment and would mangle secrets that contain ``$``.
 Which key a secret reads: ``spec.env`` (the env variable name, by default the local name in UPPER_SNAKE
 case); if the file has no such key, ``spec.name`` verbatim. The reference (``spec.ref``) is not used.
 
+With no secrets configured, ``dev`` serves every key of the file: ``DotenvSource.keys()`` lists them and
+``secrets_for_keys()`` makes each one a secret of the same name (file name and env entry: the key as
+written). Only ``KEY=value`` lines whose key is an environment variable name are served; the others are
+counted, never named (a line without ``=`` may well be a value pasted on a line of its own).
+
 The version of a value is a content tag, ``dotenv-`` + 16 hex digits of an HMAC-SHA256 of the value under a
 random key drawn once per process: an unchanged value keeps its version, so re-reading an edited file
 rewrites only what really changed. Not a plain checksum: versions go into logs, metrics and notifications,
@@ -21,15 +26,16 @@ import hmac
 import io
 import logging
 import os
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
 from dotenv import dotenv_values
 
-from agent.config import SecretSpec
+from agent.config import SecretRef, SecretSpec
 from agent.core.model import Fetched, crc32c
 from agent.errors import PermanentSourceError
 
@@ -49,6 +55,30 @@ _VERSION_KEY = secrets.token_bytes(32)
 """The key of this process's content tags: never written anywhere, so a tag says nothing about a value."""
 VERSION_DIGITS = 16
 """Hex digits of the HMAC in a tag: 64 bits, no collision among the values one developer edits."""
+
+
+KEYS_PROJECT = "dotenv-keys"
+"""The project of the references ``secrets_for_keys`` gives (never asked for: the dotenv source reads the
+key). A reference is what the snapshot's manifest records, so a key served again after a restart is taken
+back (adopted) only by a secret made the same way."""
+_SERVABLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A key served as a secret of its own: an environment variable name, hence also a valid local name, file
+name and secret id (no ``.``, no ``/``, nothing the agent reserves)."""
+
+
+@dataclass(frozen=True)
+class DotenvKeys:
+    """The keys of a ``.env`` file that can be served as secrets of their own."""
+
+    served: tuple[str, ...]
+    """Keys with a value whose name is an environment variable name, in the file's order."""
+    skipped: int
+    """Entries left out: lines without ``=`` and keys that are not environment variable names."""
+
+
+def secrets_for_keys(keys: Iterable[str]) -> tuple[SecretSpec, ...]:
+    """One secret per key: named after it, written to a file of that name, ``KEY=`` in the env file."""
+    return tuple(SecretSpec(name=key, ref=SecretRef(KEYS_PROJECT, key), env=key, file=key) for key in keys)
 
 
 def content_version(data: bytes) -> str:
@@ -113,6 +143,15 @@ class DotenvSource:
             self._stale = True
             log.debug("%s changed", self.path)
             yield None
+
+    def keys(self) -> DotenvKeys:
+        """The keys the file holds now (see ``DotenvKeys``); raises PermanentSourceError like ``fetch``
+        when the file cannot be read."""
+        values = self._current().values
+        served = tuple(
+            key for key, value in values.items() if value is not None and _SERVABLE_KEY.fullmatch(key)
+        )
+        return DotenvKeys(served, len(values) - len(served))
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from agent.observe.logs import (
     redact,
     register_secret_values,
     register_served_values,
+    resolve_format,
     unregister_secret_values,
 )
 
@@ -186,6 +187,50 @@ def test_text_shows_the_traceback_after_the_line() -> None:
     assert first.endswith("ERROR   agent.test: lookup failed")
     assert rest[0] == "Traceback (most recent call last):"
     assert rest[-1] == "KeyError: 'missing'"
+
+
+# --- auto: text for a person, JSON for a collector ---------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as ``sys.stderr`` does in an interactive shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Closed(io.StringIO):
+    def isatty(self) -> bool:
+        raise ValueError("I/O operation on closed file")
+
+
+@pytest.mark.parametrize(
+    ("stream", "fmt", "chosen"),
+    [
+        (Terminal(), "auto", "text"),
+        (io.StringIO(), "auto", "json"),
+        (Closed(), "auto", "json"),
+        (Terminal(), "json", "json"),
+        (io.StringIO(), "text", "text"),
+    ],
+)
+def test_auto_is_text_on_a_terminal_and_json_elsewhere(stream: io.StringIO, fmt: str, chosen: str) -> None:
+    assert resolve_format(fmt, stream) == chosen
+
+
+def test_auto_on_a_terminal_writes_text_lines_still_redacted() -> None:
+    stream = Terminal()
+    configure_logging("info", "auto", stream)
+    register_secret_values([CANARY.encode()])
+    log.info("served %s", CANARY)
+    line = stream.getvalue()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO    agent\.test: served \[REDACTED\]\n", line), line
+
+
+def test_auto_on_a_pipe_writes_json_lines() -> None:
+    stream = configured("auto")
+    log.info("hello")
+    assert json_lines(stream)[0]["message"] == "hello"
 
 
 # --- redaction ----------------------------------------------------------------------------------------------
