@@ -1,0 +1,1 @@
+"""Tests of the manual: the generated reference pages are current, the site builds strictly."""
