@@ -1,6 +1,9 @@
-"""Small pieces both managers share: value conversion and the choice of SecretsError subclass."""
+"""Small pieces both managers share: value conversion, the choice of SecretsError subclass, arguments."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from agent.secrets.interface import ConcurrentModification, SecretNotFound, SecretsError, VersionNotEnabled
 
@@ -50,3 +53,11 @@ def secrets_error(
     elif reading_value and code == "FAILED_PRECONDITION":
         kind = VersionNotEnabled
     return kind(message, code=code, secret_id=secret_id)
+
+
+def rotation_config_argument(rotation_config: object | None) -> object | None:
+    """A manager's ``rotation_config`` as it is kept: a file path made absolute against the current
+    directory now (as the ``.env`` path is), anything else unchanged; the rotation tooling interprets it."""
+    if isinstance(rotation_config, str | os.PathLike):
+        return Path(rotation_config).absolute()
+    return rotation_config

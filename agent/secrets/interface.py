@@ -69,6 +69,10 @@ class SecretInfo:
 class SecretsBackend(Protocol):
     """What ``SecretManager`` and ``LocalSecretManager`` both offer. All methods are coroutines.
 
+    Each method's arguments, result and errors are documented on ``SecretManager``; ``LocalSecretManager``
+    behaves the same over a ``.env`` file. Code written against this protocol (the rotation tooling is)
+    runs unchanged on either.
+
     Every read and every change is written to the ``agent.audit`` logger as one event with the fields
     ``secret``, ``version``, ``operation``, ``result`` and ``caller`` -- never the value.
     """

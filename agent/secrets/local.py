@@ -1,5 +1,10 @@
 """``LocalSecretManager``: the secrets API over a ``.env`` file, for development and tests.
 
+::
+
+    local = LocalSecretManager()                  # ./.env (or $SECRETS_AGENT_DOTENV_FILE)
+    value = await local.get_secret("API_KEY")
+
 The ``.env`` file holds each secret's current value (its newest ENABLED version) under the secret id, so
 the app, ``secrets-agent dev`` and python-dotenv all read it as usual. Everything Secret Manager keeps
 beside the value lives in a sidecar next to it, ``<file>.versions.json`` (mode 0600): every version with
@@ -42,7 +47,8 @@ from typing import TypeVar
 from agent.core.atomicfile import read_regular_file, read_regular_file_status, write_atomically
 from agent.secrets import envedit
 from agent.secrets.audit import Operation, audited, default_caller
-from agent.secrets.common import as_bytes, as_text, secrets_error
+from agent.secrets.common import as_bytes, as_text, rotation_config_argument, secrets_error
+from agent.secrets.environment import dotenv_file_from
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
 from agent.secrets.localstate import (
     DESTROYED,
@@ -75,22 +81,49 @@ SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
 class LocalSecretManager:
-    """The secrets API over a ``.env`` file and its version sidecar (see the module docstring)."""
+    """The secrets API over a ``.env`` file and its version sidecar (see the module docstring).
+
+    The same methods as ``SecretManager``, for development and tests: each key of the ``.env`` is a
+    secret, and ``<file>.versions.json`` beside it keeps versions, states, types and labels. Nothing is
+    opened until the first call.
+
+    ```python
+    local = LocalSecretManager()                 # ./.env
+    value = await local.get_secret("API_KEY")
+    ```
+
+    Args:
+        path: The ``.env`` file (created on the first write when missing). None:
+            ``SECRETS_AGENT_DOTENV_FILE``, else ``.env``. A relative path is taken relative to the current
+            directory when the manager is made.
+        caller: Who is acting, for the audit log. None: ``user@host pid N``.
+        rotation_config: How ``rotate_secret`` rotates secrets that need a provider configured: the path
+            of a rotation config file, its content as a mapping, or an
+            ``agent.rotation.config.RotationConfig`` (see ``SecretManager``). None: labels and type
+            defaults only.
+        environ: Where ``SECRETS_AGENT_DOTENV_FILE`` is read; None: ``os.environ``.
+    """
 
     backend = BACKEND
 
     def __init__(
-        self, path: Path | str, *, caller: str | None = None, rotation_config: object | None = None
+        self,
+        path: Path | str | None = None,
+        *,
+        caller: str | None = None,
+        rotation_config: object | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.path = Path(path)
-        """The ``.env`` file (created on the first write when missing)."""
+        env = os.environ if environ is None else environ
+        # Made absolute now: a later chdir of the process must not switch the manager to another file.
+        self.path = Path(path).absolute() if path is not None else dotenv_file_from(env)
+        """The ``.env`` file, absolute (created on the first write when missing)."""
         self.sidecar = self.path.with_name(self.path.name + SIDECAR_SUFFIX)
         """Versions, states and metadata: ``<path>.versions.json``."""
         self.caller = caller or default_caller()
         """Who is acting, for the audit log."""
-        self.rotation_config = rotation_config
-        """The rotation tooling's config (``agent.rotation.config.RotationConfig``), handed to it unchanged by
-        ``rotate_secret``."""
+        self.rotation_config = rotation_config_argument(rotation_config)
+        """What ``rotate_secret`` hands the rotation tooling (a relative file path made absolute now)."""
 
     async def __aenter__(self) -> LocalSecretManager:
         return self
@@ -113,7 +146,23 @@ class LocalSecretManager:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
     ) -> VersionInfo:
-        """Create the secret (type label, rotation schedule from the type) and its first version."""
+        """Create the secret (type label, rotation schedule from the type) and its first version.
+
+        Args:
+            secret_id: The new secret's id, also its ``.env`` key (letters, digits, ``-`` and ``_``).
+            secret_data: The first value: UTF-8 text without NUL (as text or bytes).
+            secret_type: What kind of secret it is (the ``secret-type`` label, the rotation period).
+            labels: More labels (``secret-type`` is always the type's).
+            annotations: Annotations to set.
+
+        Returns:
+            The first version (``version="1"``, ``ENABLED``).
+
+        Raises:
+            SecretsError: ``ALREADY_EXISTS`` when the secret exists, ``INVALID_ARGUMENT`` for a bad id or
+                a value a ``.env`` cannot hold, ``FAILED_PRECONDITION``/``UNAVAILABLE`` when the files
+                cannot be read or written; never with the value in it.
+        """
         data = as_bytes(secret_data, secret_id)
 
         def create(state: LocalState) -> VersionInfo:
@@ -143,11 +192,33 @@ class LocalSecretManager:
             return info
 
     async def get_secret_info(self, secret_id: str) -> SecretInfo:
+        """The secret's metadata, without any value.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            Its type, labels, annotations, rotation schedule and etag.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: The files cannot be read.
+        """
         with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
             return await self._run(lambda state: secret_info(secret_id, self._secret(state, secret_id)))
 
     async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
-        """Every secret (only those of ``types``, by their ``secret-type`` label), sorted by id."""
+        """Every secret, or those of some types, sorted by id.
+
+        Args:
+            types: Only secrets whose ``secret-type`` label is one of these; None: every secret.
+
+        Returns:
+            The secrets' metadata, sorted by id.
+
+        Raises:
+            SecretsError: The files cannot be read.
+        """
         wanted = None if types is None else {t.value for t in types}
 
         def every(state: LocalState) -> list[SecretInfo]:
@@ -166,8 +237,24 @@ class LocalSecretManager:
         etag: str,
         current: Mapping[str, str] | None = None,
     ) -> SecretInfo:
-        """Set and remove annotations only if the secret's etag is still ``etag`` (``current`` is not needed:
-        the file is read under its lock anyway)."""
+        """Set and remove annotations, only if the secret's etag is still ``etag``.
+
+        Args:
+            secret_id: The secret's id.
+            set_: Annotations to set (added or replaced).
+            remove: Annotation keys to remove.
+            etag: The etag the secret must still have.
+            current: Accepted for parity with ``SecretManager``, not needed: the file is read under its
+                lock anyway.
+
+        Returns:
+            The secret, with its new etag.
+
+        Raises:
+            ConcurrentModification: The etag no longer matches.
+            SecretNotFound: There is no such secret.
+            SecretsError: The files cannot be read or written.
+        """
 
         def annotate(state: LocalState) -> SecretInfo:
             secret = self._secret(state, secret_id)
@@ -188,7 +275,20 @@ class LocalSecretManager:
             return await self._run(annotate, write=True)
 
     async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:
-        """Move the next rotation time to ``when`` (timezone-aware)."""
+        """Move the next rotation time.
+
+        Args:
+            secret_id: The secret's id.
+            when: The next rotation time (timezone-aware).
+
+        Returns:
+            The secret as it is now.
+
+        Raises:
+            ValueError: ``when`` is naive (no timezone).
+            SecretNotFound: There is no such secret.
+            SecretsError: The files cannot be read or written.
+        """
         if when.tzinfo is None:
             raise ValueError("when must be timezone-aware")
 
@@ -202,7 +302,17 @@ class LocalSecretManager:
             return await self._run(schedule, write=True)
 
     async def delete_secret(self, secret_id: str, etag: str = "") -> None:
-        """Delete the secret: its ``.env`` line and its history (only if its etag is ``etag``, when given)."""
+        """Delete the secret: its ``.env`` line and its history.
+
+        Args:
+            secret_id: The secret's id.
+            etag: When given, delete only if the secret's etag is still this.
+
+        Raises:
+            ConcurrentModification: ``etag`` was given and no longer matches.
+            SecretNotFound: There is no such secret.
+            SecretsError: The files cannot be read or written.
+        """
 
         def delete(state: LocalState) -> None:
             secret = self._secret(state, secret_id)
@@ -219,10 +329,38 @@ class LocalSecretManager:
     # -- versions ----------------------------------------------------------------------------------
 
     async def get_secret(self, secret_id: str, version: str = "latest") -> str:
+        """A version's value as text.
+
+        Args:
+            secret_id: The secret's id (its ``.env`` key).
+            version: A version number or ``latest`` (the newest version, whatever its state).
+
+        Returns:
+            The value.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            VersionNotEnabled: The version is DISABLED or DESTROYED.
+            SecretsError: The files cannot be read.
+        """
         data, number = await self._access(secret_id, version)
         return as_text(data, secret_id, number)
 
     async def get_secret_bytes(self, secret_id: str, version: str = "latest") -> bytes:
+        """A version's value as bytes (its UTF-8 encoding).
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number or ``latest``.
+
+        Returns:
+            The value.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            VersionNotEnabled: The version is DISABLED or DESTROYED.
+            SecretsError: The files cannot be read.
+        """
         data, _ = await self._access(secret_id, version)
         return data
 
@@ -244,6 +382,20 @@ class LocalSecretManager:
             return data, number
 
     async def resolve_version(self, secret_id: str, version: str = "latest") -> VersionInfo:
+        """The version ``version`` names, whatever its state, without reading the value.
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number or ``latest``.
+
+        Returns:
+            The version's metadata, its number resolved.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The files cannot be read.
+        """
+
         def resolve(state: LocalState) -> VersionInfo:
             number, found = self._version(state, secret_id, version)
             return version_info(secret_id, number, found)
@@ -254,6 +406,20 @@ class LocalSecretManager:
             return info
 
     async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
+        """Add a version: ENABLED, the new ``latest``, its value the one in the ``.env``.
+
+        Args:
+            secret_id: The secret's id.
+            secret_data: The new value: UTF-8 text without NUL (as text or bytes).
+
+        Returns:
+            The new version.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: A value a ``.env`` cannot hold (``INVALID_ARGUMENT``), or the files cannot be
+                read or written.
+        """
         data = as_bytes(secret_data, secret_id)
 
         def add(state: LocalState) -> VersionInfo:
@@ -267,7 +433,18 @@ class LocalSecretManager:
             return info
 
     async def list_versions(self, secret_id: str) -> list[VersionInfo]:
-        """Every version, newest first (DESTROYED ones included)."""
+        """Every version of the secret, DESTROYED ones included.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            The versions' metadata, newest first.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: The files cannot be read.
+        """
 
         def every(state: LocalState) -> list[VersionInfo]:
             versions = self._secret(state, secret_id).versions
@@ -277,13 +454,55 @@ class LocalSecretManager:
             return await self._run(every)
 
     async def enable_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Enable a DISABLED version.
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is DESTROYED (``FAILED_PRECONDITION``), ``version`` is not a number
+                (``INVALID_ARGUMENT``), or the files cannot be read or written.
+        """
         return await self._set_state("enable", secret_id, version, ENABLED)
 
     async def disable_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Disable a version: its value can no longer be read (the ``.env`` then holds the newest enabled
+        one).
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is DESTROYED (``FAILED_PRECONDITION``), ``version`` is not a number
+                (``INVALID_ARGUMENT``), or the files cannot be read or written.
+        """
         return await self._set_state("disable", secret_id, version, DISABLED)
 
     async def destroy_version(self, secret_id: str, version: str) -> VersionInfo:
-        """Destroy the version: its value is removed from the sidecar (and the .env) for good."""
+        """Destroy the version: its value is removed from the sidecar (and the ``.env``) for good.
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now (``DESTROYED``).
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is already DESTROYED (``FAILED_PRECONDITION``), ``version`` is not
+                a number (``INVALID_ARGUMENT``), or the files cannot be read or written.
+        """
         return await self._set_state("destroy", secret_id, version, DESTROYED)
 
     async def _set_state(
@@ -312,8 +531,20 @@ class LocalSecretManager:
             return await self._run(change, write=True)
 
     async def rotate_secret(self, secret_id: str) -> str:
-        """Rotate with the secret's provider (the rotation tooling, ``agent.rotation``); return the new
-        version number. The tooling is loaded on first use (see ``agent.secrets.rotating``)."""
+        """Rotate the secret with its rotation provider, as ``SecretManager.rotate_secret`` does.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            The new version number.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: No provider is configured for the secret (``FAILED_PRECONDITION``; the message
+                says what to configure), the rotation config is invalid (``INVALID_ARGUMENT``), or the
+                rotation failed, was rolled back or was not done (``ABORTED``). Never with a value in it.
+        """
         return await rotator()(self, secret_id, self.rotation_config)
 
     # -- state -------------------------------------------------------------------------------------

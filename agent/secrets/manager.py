@@ -3,12 +3,19 @@
 Built on the official ``SecretManagerServiceAsyncClient``. The client (and its gRPC channel) is created on
 the first call, inside the running event loop, so constructing a ``SecretManager`` starts nothing::
 
-    async with SecretManager("my-project") as sm:
-        await sm.create_secret("db-password", "s3cr3t", SecretType.DATABASE)
-        password = await sm.get_secret("db-password")
+    sm = SecretManager()                              # project and endpoint from the environment / ADC
+    await sm.create_secret("db-password", "s3cr3t", secret_type=SecretType.DATABASE)
+    password = await sm.get_secret("db-password")
+    await sm.close()                                  # or: async with SecretManager() as sm: ...
 
-* ``endpoint="host:port"``: plaintext gRPC without credentials (the emulator); ``None``: Google with
-  Application Default Credentials.
+* Project: the argument, else ``SECRETS_AGENT_PROJECT``, ``GOOGLE_CLOUD_PROJECT``, ``GCLOUD_PROJECT``,
+  ``CLOUDSDK_CORE_PROJECT`` (read when the manager is made), else the project Application Default
+  Credentials report. That last one is looked up at the first call, not in the constructor: finding it may
+  read credential files, run ``gcloud`` or ask the metadata server, and for Google the same lookup loads
+  the credentials anyway. No project anywhere: the first call raises SecretsError saying what to set.
+* Endpoint: ``endpoint="host:port"``, else ``SECRETS_AGENT_GCP_ENDPOINT``, else
+  ``SECRET_MANAGER_EMULATOR_HOST``: plaintext gRPC without credentials (the emulator). None of them:
+  Google with Application Default Credentials. (``agent.secrets.environment`` has the whole table.)
 * Each call has a timeout (``call_timeout``). Retries (the agent's one policy, ``agent.core.retry``: capped
   exponential backoff with full jitter, at most ``max_attempts`` calls) only where repeating is safe:
   reads and enable/disable on any transient failure (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED);
@@ -33,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -48,7 +56,8 @@ from agent.core.retry import Backoff, retry_transient
 from agent.errors import SourceError, TransientSourceError
 from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
-from agent.secrets.common import as_bytes, as_text, secrets_error
+from agent.secrets.common import as_bytes, as_text, rotation_config_argument, secrets_error
+from agent.secrets.environment import NO_PROJECT, endpoint_from, project_from, topics_from
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
 from agent.secrets.messages import secret_info, version_info
 from agent.secrets.rotating import rotator
@@ -72,41 +81,84 @@ DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 
 
 class SecretManager:
-    """The secrets API over Secret Manager. Use in one running event loop; close it (or ``async with``)."""
+    """The secrets API over Google Cloud Secret Manager (or its emulator).
+
+    Use it in one running event loop, and close it when done (``await sm.close()``, or
+    ``async with SecretManager() as sm``). Constructing it reads only the environment: nothing connects
+    until the first call, which builds the client inside the running loop.
+
+    ```python
+    sm = SecretManager()                         # project from the environment / ADC
+    await sm.create_secret("api-key", "value", secret_type=SecretType.API_KEY)
+    value = await sm.get_secret("api-key")
+    await sm.close()
+    ```
+
+    Args:
+        project: The project secrets live in (id or number). None: ``SECRETS_AGENT_PROJECT``, else
+            ``GOOGLE_CLOUD_PROJECT``, ``GCLOUD_PROJECT``, ``CLOUDSDK_CORE_PROJECT``, else the project
+            Application Default Credentials report, looked up at the first call.
+        endpoint: ``HOST:PORT`` of a plaintext gRPC endpoint (the emulator), spoken to without
+            credentials. None: ``SECRETS_AGENT_GCP_ENDPOINT``, else ``SECRET_MANAGER_EMULATOR_HOST``, else
+            Google itself with Application Default Credentials.
+        topics: Pub/Sub topics (``projects/P/topics/T``) new secrets notify; Secret Manager stores a
+            rotation policy only on a secret with topics. None: ``SECRETS_AGENT_EVENTS_TOPIC`` when set,
+            else no topics.
+        caller: Who is acting, for the audit log. None: ``user@host pid N``.
+        call_timeout: Seconds each call may take (default 10).
+        rotation_config: How ``rotate_secret`` rotates secrets that need a provider configured (databases,
+            API keys, OAuth tokens): the path of a rotation config file (the file ``secrets-agent rotate
+            --config`` reads), its content as a mapping, or an ``agent.rotation.config.RotationConfig``.
+            None: labels and type defaults only.
+        max_attempts: Calls per operation at most, the first one included (default 8).
+        backoff: The delay schedule between attempts (full jitter).
+        environ: Where the defaults above are read; None: ``os.environ``. (Application Default
+            Credentials, when used, always read the process environment.)
+
+    Raises:
+        ValueError: ``project`` is an empty string, ``call_timeout`` is not positive or ``max_attempts``
+            is below 1.
+        ConfigError: ``SECRETS_AGENT_GCP_ENDPOINT`` or ``SECRET_MANAGER_EMULATOR_HOST`` is set but is not
+            ``HOST:PORT`` (the message names the variable).
+    """
 
     backend = BACKEND
 
     def __init__(
         self,
-        project: str,
+        project: str | None = None,
         *,
         endpoint: str | None = None,
-        topics: Sequence[str] = (),
+        topics: Sequence[str] | None = None,
         caller: str | None = None,
         call_timeout: float = 10.0,
         rotation_config: object | None = None,
         max_attempts: int = 8,
         backoff: Backoff = DEFAULT_BACKOFF,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        if not project:
-            raise ValueError("project must be a Google Cloud project id")
+        if project is not None and not project.strip():
+            raise ValueError(
+                "project must be a Google Cloud project id or number (or None: from the environment / ADC)"
+            )
         if call_timeout <= 0:
             raise ValueError(f"call_timeout must be positive, got {call_timeout}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        self.project = project
-        """The project secrets live in (id or number)."""
-        self.endpoint = endpoint or None
+        env = os.environ if environ is None else environ
+        self.project: str | None = project.strip() if project is not None else project_from(env)
+        """The project secrets live in (id or number). None only until the first call, when it comes from
+        Application Default Credentials."""
+        self.endpoint: str | None = endpoint or endpoint_from(env)
         """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google with ADC."""
-        self.topics = tuple(topics)
+        self.topics: tuple[str, ...] = tuple(topics) if topics is not None else topics_from(env)
         """Pub/Sub topics (``projects/P/topics/T``) new secrets notify; needed for a rotation policy."""
         self.caller = caller or default_caller()
         """Who is acting, for the audit log."""
         self.call_timeout = call_timeout
         """Seconds each call may take."""
-        self.rotation_config = rotation_config
-        """The rotation tooling's config (``agent.rotation.config.RotationConfig``), handed to it unchanged by
-        ``rotate_secret``."""
+        self.rotation_config = rotation_config_argument(rotation_config)
+        """What ``rotate_secret`` hands the rotation tooling (a relative file path made absolute now)."""
         self.max_attempts = max_attempts
         """Calls per operation at most, first one included (see the module docstring for which retry)."""
         self.backoff = backoff
@@ -126,12 +178,44 @@ class SecretManager:
     # -- names -------------------------------------------------------------------------------------
 
     def secret_name(self, secret_id: str) -> str:
-        """``projects/P/secrets/ID``."""
-        return f"projects/{self.project}/secrets/{secret_id}"
+        """The secret's resource name.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            ``projects/P/secrets/ID``.
+
+        Raises:
+            SecretsError: The project is not known yet (it comes from Application Default Credentials at
+                the first call).
+        """
+        return f"{self._parent(secret_id)}/secrets/{secret_id}"
 
     def version_name(self, secret_id: str, version: str) -> str:
-        """``projects/P/secrets/ID/versions/V`` (V a number, ``latest`` or an alias)."""
+        """A version's resource name.
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number, ``latest`` or an alias.
+
+        Returns:
+            ``projects/P/secrets/ID/versions/V``.
+
+        Raises:
+            SecretsError: The project is not known yet (see ``secret_name``).
+        """
         return f"{self.secret_name(secret_id)}/versions/{version}"
+
+    def _parent(self, secret_id: str = "") -> str:
+        if self.project is None:
+            raise SecretsError(
+                "the project is not known until the first call (it comes from Application Default "
+                "Credentials); pass SecretManager(project=...) or set SECRETS_AGENT_PROJECT to know it now",
+                code="FAILED_PRECONDITION",
+                secret_id=secret_id,
+            )
+        return f"projects/{self.project}"
 
     # -- secrets -----------------------------------------------------------------------------------
 
@@ -143,11 +227,25 @@ class SecretManager:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
     ) -> VersionInfo:
-        """Create the secret and its first version; return that version.
+        """Create the secret and its first version.
 
         The secret gets the label ``secret-type``, automatic replication, the configured topics and, for a
         type we rotate and when topics are configured, a rotation policy from the type (see the module
         docstring). If the first version cannot be added, the new secret is deleted again.
+
+        Args:
+            secret_id: The new secret's id (letters, digits, ``-`` and ``_``, at most 255).
+            secret_data: The first value: text (stored as UTF-8) or bytes.
+            secret_type: What kind of secret it is (the ``secret-type`` label, the rotation period).
+            labels: More labels (``secret-type`` is always the type's).
+            annotations: Annotations to set.
+
+        Returns:
+            The first version (``version="1"``, ``ENABLED``).
+
+        Raises:
+            SecretsError: ``ALREADY_EXISTS`` when the secret exists, ``INVALID_ARGUMENT`` for a bad id or
+                value, or the service's status otherwise; never with the value in it.
         """
         data = as_bytes(secret_data, secret_id)  # before anything is created
         secret = pb.Secret(
@@ -163,8 +261,9 @@ class SecretManager:
             )
         with audited("create", secret_id, caller=self.caller, backend=BACKEND) as event:
             client = await self._get_client()
-            parent = f"projects/{self.project}"
-            request = pb.CreateSecretRequest(parent=parent, secret_id=secret_id, secret=secret)
+            request = pb.CreateSecretRequest(
+                parent=self._parent(secret_id), secret_id=secret_id, secret=secret
+            )
             await self._call(secret_id, client.create_secret, request)
             try:
                 version = await self._add(client, secret_id, data)
@@ -175,18 +274,38 @@ class SecretManager:
             return version
 
     async def get_secret_info(self, secret_id: str) -> SecretInfo:
-        """The secret's type, labels, annotations, rotation policy, topics and etag."""
+        """The secret's metadata, without any value.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            Its type, labels, annotations, rotation policy, topics and etag.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise.
+        """
         with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             request = pb.GetSecretRequest(name=self.secret_name(secret_id))
             return secret_info(await self._call(secret_id, client.get_secret, request, idempotent=True))
 
     async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
-        """Every secret of the project (only those of ``types``, by label), sorted by id.
+        """Every secret of the project, or those of some types, sorted by id.
 
         The service filters by ``labels.secret-type``; the result is filtered again here, so a service
         that ignores part of the filter cannot widen it, and one that refuses the filter
         (INVALID_ARGUMENT) is asked for every secret instead.
+
+        Args:
+            types: Only secrets whose ``secret-type`` label is one of these; None: every secret.
+
+        Returns:
+            The secrets' metadata, sorted by id.
+
+        Raises:
+            SecretsError: The service failed.
         """
         wanted = None if types is None else {t.value for t in types}
         if wanted is not None and not wanted:
@@ -209,7 +328,7 @@ class SecretManager:
 
     async def _list_secrets(self, filter_text: str) -> list[pb.Secret]:
         client = await self._get_client()
-        request = pb.ListSecretsRequest(parent=f"projects/{self.project}", filter=filter_text)
+        request = pb.ListSecretsRequest(parent=self._parent(), filter=filter_text)
 
         async def every_secret() -> list[pb.Secret]:
             pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
@@ -226,13 +345,28 @@ class SecretManager:
         etag: str,
         current: Mapping[str, str] | None = None,
     ) -> SecretInfo:
-        """Set and remove annotations only if the secret's etag is still ``etag`` (else
-        ConcurrentModification); return the secret with its new etag.
+        """Set and remove annotations, only if the secret's etag is still ``etag``.
 
         UpdateSecret replaces the whole annotation map, so the new map is built on the annotations as of
         ``etag``: ``current`` when the caller has them (the rotation lock does: one call per lock write
         instead of two, against the 600 reads/min quota), else read first. The service checks the etag
-        either way, so a stale ``current`` can only make the update fail, never lose an annotation."""
+        either way, so a stale ``current`` can only make the update fail, never lose an annotation.
+
+        Args:
+            secret_id: The secret's id.
+            set_: Annotations to set (added or replaced).
+            remove: Annotation keys to remove.
+            etag: The etag the secret must still have.
+            current: The secret's annotations as of ``etag``, when the caller has them (saves a read).
+
+        Returns:
+            The secret, with its new etag.
+
+        Raises:
+            ConcurrentModification: The etag no longer matches (someone changed the secret meanwhile).
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise.
+        """
         with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             name = self.secret_name(secret_id)
@@ -257,10 +391,22 @@ class SecretManager:
             return secret_info(updated)
 
     async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:
-        """Move the rotation policy's next_rotation_time to ``when`` (timezone-aware).
+        """Move the rotation policy's next_rotation_time.
 
         A secret without notification topics has no rotation policy in Secret Manager (the service refuses
         one): the call changes nothing and returns the secret as it is.
+
+        Args:
+            secret_id: The secret's id.
+            when: The next rotation time (timezone-aware).
+
+        Returns:
+            The secret as it is now.
+
+        Raises:
+            ValueError: ``when`` is naive (no timezone).
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise.
         """
         if when.tzinfo is None:
             raise ValueError("when must be timezone-aware")
@@ -279,7 +425,17 @@ class SecretManager:
             return secret_info(await self._call(secret_id, client.update_secret, request))
 
     async def delete_secret(self, secret_id: str, etag: str = "") -> None:
-        """Delete the secret and every version (only if its etag is still ``etag``, when given)."""
+        """Delete the secret and every version.
+
+        Args:
+            secret_id: The secret's id.
+            etag: When given, delete only if the secret's etag is still this.
+
+        Raises:
+            ConcurrentModification: ``etag`` was given and no longer matches.
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise.
+        """
         with audited("delete", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             request = pb.DeleteSecretRequest(name=self.secret_name(secret_id), etag=etag)
@@ -288,13 +444,41 @@ class SecretManager:
     # -- versions ----------------------------------------------------------------------------------
 
     async def get_secret(self, secret_id: str, version: str = "latest") -> str:
-        """The value as UTF-8 text (SecretsError INVALID_ARGUMENT if it is not UTF-8)."""
+        """A version's value as text, its CRC32C verified.
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number, ``latest`` (the newest version, whatever its state, as in the
+                service) or an alias.
+
+        Returns:
+            The value, decoded as UTF-8.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            VersionNotEnabled: The version is DISABLED or DESTROYED.
+            SecretsError: ``INVALID_ARGUMENT`` when the value is not UTF-8 (use ``get_secret_bytes``),
+                ``DATA_LOSS`` when its checksum does not match, or the service's status otherwise.
+        """
         data, number = await self._access(secret_id, version)
         return as_text(data, secret_id, number)
 
     async def get_secret_bytes(self, secret_id: str, version: str = "latest") -> bytes:
-        """The value as bytes, its CRC32C verified. DISABLED/DESTROYED -> VersionNotEnabled; no such
-        secret or version -> SecretNotFound; checksum mismatch -> SecretsError DATA_LOSS."""
+        """A version's value as bytes, its CRC32C verified.
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number, ``latest`` or an alias.
+
+        Returns:
+            The value.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            VersionNotEnabled: The version is DISABLED or DESTROYED.
+            SecretsError: ``DATA_LOSS`` when the checksum does not match (the value is discarded), or the
+                service's status otherwise.
+        """
         data, _ = await self._access(secret_id, version)
         return data
 
@@ -317,8 +501,19 @@ class SecretManager:
             return data, number
 
     async def resolve_version(self, secret_id: str, version: str = "latest") -> VersionInfo:
-        """GetSecretVersion: the version ``version`` names (``latest``, a number or an alias), whatever its
-        state, without reading the value."""
+        """The version ``version`` names, whatever its state, without reading the value.
+
+        Args:
+            secret_id: The secret's id.
+            version: A version number, ``latest`` or an alias.
+
+        Returns:
+            The version's metadata, its number resolved (``latest`` -> ``"3"``).
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The service failed otherwise.
+        """
         with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
             client = await self._get_client()
             request = pb.GetSecretVersionRequest(name=self.version_name(secret_id, version))
@@ -328,14 +523,37 @@ class SecretManager:
             return info
 
     async def add_version(self, secret_id: str, secret_data: str | bytes) -> VersionInfo:
-        """Add a version (ENABLED, the new ``latest``) with the payload's CRC32C for the service to check."""
+        """Add a version: ENABLED, the new ``latest``; its CRC32C goes along for the service to check.
+
+        Args:
+            secret_id: The secret's id.
+            secret_data: The new value: text (stored as UTF-8) or bytes.
+
+        Returns:
+            The new version.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise (never with the value in it).
+        """
         with audited("add", secret_id, caller=self.caller, backend=BACKEND) as event:
             info = await self._add(await self._get_client(), secret_id, as_bytes(secret_data, secret_id))
             event.version = info.version
             return info
 
     async def list_versions(self, secret_id: str) -> list[VersionInfo]:
-        """Every version, newest first (DESTROYED ones included)."""
+        """Every version of the secret, DESTROYED ones included.
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            The versions' metadata, newest first.
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: The service failed otherwise.
+        """
         with audited("list-versions", secret_id, caller=self.caller, backend=BACKEND):
             client = await self._get_client()
             request = pb.ListSecretVersionsRequest(parent=self.secret_name(secret_id))
@@ -351,13 +569,52 @@ class SecretManager:
         return sorted(infos, key=lambda info: int(info.version), reverse=True)
 
     async def enable_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Enable a DISABLED version (enabling an enabled one changes nothing).
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is DESTROYED (``FAILED_PRECONDITION``), or the service failed.
+        """
         return await self._set_state("enable", secret_id, version)
 
     async def disable_version(self, secret_id: str, version: str) -> VersionInfo:
+        """Disable a version: its value can no longer be read, until it is enabled again.
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now.
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is DESTROYED (``FAILED_PRECONDITION``), or the service failed.
+        """
         return await self._set_state("disable", secret_id, version)
 
     async def destroy_version(self, secret_id: str, version: str) -> VersionInfo:
-        """Destroy the version's data for good (or schedule it, when the secret has a destroy TTL)."""
+        """Destroy the version's data for good (or schedule it, when the secret has a destroy TTL).
+
+        Args:
+            secret_id: The secret's id.
+            version: The version number.
+
+        Returns:
+            The version as it is now (``DESTROYED``).
+
+        Raises:
+            SecretNotFound: There is no such secret or version.
+            SecretsError: The version is already DESTROYED (``FAILED_PRECONDITION``), or the service
+                failed.
+        """
         return await self._set_state("destroy", secret_id, version)
 
     async def _set_state(self, operation: Operation, secret_id: str, version: str) -> VersionInfo:
@@ -377,12 +634,32 @@ class SecretManager:
             return version_info(secret_id, await self._call(secret_id, call, request, idempotent=repeatable))
 
     async def rotate_secret(self, secret_id: str) -> str:
-        """Rotate with the secret's provider (the rotation tooling, ``agent.rotation``); return the new
-        version number. The tooling is loaded on first use (see ``agent.secrets.rotating``)."""
+        """Rotate the secret with its rotation provider: back up, generate, apply, add, validate.
+
+        The provider comes from ``rotation_config`` (the secret's entry), else the secret's
+        ``rotation-provider`` labels, else its type's default: encryption keys, JWT and session secrets
+        get a new random value. A database, an API key or an OAuth token needs a provider configured
+        (a database: ``provider: postgres`` with its role and admin connection); without one the error
+        says what to write and where. Any failure after the new value was applied rolls it back. The
+        rotation tooling (``agent.rotation``) is loaded on first use (see ``agent.secrets.rotating``).
+
+        Args:
+            secret_id: The secret's id.
+
+        Returns:
+            The new version number (``"2"``).
+
+        Raises:
+            SecretNotFound: There is no such secret.
+            SecretsError: No provider is configured for the secret (``FAILED_PRECONDITION``; the message
+                says what to configure), the rotation config is invalid (``INVALID_ARGUMENT``), or the
+                rotation failed, was rolled back or was not done (``ABORTED``; the message says why).
+                Never with a value in it.
+        """
         return await rotator()(self, secret_id, self.rotation_config)
 
     async def close(self) -> None:
-        """Close the channel; the manager may be used again (a new client is built on the next call)."""
+        """Close the channel. The manager may be used again: the next call builds a new client."""
         client, self._client = self._client, None
         if client is not None:
             await client.transport.close()  # type: ignore[no-untyped-call]
@@ -476,11 +753,32 @@ class SecretManager:
     async def _new_client(self) -> SecretManagerServiceAsyncClient:
         # grpc.aio channels bind to the running loop, so clients are only ever built in here.
         if self.endpoint is not None:
+            if self.project is None:
+                self.project = await self._project_from_adc()
             return emulator_client(self.endpoint)
         try:
-            # google.auth.default() may probe the metadata server (blocking, with retries): off the loop.
-            credentials, _ = await asyncio.to_thread(google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE])
+            # google.auth.default() may read files, run gcloud or probe the metadata server (blocking,
+            # with retries): off the loop. It also reports ADC's project, used when none was given.
+            credentials, adc_project = await asyncio.to_thread(
+                google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE]
+            )
         except TRANSLATABLE as error:
-            translated = translate(error, self.project)
-            raise SecretsError(str(translated), code=translated.code) from error
+            translated = translate(error, self.project or "Secret Manager")
+            message = str(translated) if self.project else f"{translated}; and {NO_PROJECT}"
+            raise SecretsError(message, code=translated.code) from error
+        if self.project is None:
+            if not adc_project:
+                raise SecretsError(NO_PROJECT, code="FAILED_PRECONDITION")
+            self.project = adc_project
         return SecretManagerServiceAsyncClient(credentials=credentials)
+
+    async def _project_from_adc(self) -> str:
+        """With the emulator no credentials are loaded, but ADC may still name a project (its credentials
+        file, gcloud's configuration); nothing at all: the one clear error."""
+        try:
+            _, adc_project = await asyncio.to_thread(google.auth.default)
+        except TRANSLATABLE:
+            adc_project = None  # no credentials: fine for the emulator, but then no project either
+        if not adc_project:
+            raise SecretsError(NO_PROJECT, code="FAILED_PRECONDITION")
+        return str(adc_project)

@@ -15,8 +15,16 @@ import pytest
 from google.cloud import secretmanager_v1
 
 from agent.errors import ConfigError
-from agent.secrets import LocalSecretManager, SecretManager, default_manager, get_secret, get_secret_bytes
+from agent.secrets import (
+    LocalSecretManager,
+    SecretManager,
+    SecretsError,
+    default_manager,
+    get_secret,
+    get_secret_bytes,
+)
 from agent.secrets import default as default_module
+from agent.secrets import environment as environment_module
 from agent_emulator.server import EmulatorEndpoints
 
 CANARY = "canary-0d7a-module-level-value"
@@ -24,8 +32,7 @@ OUR_VARIABLES = (
     default_module.SOURCE_ENV,
     default_module.ENVIRONMENT_ENV,
     default_module.DOTENV_FILE_ENV,
-    default_module.PROJECT_ENV,
-    default_module.PROJECT_FALLBACK_ENV,
+    *environment_module.PROJECT_ENVS,
     default_module.ENDPOINT_ENV,
     default_module.ENDPOINT_FALLBACK_ENV,
     default_module.TOPIC_ENV,
@@ -73,10 +80,25 @@ OUR_VARIABLES = (
 def test_selection(env: dict[str, str], expected: tuple[object, ...]) -> None:
     manager = default_manager(env)
     if isinstance(manager, LocalSecretManager):
-        assert ("local", str(manager.path)) == expected
+        # Relative names are taken against the current directory when the manager is made.
+        assert ("local", str(manager.path.relative_to(Path.cwd()))) == expected
     else:
         assert isinstance(manager, SecretManager)
         assert ("gcp", manager.project, manager.endpoint, manager.topics) == expected
+
+
+@pytest.fixture
+def no_adc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Application Default Credentials either: empty HOME, no hints, metadata server unreachable."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in (
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CLOUDSDK_CONFIG",
+        "GCE_METADATA_HOST",
+        "GCE_METADATA_ROOT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:1")
 
 
 @pytest.mark.parametrize(
@@ -88,9 +110,15 @@ def test_selection(env: dict[str, str], expected: tuple[object, ...]) -> None:
         {"SECRETS_AGENT_SOURCE": "gcp", "SECRETS_AGENT_ENV": "development"},
     ],
 )
-def test_production_without_a_project_is_a_clear_error(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        default_manager(env)
+async def test_production_without_a_project_is_a_clear_error(env: dict[str, str], no_adc: None) -> None:
+    """Secret Manager, never the .env; the project may still come from ADC, so the first call says what to
+    set, on one line."""
+    manager = default_manager(env)
+    assert isinstance(manager, SecretManager)
+    assert manager.project is None
+    with pytest.raises(SecretsError) as excinfo:
+        await manager.get_secret("db")
+    await manager.close()
     message = str(excinfo.value)
     assert "\n" not in message
     assert "set SECRETS_AGENT_PROJECT (or GOOGLE_CLOUD_PROJECT)" in message
