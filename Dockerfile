@@ -24,7 +24,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # pyproject.toml names README.md as the package's long description, so the build needs it; constraints.txt
 # pins every runtime dependency to the versions `make test` ran against.
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY agent/ agent/
 
 # The wheel, then a virtualenv holding only that wheel and its runtime dependencies, with the extras the
