@@ -14,10 +14,9 @@ from pathlib import Path
 
 from agent.errors import ConfigError, Problem
 from agent.rotation.config import RotationConfig
+from agent.secrets.environment import endpoint_from, project_from
 from agent.secrets.interface import SecretsBackend
 
-PROJECT_ENV = ("SECRETS_AGENT_PROJECT", "GOOGLE_CLOUD_PROJECT")
-ENDPOINT_ENV = ("SECRETS_AGENT_GCP_ENDPOINT", "SECRET_MANAGER_EMULATOR_HOST")
 _ENDPOINT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}")
 
 
@@ -26,21 +25,18 @@ def project_of(flag: str | None, config: RotationConfig | None, env: Mapping[str
         return flag
     if config is not None and config.project:
         return config.project
-    for name in PROJECT_ENV:
-        if env.get(name):
-            return env[name]
-    return None
+    return project_from(env)
 
 
 def endpoint_of(flag: str | None, env: Mapping[str, str]) -> str | None:
-    """``HOST:PORT`` of an emulator, or None for Google; ConfigError naming the flag/variable if malformed."""
-    candidates = [("--endpoint", flag)] + [(name, env.get(name)) for name in ENDPOINT_ENV]
-    for where, value in candidates:
-        if value:
-            if not _ENDPOINT.fullmatch(value.strip()):
-                raise ConfigError(Problem(where, f"expected HOST:PORT (e.g. 127.0.0.1:8780), got {value!r}"))
-            return value.strip()
-    return None
+    """``HOST:PORT`` of an emulator, or None for Google; ConfigError naming the flag/variable if malformed.
+    The variables are read by the Python API's own rule (``agent.secrets.environment``)."""
+    if flag:
+        if not _ENDPOINT.fullmatch(flag.strip()):
+            expected = f"expected HOST:PORT (e.g. 127.0.0.1:8780), got {flag!r}"
+            raise ConfigError(Problem("--endpoint", expected))
+        return flag.strip()
+    return endpoint_from(env)
 
 
 def make_backend(

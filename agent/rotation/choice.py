@@ -56,6 +56,21 @@ def choose_provider(
     )
     raise ProviderConfigError(
         f"no rotation provider for {secret_id!r} ({kind}): add it to the rotation config file "
-        f"(secrets: {{{secret_id}: {{provider: command, generate: [...], validate: [...]}}}}, --config FILE) "
+        f"(secrets: {{{secret_id}: {_example_entry(secret_type)}}}, --config FILE) "
         "or set the label rotation-provider on the secret"
     )
+
+
+_COMMAND_ENTRY = "{provider: command, generate: [...], validate: [...]}"
+
+
+def _example_entry(secret_type: SecretType | None) -> str:
+    return _COMMAND_ENTRY if secret_type is None else _EXAMPLE_ENTRY.get(secret_type, _COMMAND_ENTRY)
+
+
+_EXAMPLE_ENTRY = {
+    # A database password is changed in the database too: the postgres provider does both, and validates.
+    SecretType.DATABASE: "{provider: postgres, role: ROLE, admin_dsn_env: ADMIN_DSN}",
+}
+"""The entry the message suggests, by type (the types with a default provider never get here); an issuer's
+key (an API key, an OAuth token) is rotated by a command that asks the issuer."""

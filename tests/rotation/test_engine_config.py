@@ -116,6 +116,15 @@ def test_the_provider_comes_from_the_file_then_labels_then_the_type() -> None:
         choose_provider("stripe", SecretType.API_KEY, {}, config)
 
 
+def test_a_database_without_a_provider_is_told_the_postgres_entry_to_add() -> None:
+    with pytest.raises(ProviderConfigError) as refused:
+        choose_provider("orders-db", SecretType.DATABASE, {}, None)
+
+    message = str(refused.value)
+    assert "{orders-db: {provider: postgres, role: ROLE, admin_dsn_env: ADMIN_DSN}}" in message
+    assert "provider: command" not in message
+
+
 def test_an_entry_that_only_names_the_type_gets_that_types_default_provider() -> None:
     config = parse_rotation_config({"secrets": {"api-key": {"type": "encryption-key"}}})
 
