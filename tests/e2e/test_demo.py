@@ -1,19 +1,25 @@
 """``examples/demo.sh`` (``make run``), run for real from a temporary copy of ``examples/`` on free ports.
 
 It must run the agent against the emulator it started itself, never against whatever else answers on the
-emulator's port, and its ports must be choosable (``make run EMULATOR_HTTP_PORT=...``).
+emulator's port, and its ports must be choosable (``make run EMULATOR_HTTP_PORT=...``). README.md's first
+block (``make run``) is tested here: ``make run`` itself, through the README's five-minute tour (the tour's
+other blocks run again against the same two commands in tests/docs/test_examples.py).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +29,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from agent.endpoint.token import TOKEN_HEADER
 from tests.e2e.conftest import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,13 +117,15 @@ def demo_root(tmp_path: Path) -> Path:
 
 StartDemo = Callable[[Mapping[str, str]], Demo]
 """Starts demo.sh with these environment variables (its ports)."""
+StartCommand = Callable[[Sequence[str], Mapping[str, str]], Demo]
+"""Starts a command in the demo's directory, with these environment variables."""
 
 
 @pytest.fixture
-def start_demo(demo_root: Path) -> Iterator[StartDemo]:
+def start_command(demo_root: Path) -> Iterator[StartCommand]:
     started: list[Demo] = []
 
-    def start(ports: Mapping[str, str]) -> Demo:
+    def start(argv: Sequence[str], ports: Mapping[str, str]) -> Demo:
         env = {
             key: value
             for key, value in os.environ.items()
@@ -128,7 +137,7 @@ def start_demo(demo_root: Path) -> Iterator[StartDemo]:
         stdout, stderr = demo_root / "demo.stdout", demo_root / "demo.stderr"
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             popen = subprocess.Popen(
-                ["bash", str(demo_root / "examples" / "demo.sh")],
+                list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -145,6 +154,11 @@ def start_demo(demo_root: Path) -> Iterator[StartDemo]:
     finally:
         for demo in started:
             demo.stop()
+
+
+@pytest.fixture
+def start_demo(demo_root: Path, start_command: StartCommand) -> StartDemo:
+    return lambda ports: start_command(["bash", str(demo_root / "examples" / "demo.sh")], ports)
 
 
 def test_the_demo_refuses_a_foreign_server_on_the_emulator_port(
@@ -184,7 +198,8 @@ def test_the_demo_runs_on_ports_of_our_choosing(start_demo: StartDemo, demo_root
 
 
 def readme_shapes_are_what_the_demo_writes(out: Path) -> None:
-    """The worked examples of README's "Shaping the output" (one of each shape), as `make run` writes them."""
+    """One of each shape examples/demo-agent.yaml configures (README's tour shows some), as `make run` writes
+    them."""
     assert (out / "db" / "password").read_bytes() == b"demo p@ss/1"
     assert (
         out / "db" / "url"
@@ -219,3 +234,130 @@ def test_make_run_passes_its_port_variables_to_the_demo() -> None:
         name, value = setting.split("=")
         assert f"{name}='{value}'" in command
     assert "bash examples/demo.sh" in command
+
+
+# --------------------------------------------------------------------------------------------------
+# README.md: `make run`, then the five-minute tour
+# --------------------------------------------------------------------------------------------------
+
+README = REPO / "README.md"
+DEFAULT_PORTS = {
+    "EMULATOR_GRPC_PORT": "8780",
+    "EMULATOR_HTTP_PORT": "8781",
+    "AGENT_PORT": "8730",
+    "PROBES_PORT": "8731",
+}
+"""The ports `make run` uses when none is given, which the README's tour names."""
+
+
+def _make_prerequisites(root: Path, target: str) -> list[str]:
+    """The prerequisites of ``target`` in the Makefile at ``root`` (the install stamps of the virtualenv)."""
+    database = subprocess.run(
+        ["make", "-C", str(root), "-n", "-p", target],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    line = next(line for line in database.splitlines() if line.startswith(f"{target}:"))
+    return line.partition(":")[2].split()
+
+
+def _http(url: str, *, token: str | None = None, body: object | None = None) -> tuple[int, bytes]:
+    """One request: GET, or POST of ``body`` as JSON; the status and the body (errors included)."""
+    headers = {TOKEN_HEADER: token} if token is not None else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _add_version(rest: str, secret: str, value: str) -> None:
+    """The tour's rotation: AddSecretVersion through the emulator's REST API."""
+    payload = {"payload": {"data": base64.b64encode(value.encode()).decode()}}
+    status, body = _http(f"{rest}/v1/projects/demo-project/secrets/{secret}:addVersion", body=payload)
+    assert status == 200, body
+
+
+def test_make_run_is_the_readme_tour(demo_root: Path, start_command: StartCommand) -> None:
+    # The README's tour names the ports `make run` uses by default.
+    readme = README.read_text()
+    dry = subprocess.run(["make", "-n", "-C", str(REPO), "run"], capture_output=True, text=True, check=True)
+    for name, port in DEFAULT_PORTS.items():
+        assert f"{name}='{port}'" in dry.stdout.replace("\\\n", " ")
+        assert f"127.0.0.1:{port}" in readme, f"README's tour does not use the default {name}"
+    assert f'-H "{TOKEN_HEADER}: $TOKEN"' in readme  # the endpoint's real header
+    # ... and says what `make test` runs.
+    make_test = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "test"], capture_output=True, text=True, check=True
+    )
+    for tool in ("ruff", "lint-imports", "mypy", "mkdocs build --strict", "pytest"):
+        assert tool in make_test.stdout, f"make test no longer runs {tool}: update README's two commands"
+
+    # `make run` itself, from a copy of the checkout, on free ports; its installation is up to date (the
+    # virtualenv these tests run in), so the install stamps are not remade.
+    shutil.copy2(REPO / "Makefile", demo_root / "Makefile")
+    stamps = [arg for stamp in _make_prerequisites(demo_root, "run") for arg in ("-o", stamp)]
+    ports = [f"{name}=0" for name in FREE_PORTS]
+    demo = start_command(["make", "-C", str(demo_root), *stamps, "run", *ports], {})
+    out = demo_root / "demo-secrets"
+
+    def started() -> re.Match[str] | None:
+        assert demo.popen.poll() is None, f"make run exited ({demo.popen.returncode})\n{demo.output()}"
+        return re.search(r"local endpoint listening on (http://127\.0\.0\.1:\d+)", demo.stderr())
+
+    endpoint = eventually(started, within=60, what="make run's agent to listen").group(1)
+    rest = eventually(
+        lambda: re.search(r"REST on (http://127\.0\.0\.1:\d+)", demo.stderr()), within=10
+    ).group(1)
+    probes = "http://" + eventually(
+        lambda: re.search(r"probes listening on (127\.0\.0\.1:\d+)", demo.stderr()), within=10
+    ).group(1)
+    eventually(lambda: _http(f"{probes}/readyz")[0] == 200, within=30, what="make run's agent to be ready")
+    assert BANNER in demo.stdout()
+
+    # The files, plain and shaped.
+    assert (out / "db-password").read_bytes() == b"demo-password-v2"
+    readme_shapes_are_what_the_demo_writes(out)
+
+    # The endpoint, with and without the token.
+    token = (out / ".token").read_text().strip()
+    assert _http(f"{endpoint}/v1/secrets/db-password", token=token) == (200, b"demo-password-v2")
+    assert _http(f"{endpoint}/v1/files/db/url", token=token) == (200, (out / "db" / "url").read_bytes())
+    status, body = _http(f"{endpoint}/v1/secrets/db-password")
+    assert status == 401
+    assert json.loads(body) == {"error": f"missing token: send it in the {TOKEN_HEADER} header"}
+
+    # Rotate a secret and the JSON secret the templates read: every output follows, in one snapshot.
+    _add_version(rest, "db-password", "new-password")
+    credentials = {"username": "app", "password": "n3w p@ss", "host": "db.demo.internal", "port": 5432}
+    _add_version(rest, "db-credentials", json.dumps(credentials))
+
+    url = out / "db" / "url"
+
+    def rotated() -> bool:
+        # As the README's loop waits: on the endpoint, which never gets ahead of the files.
+        status, body = _http(f"{endpoint}/v1/files/db/url", token=token)
+        return status == 200 and b"n3w" in body
+
+    eventually(rotated, within=30, what="the rotation to reach the endpoint", explain=demo.output)
+    assert (out / "db-password").read_bytes() == b"new-password"
+    assert url.read_bytes() == b"postgresql://app:n3w%20p%40ss@db.demo.internal:5432/payments"
+    assert yaml.safe_load((out / "config" / "app.yaml").read_text())["database"]["password"] == "n3w p@ss"
+    assert dotenv_values(out / "app.env")["DATABASE_URL"] == (out / "db" / "url").read_text()
+    status, body = _http(f"{endpoint}/v1/secrets/db-password?format=json", token=token)
+    assert status == 200
+    assert json.loads(body) | {"updated": None} == {
+        "name": "db-password",
+        "version": "3",
+        "value": "new-password",
+        "encoding": "utf-8",
+        "updated": None,
+    }
+    assert _http(f"{probes}/readyz") == (200, b'{"status": "ready"}')
+    assert "Traceback" not in demo.stderr()
