@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import subprocess
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.cli import Invocation, main, parse
+from agent.cli import ALL_FLAGS, Invocation, main, parse
 from agent.config import Config, load_config
+from agent.errors import ConfigError
 from agent_emulator.cli import parse_options
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agent.yaml"
@@ -227,9 +230,12 @@ AGENT_COMMANDS = ["init", "run", "dev", "exec"]
 
 
 def parsed(argv: list[str], env: dict[str, str] | None = None) -> Invocation:
-    """Parse like main() does, with `-- true` appended for exec (which needs a command)."""
+    """Parse like main() does, with `-- true` appended for exec (which needs a command) and
+    `--allow-empty` for init (which refuses to start with no secret at all)."""
     if argv[0] == "exec" and "--" not in argv:
         argv = [*argv, "--", "true"]
+    if argv[0] == "init":
+        argv = [*argv, "--allow-empty"]
     return parse(argv, env or {})
 
 
@@ -375,7 +381,8 @@ def test_command_specific_flags_belong_to_their_command(
     with pytest.raises(SystemExit) as exited:
         parse([other, *flags], {})
     assert exited.value.code == 2
-    assert f"unrecognized arguments: {flags[0]}" in capsys.readouterr().err
+    owner_text = f"unknown option {flags[0]}: it is an option of {owner}, not of {other}"
+    assert owner_text in capsys.readouterr().err
 
 
 def test_config_problems_from_flags_name_the_flag_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -715,3 +722,414 @@ def test_files_the_agent_writes_cannot_be_configured_as_other_files(
         + "\n"
     )
     assert_config_error(check_config(config), problem.format(out=out))
+
+
+# --- habits of the command line: the real `secrets-agent` console script -------------------------------
+
+SECRETS_AGENT = Path(sys.executable).parent / "secrets-agent"
+
+
+def agent_process(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``secrets-agent ARGS`` with pipes for stdout and stderr (not a terminal)."""
+    return subprocess.run(
+        [str(SECRETS_AGENT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **(env or {})},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+
+
+def on_a_terminal(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``secrets-agent ARGS`` with stdout and stderr on one pseudo-terminal: (exit code, what it showed)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(SECRETS_AGENT), *map(str, args)],
+            stdin=subprocess.DEVNULL,
+            stdout=terminal,
+            stderr=terminal,
+            env={**clean_env(), "COLUMNS": "200", **(env or {})},
+        )
+    finally:
+        os.close(terminal)
+    shown = bytearray()
+    try:
+        while chunk := os.read(controller, 65536):
+            shown += chunk
+    except OSError:  # EIO: every copy of the terminal's other end is closed, all was read
+        pass
+    finally:
+        os.close(controller)
+    return process.wait(60), shown.decode().replace("\r\n", "\n")
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], message: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.endswith(f"error: {message}") or last == f"secrets-agent: {message}", done.stderr
+
+
+# 1. "did you mean"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["init", "--ouput-dir", "x"], "unknown option --ouput-dir; did you mean --output-dir?"),
+        (["init", "--ouput-dir=/x"], "unknown option --ouput-dir; did you mean --output-dir?"),
+        (["run", "--pol-interval", "5m"], "unknown option --pol-interval; did you mean --poll-interval?"),
+        (["exec", "--watchh", "--", "app"], "unknown option --watchh; did you mean --watch?"),
+        (["check-config", "--projet", "p"], "unknown option --projet; did you mean --project?"),
+        (["rotate", "--dry-rn", "all"], "unknown option --dry-rn; did you mean --dry-run?"),
+        (["rotation", "status", "--projct", "p"], "unknown option --projct; did you mean --project?"),
+        # Two required options are missing too: the typo is the likelier mistake, and is named first.
+        (["webhook", "--lisen", "127.0.0.1:1"], "unknown option --lisen; did you mean --listen?"),
+        (["initt"], "unknown command 'initt'; did you mean init?"),
+        (["chek-config"], "unknown command 'chek-config'; did you mean check-config?"),
+        (["rotation", "stauts"], "unknown command 'stauts'; did you mean status?"),
+        (["check-config", "--output", "jsn"], "argument --output: invalid choice 'jsn'; did you mean json?"),
+        (["init", "--dotenv", "x.env"], "unknown option --dotenv: it is an option of dev, not of init"),
+        (["--verison"], "unknown option --verison; did you mean --version?"),
+        (
+            ["--project", "my-proj", "init"],
+            "--project is an option of the commands: it goes after one, as in: "
+            "secrets-agent init --project ...",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+)
+def test_a_mistyped_command_line_gets_a_suggestion_and_exit_2(argv: list[str], message: str) -> None:
+    assert_usage_error(agent_process(*argv), message)
+
+
+def test_a_mistyped_option_with_a_value_never_echoes_the_value() -> None:
+    done = agent_process("init", f"--tokn={VALUE_CANARY}", f"--secrett={TOKEN_CANARY}")
+    assert_usage_error(done, "unknown option --tokn (see secrets-agent init --help)")
+    assert VALUE_CANARY not in done.stderr
+    assert TOKEN_CANARY not in done.stderr
+
+
+def test_huge_or_hostile_words_are_quoted_short_and_escaped() -> None:
+    huge = "--output-dirr" + "r" * 100_000  # one argument may be 128 KiB
+    done = agent_process("init", huge)
+    assert done.returncode == 2
+    assert len(done.stderr) < 2000, len(done.stderr)
+    assert "unknown option --output-dirrrr" in done.stderr
+    escape = agent_process("init", "\x1b[2J\x1b]0;owned\x07", "x" * 100_000)
+    assert escape.returncode == 2
+    assert "\x1b" not in escape.stderr
+    assert "unexpected argument '\\x1b[2J\\x1b]0;owned\\x07' (and 1 more argument)" in escape.stderr
+    value = agent_process("check-config", "--output", "j" * 100_000)
+    assert value.returncode == 2
+    assert len(value.stderr) < 2000
+
+
+def test_the_suggestion_is_looked_up_among_the_parsers_own_names_only() -> None:
+    from agent.cli import closest
+
+    options = [f.flag for f in ALL_FLAGS]
+    assert closest("--ouput-dir", options) == "--output-dir"
+    assert closest("--zzzzzz", options) is None
+    # Only a bounded prefix of a huge word is compared: a megabyte costs what sixty characters do.
+    assert closest("--output-dir" + "x" * 1_000_000, options) is None
+
+
+# 2. -c/--config everywhere, and the wrong kind of file
+
+
+def test_check_config_takes_the_file_as_c_too(tmp_path: Path) -> None:
+    assert parse(["check-config", "-c", str(EXAMPLE)], {}).config == load_config(EXAMPLE, {}, {})
+    assert parse(["check-config", "--config", str(EXAMPLE)], {}).config == load_config(EXAMPLE, {}, {})
+    twice = agent_process("check-config", EXAMPLE, "-c", EXAMPLE)
+    assert_usage_error(twice, "the configuration file is given twice: as FILE and as -c FILE")
+
+
+@pytest.mark.parametrize("argv", [["rotate", "all"], ["rotation", "status"]])
+def test_rotation_commands_take_their_file_as_c(argv: list[str], tmp_path: Path) -> None:
+    file = tmp_path / "rotation.yaml"
+    assert parse([*argv, "-c", str(file)], {}).args.config == file
+    assert parse([*argv, "--config", str(file)], {}).args.config == file
+
+
+AGENT_CONFIG = """\
+output_dir: /run/secrets
+templates: []
+secrets:
+  - {name: db, ref: projects/my-project/secrets/db-password}
+"""
+ROTATION_CONFIG = """\
+project: my-project
+topics: [projects/my-project/topics/secret-events]
+secrets:
+  db-password: {provider: password}
+"""
+
+
+@pytest.mark.parametrize("argv", [["rotate", "all"], ["rotation", "status"]])
+def test_rotate_given_an_agent_configuration_says_so(argv: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(AGENT_CONFIG)
+    done = agent_process(*argv, "-c", config, "--dotenv", tmp_path / ".env")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        f"secrets-agent: {config}: this is an agent configuration (output_dir, templates, secrets as a list)"
+    )
+    assert (
+        "rotate and rotation status expect a rotation config: project, topics, subscription and secrets"
+        in line
+    )
+    assert "unknown key" not in line
+
+
+def test_a_rotation_config_with_a_typo_is_not_taken_for_an_agent_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "rotation.yaml"
+    config.write_text("projekt: my-project\nsecrets:\n  db: {provider: password}\n")
+    done = agent_process("rotate", "all", "-c", config, "--dotenv", tmp_path / ".env")
+    assert done.returncode == 2
+    assert "projekt: unknown key (did you mean 'project'?)" in done.stderr
+    assert "agent configuration" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["init", "run", "check-config"])
+def test_an_agent_command_given_a_rotation_config_says_so(command: str, tmp_path: Path) -> None:
+    config = tmp_path / "rotation.yaml"
+    config.write_text(ROTATION_CONFIG)
+    done = agent_process(command, "-c", config)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        f"secrets-agent: {config}: this is a rotation config (topics, secrets by secret id)"
+    )
+    assert "`secrets-agent rotate -c FILE`" in line
+
+
+def test_the_rotation_keys_the_agent_knows_are_the_rotation_configs() -> None:
+    from agent.cli import ROTATION_CONFIG_KEYS
+    from agent.rotation.config import TOP_LEVEL_KEYS
+
+    assert ROTATION_CONFIG_KEYS == TOP_LEVEL_KEYS
+
+
+# 3. init with nothing to do
+
+
+def test_init_with_no_secret_configured_is_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = agent_process("init", "--output-dir", out)
+    assert_usage_error(
+        done,
+        "init: nothing to fetch: no secrets are configured; list them under `secrets:` in a config file "
+        "(-c FILE) or pass --secret NAME=REF (or --allow-empty: succeed with nothing to write)",
+    )
+    assert not out.exists()
+    empty = tmp_path / "agent.yaml"
+    empty.write_text("project: my-project\nsecrets: []\n")
+    from_file = agent_process("init", "-c", empty, "--output-dir", out)
+    assert from_file.returncode == 2
+    assert f"init: nothing to fetch: {empty} lists no secrets and no --secret is given" in from_file.stderr
+    from_env = agent_process("init", "--output-dir", out, env={"SECRETS_AGENT_CONFIG": str(empty)})
+    assert f"init: nothing to fetch: {empty} lists no secrets" in from_env.stderr
+    # Secrets from a file or from flags need no --allow-empty.
+    assert parse(["init", "--secret", "db=projects/my-project/secrets/db"], {}).config is not None
+    assert parse(["init", "-c", str(EXAMPLE)], {}).config == load_config(EXAMPLE, {}, {})
+
+
+def test_init_with_allow_empty_writes_an_empty_snapshot_and_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # Nothing is fetched: the emulator address is never dialled.
+    done = agent_process("init", "--allow-empty", "--output-dir", out, "--endpoint", "127.0.0.1:9")
+    assert done.returncode == 0, done.stderr
+    assert [path.name for path in (out / "..data").iterdir() if not path.name.startswith("..")] == []
+    assert parse(["init", "--allow-empty"], {}).config == Config()
+
+
+# 4. text for people on a terminal, data for programs otherwise
+
+
+def test_check_config_on_a_terminal_prints_yaml_and_a_verdict() -> None:
+    code, shown = on_a_terminal("check-config", EXAMPLE)
+    assert code == 0, shown
+    *document, verdict = shown.rstrip("\n").splitlines()
+    assert verdict == f"# OK: a valid configuration ({EXAMPLE}): 8 secrets, 2 templates"
+    assert yaml.safe_load("\n".join(document)) == load_config(EXAMPLE, {}, {}).to_dict()
+
+
+def test_check_config_in_a_pipe_prints_the_yaml_alone_or_json() -> None:
+    piped = agent_process("check-config", EXAMPLE)
+    assert piped.returncode == 0
+    assert "# OK" not in piped.stdout
+    assert yaml.safe_load(piped.stdout) == load_config(EXAMPLE, {}, {}).to_dict()
+    as_json = agent_process("check-config", EXAMPLE, "--output", "json")
+    assert json.loads(as_json.stdout) == load_config(EXAMPLE, {}, {}).to_dict()
+    as_text = agent_process(
+        "check-config", "--output", "text", "--secret", "db=projects/my-project/secrets/db"
+    )
+    assert as_text.stdout.splitlines()[-1] == (
+        "# OK: a valid configuration (flags and environment only): 1 secret, 0 templates"
+    )
+
+
+@pytest.fixture
+def typed_dotenv(tmp_path: Path) -> tuple[Path, Path]:
+    """A .env with two secrets, and a rotation config that gives them types (no Secret Manager needed)."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"DB={VALUE_CANARY}\nAPI={VALUE_CANARY}-api\n")
+    rotation = tmp_path / "rotation.yaml"
+    rotation.write_text("secrets:\n  DB: {type: database}\n  API: {type: api-key}\n")
+    return dotenv, rotation
+
+
+def test_rotation_status_on_a_terminal_is_a_table_without_json_audit_lines(
+    typed_dotenv: tuple[Path, Path],
+) -> None:
+    dotenv, rotation = typed_dotenv
+    code, shown = on_a_terminal("rotation", "status", "--dotenv", dotenv, "-c", rotation)
+    assert code == 0, shown
+    lines = shown.splitlines()
+    assert lines[0].split() == ["SECRET", "TYPE", "VERSION", "AGE", "NEXT", "DUE", "OVERDUE", "NOTE"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["API", "api-key"], ["DB", "database"]]
+    assert lines[-1] == "2 secrets under rotation, none overdue"
+    assert "{" not in shown
+    assert "agent.audit" not in shown
+    assert VALUE_CANARY not in shown
+    # Asked for, the audit events show, as text lines on the terminal.
+    code, verbose = on_a_terminal(
+        "rotation", "status", "--dotenv", dotenv, "-c", rotation, "--log-level", "info"
+    )
+    assert code == 0
+    assert "agent.audit: secrets api: list * ok" in verbose
+    assert '{"' not in verbose
+
+
+def test_rotation_status_in_a_pipe_is_json_with_json_audit_lines(typed_dotenv: tuple[Path, Path]) -> None:
+    dotenv, rotation = typed_dotenv
+    done = agent_process("rotation", "status", "--dotenv", dotenv, "-c", rotation)
+    assert done.returncode == 0, done.stderr
+    assert [row["secret"] for row in json.loads(done.stdout)["secrets"]] == ["API", "DB"]
+    audit = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {line["logger"] for line in audit} == {"agent.audit"}
+    as_text = agent_process("rotation", "status", "--dotenv", dotenv, "-c", rotation, "--output", "text")
+    assert as_text.stdout.splitlines()[0].startswith("SECRET  TYPE")
+    code, forced = on_a_terminal("rotation", "status", "--dotenv", dotenv, "-c", rotation, "--output", "json")
+    assert code == 0
+    assert json.loads(forced)["secrets"][0]["secret"] == "API"
+
+
+# 5. shell completion
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh"])
+def test_completion_prints_a_script_from_the_real_parser(shell: str) -> None:
+    done = agent_process("completion", shell)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    for word in ("output-dir", "allow-empty", "check-config", "dry-run", "tls-cert-file", "status"):
+        assert word in done.stdout, word  # tcsh's script lists the long options without their dashes
+
+
+def test_the_bash_completion_completes_commands_options_and_choices(tmp_path: Path) -> None:
+    script = tmp_path / "secrets-agent.bash"
+    script.write_text(agent_process("completion", "bash").stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        shell = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; "
+            'COMP_POINT=${#COMP_LINE}; _shtab_secrets_agent; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.split()
+
+    assert complete("secrets-agent", "rot") == ["rotate", "rotation"]
+    assert complete("secrets-agent", "init", "--ou") == ["--output-dir"]
+    assert complete("secrets-agent", "rotation", "status", "--output", "''") == ["text", "json", "table"]
+    assert complete("secrets-agent", "completion", "''") == ["bash", "zsh", "tcsh"]
+
+
+def test_completion_for_an_unknown_shell_is_a_usage_error() -> None:
+    assert_usage_error(
+        agent_process("completion", "bsh"), "argument shell: invalid choice 'bsh'; did you mean bash?"
+    )
+
+
+# 6. grammar
+
+
+def test_counts_are_singular_or_plural() -> None:
+    from agent.cli import plural
+
+    assert [plural(n, "secret") for n in (0, 1, 2)] == ["0 secrets", "1 secret", "2 secrets"]
+    assert plural(1, "entry", "entries") == "1 entry"
+    assert plural(3, "entry", "entries") == "3 entries"
+    assert (
+        agent_process("check-config", "--output", "text")
+        .stdout.splitlines()[-1]
+        .endswith("0 secrets, 0 templates")
+    )
+
+
+# 7. help: a description and examples for every command
+
+
+HELP_COMMANDS = [
+    [],
+    ["init"],
+    ["run"],
+    ["dev"],
+    ["exec"],
+    ["check-config"],
+    ["completion"],
+    ["rotate"],
+    ["rotation"],
+    ["rotation", "status"],
+    ["webhook"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda words: " ".join(words) or "program")
+def test_every_help_has_a_description_and_examples(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1]
+    assert len(description.split()) >= 8, out  # a paragraph, not a title
+    examples = out.split("\nexamples:\n", 1)[1].splitlines()
+    name = " ".join(["secrets-agent", *command[:1]])
+    assert examples, out
+    assert all("secrets-agent" in line for line in examples), out
+    assert any(line.startswith(f"  {name}") for line in examples), out
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS[1:], ids=" ".join)
+def test_every_example_in_the_help_parses(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Each example line is a valid command line for its parser (files it names aside)."""
+    import shlex
+
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    examples = capsys.readouterr().out.split("\nexamples:\n", 1)[1].splitlines()
+    for example in examples:
+        words = shlex.split(example.split("  #")[0].split(" > ")[0].split(" | ")[0].split(" && ")[0])
+        if words[0] == "source":
+            continue
+        assert words[0] == "secrets-agent"
+        words = [w for w in words[1:] if not w.startswith("<(")]
+        if words[0] in ("rotate", "rotation", "webhook", "completion"):
+            parse(words, {})  # the parser accepts it (a SystemExit would fail the test)
+        else:
+            with contextlib.suppress(ConfigError):  # a file that does not exist here
+                parse([*words, *(["--allow-empty"] if words[0] == "init" else [])], {})

@@ -5,7 +5,7 @@ init container on every pod start) must not load what only the sidecar uses: the
 Prometheus client, the file watcher, Pub/Sub, an HTTP client for a notifier it does not have, Jinja2 for
 templates it does not have; no command of the agent loads the rotation tooling, the secrets API, the
 webhook or the emulator. ``run`` loads the web server and Prometheus, but neither the file watcher nor
-Pub/Sub when no events are configured.
+Pub/Sub when no events are configured. ``completion`` alone loads shtab, which writes its scripts.
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ EVENTS_ONLY = (
     "agent.sources.event_feed",
 )
 TEMPLATES_ONLY = ("jinja2", "agent.render.templates", "agent.render.sandbox")
-NOT_FOR_INIT = (*NEVER_FOR_THE_AGENT, *SIDECAR_ONLY, *DEVELOPMENT_ONLY, *EVENTS_ONLY, *TEMPLATES_ONLY)
+COMPLETION_ONLY = ("shtab",)
+NOT_FOR_INIT = (
+    *NEVER_FOR_THE_AGENT,
+    *SIDECAR_ONLY,
+    *DEVELOPMENT_ONLY,
+    *EVENTS_ONLY,
+    *TEMPLATES_ONLY,
+    *COMPLETION_ONLY,
+)
 
 
 def modules_in(stderr: str) -> set[str]:
@@ -92,10 +100,28 @@ def db_password(client: secretmanager_v1.SecretManagerServiceClient) -> str:
     return "s3cr3t"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["init", "--help"], ["run", "--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["init", "--help"], ["run", "--help"], ["completion", "--help"], ["--version"]],
+)
 def test_help_loads_no_google_client(argv: list[str]) -> None:
     modules = modules_of(argv)
     assert loaded_under(modules, (*GOOGLE_CLIENT, *NOT_FOR_INIT)) == []
+
+
+@pytest.mark.parametrize("argv", [["init", "--ouput-dir", "x"], ["initt"]])
+def test_a_mistyped_command_line_loads_nothing_more(argv: list[str]) -> None:
+    modules = modules_of(argv)
+    assert "difflib" in modules  # it did look for a suggestion
+    assert loaded_under(modules, (*GOOGLE_CLIENT, *NOT_FOR_INIT)) == []
+
+
+def test_completion_loads_shtab_and_the_parsers_but_no_server() -> None:
+    modules = modules_of(["completion", "bash"])
+    assert "shtab" in modules
+    assert {"agent.rotation.cli", "agent.webhook.cli"} <= modules  # their parsers are in the script
+    # (agent.rotation.cli imports agent.secrets.types, whose package imports the Google client today.)
+    assert loaded_under(modules, ("agent_emulator", "aiohttp", "agent.endpoint", "agent.app")) == []
 
 
 def test_check_config_loads_neither_the_google_client_nor_the_tools(tmp_path: Path) -> None:

@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError, Problem
-from agent.observe.logs import configure_logging
+from agent.observe.logs import configure_logging, is_terminal
 from agent.secrets.types import SELECTORS
 
 if TYPE_CHECKING:  # the rotation machinery (providers, drivers) is imported only by those who rotate
@@ -30,21 +31,42 @@ EXIT_FAILURE = 1
 TARGETS_HELP = f"{' | '.join(SELECTORS)} | SECRET... (groups by the secret-type label, or secret ids)"
 
 
-def build_parser(command: str) -> argparse.ArgumentParser:
+def build_parser(
+    command: str, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+) -> argparse.ArgumentParser:
     """The parser of ``rotate`` or ``rotation``; the namespace it returns holds ``command`` and ``run``
-    (args -> exit code)."""
-    return _rotate_parser() if command == "rotate" else _rotation_parser()
+    (args -> exit code). ``parser_class``: the program's (``agent.cli.Parser``: "did you mean", examples
+    kept as written)."""
+    return _rotate_parser(parser_class) if command == "rotate" else _rotation_parser(parser_class)
 
 
-def _rotate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+_CONFIG_SHAPE = (
+    "The rotation config (-c FILE) says how each secret is rotated:\n"
+    "  project: my-project\n"
+    "  topics: [projects/my-project/topics/secret-events]   # for --listen\n"
+    "  secrets:\n"
+    "    db-password: {provider: postgres, role: app, admin_dsn_env: ADMIN_DSN}\n"
+    "    stripe-key: {type: api-key, provider: command, generate: [./mint-key]}\n"
+    "It is not the agent's configuration (the file of init and run)."
+)
+
+
+def _rotate_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = parser_class(
         prog="secrets-agent rotate",
-        description="Rotate secrets with their providers: backup, generate, apply, add a version, validate; "
-        "roll back on failure. Exit 0 when all rotated/skipped/not due/locked elsewhere, 1 when any failed "
-        "or was rolled back, 2 for usage errors.",
+        usage="%(prog)s [OPTIONS] TARGET... | %(prog)s --listen [OPTIONS]",
+        description="Rotate secrets with their providers: back up, generate, apply, add a version, "
+        "validate; roll back on failure. A TARGET is a group of secrets by their secret-type label (all, "
+        "database, api-keys...) or a secret id. Prints a table of what happened (--output json for "
+        "scripts). Exit 0 when all rotated/skipped/not due/locked elsewhere, 1 when any failed or was "
+        "rolled back, 2 for usage errors.\n\n" + _CONFIG_SHAPE,
+        epilog="examples:\n"
+        "  secrets-agent rotate --project my-proj --dry-run all\n"
+        "  secrets-agent rotate --project my-proj -c rotation.yaml --due-only database api-keys\n"
+        "  secrets-agent rotate --listen -c rotation.yaml --subscription projects/my-proj/subscriptions/rot",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help=TARGETS_HELP)
-    _add_backend_flags(p)
+    _add_backend_flags(p, "rotate")
     p.add_argument("--due-only", action="store_true", help="rotate only secrets that are due")
     p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     p.add_argument(
@@ -75,22 +97,47 @@ def _rotate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _rotation_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="secrets-agent rotation", description="Rotation status of secrets.")
+def _rotation_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = parser_class(
+        prog="secrets-agent rotation",
+        description="Where the rotation of secrets stands (see also: secrets-agent rotate).",
+        epilog="examples:\n  secrets-agent rotation status --project my-proj",
+    )
     rsub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     s = rsub.add_parser(
         "status",
         help="type, current version's age, next due date, overdue marked",
-        description="A table of secrets: type, current version, its age, next due date, OVERDUE marked.",
+        usage="%(prog)s [OPTIONS]",
+        description="A row per secret under rotation (a secret-type label, or an entry in -c FILE): its "
+        "type, current version, the version's age, the next due date, OVERDUE marked, and notes (a "
+        "rotation in progress, one rolled back). On a terminal: an aligned table and a one-line summary, "
+        "with only warnings logged (the audit events of each read, INFO on agent.audit, are hidden unless "
+        "--log-level info). Otherwise (a pipe, a file): JSON on stdout and the audit events as JSON lines "
+        "on stderr, for a log collector. --output text or json chooses.\n\n" + _CONFIG_SHAPE,
+        epilog="examples:\n"
+        "  secrets-agent rotation status --project my-proj\n"
+        "  secrets-agent rotation status --project my-proj -c rotation.yaml --output json | jq .secrets\n"
+        "  secrets-agent rotation status --dotenv .env --now 2025-01-31T00:00:00Z",
     )
-    _add_backend_flags(s)
+    _add_backend_flags(s, "status")
     s.set_defaults(run=run_status)
     p.set_defaults(command="rotation")
     return p
 
 
-def _add_backend_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, metavar="FILE", help="rotation config file (providers per secret)")
+OUTPUTS = ("text", "json", "table")
+"""``--output``: ``table`` is the former name of ``text``."""
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def _add_backend_flags(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="rotation config file (providers per secret; not the agent's configuration)",
+    )
     p.add_argument("--project", help="Google Cloud project (default: the config's, or $GOOGLE_CLOUD_PROJECT)")
     p.add_argument(
         "--endpoint",
@@ -98,12 +145,41 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
         help="Secret Manager emulator (plaintext gRPC); default $SECRET_MANAGER_EMULATOR_HOST",
     )
     p.add_argument("--dotenv", type=Path, metavar="FILE", help="work on a local .env file instead")
-    p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or json")
+    if command == "status":
+        output_help = (
+            "text: an aligned table (the default on a terminal); json: for scripts (the default otherwise)"
+        )
+    else:
+        output_help = "text: an aligned table (the default); json: for scripts"
+    p.add_argument("--output", choices=OUTPUTS, help=output_help + "; table is another name for text")
     p.add_argument(
         "--now", metavar="RFC3339", help="evaluate due dates at this time (e.g. 2025-01-31T00:00:00Z)"
     )
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    level_help = (
+        "default: warning when stderr is a terminal (the audit events are hidden), info otherwise"
+        if command == "status"
+        else "default: info"
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help=level_help)
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="auto (default): text when stderr is a terminal, json otherwise",
+    )
+
+
+def _output(args: argparse.Namespace, default: str) -> str:
+    """``text`` or ``json``: ``--output``, else ``default`` (``auto``: text on a terminal)."""
+    chosen = args.output or default
+    if chosen == "auto":
+        chosen = "text" if is_terminal(sys.stdout) else "json"
+    return "text" if chosen == "table" else str(chosen)
+
+
+def _configure_logging(args: argparse.Namespace, quiet_on_terminal: bool) -> None:
+    level = args.log_level or ("warning" if quiet_on_terminal and is_terminal(sys.stderr) else "info")
+    configure_logging(level, args.log_format)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,7 +192,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     from agent.rotation.backup import BackupError, check_backup_dir
     from agent.rotation.results import RotationOptions
 
-    configure_logging(args.log_level, args.log_format)
+    _configure_logging(args, quiet_on_terminal=False)
     config = _load_config(args.config)
     _check_rotate_usage(args, config)
     if args.backup_dir is not None and not args.dry_run:
@@ -147,7 +223,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from agent.rotation.backend import endpoint_of, make_backend, project_of
 
-    configure_logging(args.log_level, args.log_format)
+    _configure_logging(args, quiet_on_terminal=True)
     config = _load_config(args.config)
     now = _parse_now(args.now) or datetime.now(UTC)
     backend = make_backend(
@@ -176,7 +252,7 @@ async def _rotate(
         results = await rotate_many(backend, ids, options)
     finally:
         await backend.close()
-    if args.output == "json":
+    if _output(args, "text") == "json":
         sys.stdout.write(results_json(results))
     elif results:
         sys.stdout.write(results_table(results))
@@ -213,14 +289,14 @@ async def _listen(
 async def _status(
     args: argparse.Namespace, config: RotationConfig | None, backend: SecretsBackend, now: datetime
 ) -> int:
-    from agent.rotation.report import status_json, status_table
+    from agent.rotation.report import status_json, status_text
     from agent.rotation.status import rotation_status
 
     try:
         rows = await rotation_status(backend, config, now)
     finally:
         await backend.close()
-    sys.stdout.write(status_json(rows) if args.output == "json" else status_table(rows))
+    sys.stdout.write(status_json(rows) if _output(args, "auto") == "json" else status_text(rows))
     sys.stdout.flush()
     return EXIT_OK
 
@@ -235,7 +311,45 @@ def _load_config(path: Path | None) -> RotationConfig | None:
         return None
     from agent.rotation.config import load_rotation_config
 
-    return load_rotation_config(path)
+    try:
+        return load_rotation_config(path)
+    except ConfigError:
+        _refuse_agent_config(path)
+        raise
+
+
+def _refuse_agent_config(path: Path) -> None:
+    """A rotation config that did not load: if it is the agent's configuration (its keys, none of the
+    rotation config's own), one ConfigError saying so and what rotate expects, instead of a list of
+    unknown keys. (Read again only on this path: a valid file is read once.)"""
+    import dataclasses
+
+    from agent.config import Config, load_yaml, read_text_file
+    from agent.rotation.config import TOP_LEVEL_KEYS
+
+    try:
+        data = load_yaml(read_text_file(path), str(path)).data
+    except ConfigError:
+        return  # unreadable: the rotation config's own problems say why
+    if not isinstance(data, Mapping) or not data or any(key in data for key in ("topics", "subscription")):
+        return
+    agent_keys = {f.name for f in dataclasses.fields(Config)}
+    keys = [str(key) for key in data]
+    if not set(keys) <= agent_keys:
+        return  # other unknown keys: typos, which the rotation config's problems name
+    signs = [key for key in keys if key not in TOP_LEVEL_KEYS]
+    if isinstance(data.get("secrets"), list):
+        signs.append("secrets as a list")
+    if signs:
+        raise ConfigError(
+            Problem(
+                str(path),
+                f"this is an agent configuration ({', '.join(signs)}), the file of init, run, dev and exec; "
+                "rotate and rotation status expect a rotation config: project, topics, subscription and "
+                "secrets as a mapping of secret id -> provider settings, e.g. "
+                "`secrets: {db-password: {provider: postgres}}` (see secrets-agent rotate --help)",
+            )
+        ) from None
 
 
 def _check_rotate_usage(args: argparse.Namespace, config: RotationConfig | None) -> None:

@@ -66,3 +66,20 @@ def status_table(rows: Sequence[StatusRow]) -> str:
 
 def status_json(rows: Sequence[StatusRow]) -> str:
     return json.dumps({"secrets": [r.to_json() for r in rows]}, indent=2) + "\n"
+
+
+def status_text(rows: Sequence[StatusRow]) -> str:
+    """The table for a person, and a one-line summary (or what an empty table means)."""
+    if not rows:
+        return (
+            "no secrets under rotation: none has a secret-type label, and -c FILE names none "
+            "(see secrets-agent rotate --help)\n"
+        )
+    overdue = sum(row.overdue for row in rows)
+    summary = f"{_count(len(rows), 'secret')} under rotation"
+    summary += f", {overdue} overdue" if overdue else ", none overdue"
+    return status_table(rows) + "\n" + summary + "\n"
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -20,15 +20,25 @@ _RESOURCE_FLAGS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
     """The parser of ``webhook``; the namespace it returns holds ``command`` and ``run`` (args -> exit
-    code)."""
+    code). ``parser_class``: the program's (``agent.cli.Parser``: "did you mean", examples as written)."""
     defaults = Resources()
-    p = argparse.ArgumentParser(
+    p = parser_class(
         prog="secrets-agent webhook",
+        usage="%(prog)s --tls-cert-file FILE --tls-key-file FILE [OPTIONS]",
         description="Serve POST /mutate (admission.k8s.io/v1 AdmissionReview of Pods) over HTTPS: pods "
-        "annotated secrets-agent.io/inject: 'true' get the agent as init container and/or sidecar. The "
-        "certificate files are re-read when they change.",
+        "annotated secrets-agent.io/inject: 'true' get the agent as init container and/or sidecar "
+        "(--default-mode, or the pod's secrets-agent.io/mode annotation), configured from the pod's "
+        "annotations. The certificate files are re-read when they change. It reads no configuration file: "
+        "everything is a flag. Exit 0 after SIGTERM, 1 when the certificate cannot be loaded, 2 for bad "
+        "flags.",
+        epilog="examples:\n"
+        "  secrets-agent webhook --tls-cert-file /tls/tls.crt --tls-key-file /tls/tls.key\n"
+        "  secrets-agent webhook --tls-cert-file tls.crt --tls-key-file tls.key --listen 127.0.0.1:8443 "
+        "--default-mode native --project my-proj",
     )
     p.add_argument("--listen", default="0.0.0.0:8443", metavar="HOST:PORT", help="default: %(default)s")
     p.add_argument("--tls-cert-file", type=Path, required=True, metavar="FILE", help="PEM certificate chain")
@@ -68,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="keep answering this long after SIGTERM while endpoints are updated (default: %(default)s)",
     )
-    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    p.add_argument("--log-format", default="json", choices=("json", "text"))
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: %(default)s")
+    p.add_argument(
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "text"),
+        help="auto (default): text when stderr is a terminal, json otherwise (a pod's log)",
+    )
     p.set_defaults(command="webhook", run=run)
     return p
 

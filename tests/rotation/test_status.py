@@ -43,10 +43,11 @@ async def test_status_marks_what_is_overdue_at_the_emulators_time(
     await seed(sm)
     advance_clock(emulator, 45 * 86400)  # api (30 d) is overdue, db (90 d) is not
 
-    run = status(emulator, "--now", emulator_now(emulator))
+    run = status(emulator, "--now", emulator_now(emulator), "--output", "text")
 
     assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    table, _, summary = run.stdout.partition("\n\n")
+    lines = table.splitlines()
     assert lines[0].split() == ["SECRET", "TYPE", "VERSION", "AGE", "NEXT", "DUE", "OVERDUE", "NOTE"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["api"][1:4] == ["api-key", "1", "45d"]
@@ -54,6 +55,7 @@ async def test_status_marks_what_is_overdue_at_the_emulators_time(
     assert rows["db"][1:4] == ["database", "1", "45d"]
     assert "OVERDUE" not in rows["db"]
     assert " ".join(rows["cert"][1:]).startswith("tls-cert 1 45d rotated elsewhere")
+    assert "1 overdue" in summary, summary
     assert CANARY not in run.stdout + run.stderr
 
 
