@@ -22,6 +22,7 @@ from gettext import gettext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from agent.core.words import plural
 from agent.errors import AgentError, ConfigError, Problem
 
 if TYPE_CHECKING:
@@ -65,11 +66,6 @@ def closest(word: str, known: Iterable[str]) -> str | None:
         cores.setdefault(name.lstrip("-"), name)
     found = difflib.get_close_matches(word[:SHOWN_CHARS].lstrip("-"), list(cores), n=1, cutoff=0.6)
     return cores[found[0]] if found else None
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 secret``, ``2 secrets``, ``0 secrets``; ``plural_form`` for irregular words (``entries``)."""
-    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
 
 
 class _RequiredMissing(Exception):

@@ -25,6 +25,7 @@ from agent.config import SecretSpec
 from agent.core.model import Fetched, Snapshot
 from agent.core.retry import Backoff, RepeatedFailures, retry_transient
 from agent.core.store import SnapshotStore
+from agent.core.words import plural
 from agent.errors import PermanentSourceError, SinkError, SourceError
 from agent.render.outputs import Renderer, RenderError
 from agent.sinks import Sink
@@ -341,7 +342,7 @@ class Syncer:
             self.store.record_success(spec.name)
         failures = self._failures.succeeded(spec.name)
         if failures:
-            log.info("checking %s works again after %d failed attempts", spec.name, failures)
+            log.info("checking %s works again after %s", spec.name, plural(failures, "failed attempt"))
         return True if changed is None else (changed, current)
 
     async def _ask_backend(self, spec: SecretSpec, current: Fetched | None) -> Fetched | None:

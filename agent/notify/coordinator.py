@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from agent.core.retry import Backoff
+from agent.core.words import plural
 from agent.errors import AgentError
 from agent.notify.base import Notifier
 
@@ -121,7 +122,10 @@ class ReloadCoordinator:
             self._report(notifier.name, False)
             if attempt == self.max_attempts:
                 log.error(
-                    "%s notifier gave up after %d attempts: %s", notifier.name, self.max_attempts, problem
+                    "%s notifier gave up after %s: %s",
+                    notifier.name,
+                    plural(self.max_attempts, "attempt"),
+                    problem,
                 )
                 return False
             log.warning(

@@ -36,6 +36,7 @@ from agent.core.atomicfile import (
     write_atomically,
 )
 from agent.core.model import Fetched, Output, Snapshot, crc32c
+from agent.core.words import plural
 from agent.errors import ConfigError, Problem, SinkError
 from agent.render.envfile import render_env_file, value_problem
 from agent.render.outputs import Renderer
@@ -205,7 +206,7 @@ class SnapshotSink:
                 continue
             adopted.append(Fetched(spec.name, str(entry["version"]), data, crc32c(data), fetched_at))
         if adopted:
-            log.info("adopted %d secret(s) already in %s", len(adopted), self.output_dir)
+            log.info("adopted %s already in %s", plural(len(adopted), "secret"), self.output_dir)
         return Snapshot({f.name: f for f in adopted})
 
     def _carry_derived(self, recorded: dict[str, dict[str, object]]) -> None:

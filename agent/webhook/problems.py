@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agent.core.words import plural
 from agent.errors import AgentError, Problem
 from agent.webhook.limits import MAX_PROBLEM_TEXT, MAX_SHOWN, shortened
 from agent.webhook.settings import PREFIX
@@ -54,7 +55,7 @@ class InvalidAnnotations(AgentError):
         self.problems = tuple(sorted(problems, key=lambda p: p.annotation))
         shown = [shortened(str(p), MAX_PROBLEM_TEXT) for p in self.problems[:MAX_SHOWN]]
         if len(self.problems) > MAX_SHOWN:
-            shown.append(f"and {len(self.problems) - MAX_SHOWN} more problems")
+            shown.append(f"and {plural(len(self.problems) - MAX_SHOWN, 'more problem')}")
         super().__init__("; ".join(shown))
 
     @property
