@@ -878,9 +878,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:
+        return _reader_gone()
     if argv is None and invocation.command == "init":
         exit_now(code)
     return code
+
+
+def _reader_gone() -> int:
+    """``secrets-agent check-config | head``: the reader closed the pipe before the output ended. Not an
+    error of ours (no traceback); what is still buffered for stdout goes nowhere, as a shell's own tools do
+    (the interpreter would otherwise report the same broken pipe again when it flushes at exit)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILURE
 
 
 def exit_now(code: int) -> NoReturn:

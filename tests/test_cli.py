@@ -980,6 +980,25 @@ def test_check_config_in_a_pipe_prints_the_yaml_alone_or_json() -> None:
     )
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    # `check-config | head -c 1`: the pipe closes while the normalised configuration is still being written
+    # (more of it than a pipe's buffer holds, so the write does fail).
+    config = tmp_path / "agent.yaml"
+    entries = "".join(f"  - {{name: s{i:04d}, ref: projects/my-project/secrets/s{i:04d}}}\n" for i in range(1500))
+    config.write_text("secrets:\n" + entries)
+    pipeline = subprocess.run(
+        ["bash", "-c", '"$0" check-config "$1" | head -c 1', str(SECRETS_AGENT), str(config)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert pipeline.stdout == "p"  # of "project: null", the first line of the YAML
+    assert "Traceback" not in pipeline.stderr, pipeline.stderr
+    assert "BrokenPipeError" not in pipeline.stderr, pipeline.stderr
+
+
 @pytest.fixture
 def typed_dotenv(tmp_path: Path) -> tuple[Path, Path]:
     """A .env with two secrets, and a rotation config that gives them types (no Secret Manager needed)."""
