@@ -54,6 +54,11 @@ def build_parser(prog: str = "secrets-agent emulator") -> argparse.ArgumentParse
         help="inject a fault, e.g. AccessSecretVersion:unavailable=0.2 or *:latency_ms=50 (repeatable)",
     )
     p.add_argument(
+        "--identity",
+        type=Path,
+        help="YAML file of identity: STS providers, service accounts, access bindings, require_auth",
+    )
+    p.add_argument(
         "--quotas", action="store_true", help="enforce the service's per-minute quotas (90000/600/600)"
     )
     return p
@@ -70,6 +75,7 @@ def parse_options(argv: Sequence[str], prog: str = "secrets-agent emulator") -> 
         data=args.data,
         faults=args.faults,
         fault_specs=tuple(args.fault),
+        identity=args.identity,
         quotas=args.quotas,
     )
 

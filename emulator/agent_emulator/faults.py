@@ -205,17 +205,22 @@ class FaultController:
 
 
 class CallCounters:
-    """Implements dispatch.CallRecorder: calls per method and resulting status code."""
+    """Implements dispatch.CallRecorder: calls per method and resulting status code, and the same per
+    project a call counted against (its quota project when it named one, else the project it addressed)."""
 
     def __init__(self) -> None:
         self._counts: dict[str, dict[str, int]] = {}
+        self._by_project: dict[str, dict[str, dict[str, int]]] = {}
         self._lock = threading.Lock()
 
-    def record(self, method: Method, code: grpc.StatusCode) -> None:
-        """Count one finished call of ``method`` that ended with ``code``."""
+    def record(self, method: Method, code: grpc.StatusCode, project: str = "") -> None:
+        """Count one finished call of ``method`` that ended with ``code``, billed to ``project``."""
         with self._lock:
             by_code = self._counts.setdefault(method.name, {})
             by_code[code.name] = by_code.get(code.name, 0) + 1
+            if project:
+                of_project = self._by_project.setdefault(project, {}).setdefault(method.name, {})
+                of_project[code.name] = of_project.get(code.name, 0) + 1
 
     def count(self, method_name: str, code_name: str | None = None) -> int:
         """Calls of one method, with one status code (e.g. ``"OK"``) or with any (``None``)."""
@@ -229,7 +234,19 @@ class CallCounters:
             methods = {name: dict(sorted(by_code.items())) for name, by_code in sorted(self._counts.items())}
         return {"methods": methods, "total": sum(sum(by_code.values()) for by_code in methods.values())}
 
+    def by_project(self) -> dict[str, Any]:
+        """``{"projects": {"billing-a": {"AccessSecretVersion": {"OK": 3}}, ...}, "total": N}``: the same
+        counts, per project a call counted against (calls that named no valid project are left out)."""
+        with self._lock:
+            projects = {
+                project: {name: dict(sorted(codes.items())) for name, codes in sorted(methods.items())}
+                for project, methods in sorted(self._by_project.items())
+            }
+        total = sum(sum(codes.values()) for methods in projects.values() for codes in methods.values())
+        return {"projects": projects, "total": total}
+
     def reset(self) -> None:
         """Forget every count."""
         with self._lock:
             self._counts.clear()
+            self._by_project.clear()

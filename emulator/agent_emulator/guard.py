@@ -16,8 +16,14 @@ developer opens can make the browser send requests to ``127.0.0.1``. Two such at
   ``[::1]``, any port), plus the ``--host`` the emulator was started with when that is not loopback (and
   any IP address when it binds a wildcard such as 0.0.0.0, since an address literal cannot be rebound).
 
+One exception to the JSON rule: ``POST /v1/token`` (the STS token exchange) also takes
+``application/x-www-form-urlencoded``, because that is what google-auth sends (RFC 8693). A page's form post
+to it still carries an ``Origin`` (refused above), and what it could do is exchange a subject token it
+already holds for an access token it cannot read (no CORS).
+
 The official clients (google-cloud-secret-manager over REST, gcloud, curl with
-``-H 'Content-Type: application/json'``) pass all three checks. gRPC is not affected: browsers cannot
+``-H 'Content-Type: application/json'``, google-auth's STS and IAM Credentials calls) pass all three
+checks. gRPC is not affected: browsers cannot
 speak it.
 """
 
@@ -140,7 +146,14 @@ def check(request: web.Request, policy: HostPolicy) -> tuple[int, grpc.StatusCod
     return None
 
 
+FORM_PATHS = frozenset({"/v1/token"})
+"""Paths that may take ``application/x-www-form-urlencoded`` POSTs (OAuth token endpoints)."""
+_FORM = "application/x-www-form-urlencoded"
+
+
 def _declares_json(request: web.Request) -> bool:
+    if request.method == "POST" and request.rel_url.path in FORM_PATHS and request.content_type == _FORM:
+        return True
     if "Content-Type" not in request.headers:
         # Only a DELETE without a body may omit it: a browser never sends DELETE cross-origin unasked.
         return request.method == "DELETE" and not request.body_exists

@@ -12,7 +12,8 @@ DEFAULT_HTTP_PORT = 8781
 @dataclass(frozen=True)
 class EmulatorOptions:
     host: str = "127.0.0.1"
-    """Address both listeners bind to. Loopback by default: the emulator has no authentication."""
+    """Address both listeners bind to. Loopback by default: the admin API has no authentication (and the
+    Secret Manager API none unless the identity config says ``require_auth``)."""
     grpc_port: int = DEFAULT_GRPC_PORT
     """Plaintext gRPC port (0 = pick a free one)."""
     http_port: int = DEFAULT_HTTP_PORT
@@ -25,6 +26,9 @@ class EmulatorOptions:
     """YAML file of faults and quotas applied from the start (see ``agent_emulator.fault_config``)."""
     fault_specs: tuple[str, ...] = field(default=())
     """Faults from ``--fault`` flags, e.g. ``AccessSecretVersion:unavailable=0.2``."""
+    identity: Path | None = None
+    """YAML/JSON identity config (``--identity``): trusted providers, service accounts, bindings,
+    ``require_auth`` (see ``agent_emulator.identity_config``). None: no identity, nothing required."""
     quotas: bool = False
     """Switch on the service's per-project per-minute quotas (access 90,000, read 600, write 600)."""
     rotation_check_seconds: float = 1.0

@@ -7,7 +7,13 @@ adapter would have received (path variable + query parameters + JSON body, ``res
     {"error": {"code": 404, "message": "Secret [projects/p/secrets/s] not found ...", "status": "NOT_FOUND"}}
 
 so that the official client's ``transport="rest"`` raises the same google.api_core exceptions it would
-against the real service. Bad input is always a 4xx; a 500 only ever comes from an injected INTERNAL fault
+against the real service. The caller's ``Authorization`` and ``X-Goog-User-Project`` headers go to the
+dispatcher (identity checks, when the identity config requires them); a 401 carries
+``WWW-Authenticate: Bearer``, and errors with a ``google.rpc.ErrorInfo`` carry it in ``details``.
+The identity endpoints (``/v1/token``, ``/v1/projects/-/serviceAccounts/...``) are routed by
+:mod:`agent_emulator.identity_http`, ahead of these.
+
+Bad input is always a 4xx; a 500 only ever comes from an injected INTERNAL fault
 or a bug, and then says nothing about the request.
 """
 
@@ -22,8 +28,8 @@ import grpc
 from aiohttp import web
 
 from agent_emulator import bounded, rest_codec, rest_routes
-from agent_emulator.dispatch import Dispatcher
-from agent_emulator.errors import EmulatorError
+from agent_emulator.dispatch import Caller, Dispatcher
+from agent_emulator.errors import EmulatorError, ErrorInfo
 from agent_emulator.methods import METHODS
 from agent_emulator.rest_codec import RestInputError
 
@@ -59,29 +65,44 @@ _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_body(http_status: int, code: grpc.StatusCode, message: str, field: str | None = None) -> bytes:
-    """Google's JSON error document (``error.code``/``message``/``status``, plus a BadRequest detail)."""
+def error_body(
+    http_status: int,
+    code: grpc.StatusCode,
+    message: str,
+    field: str | None = None,
+    info: ErrorInfo | None = None,
+) -> bytes:
+    """Google's JSON error document (``error.code``/``message``/``status``, plus a BadRequest or an
+    ErrorInfo detail)."""
     error: dict[str, Any] = {"code": http_status, "message": message, "status": code.name}
+    details: list[dict[str, Any]] = []
     if field is not None:
-        error["details"] = [
+        details.append(
             {"@type": _BAD_REQUEST_TYPE, "fieldViolations": [{"field": field, "description": message}]}
-        ]
+        )
+    if info is not None:
+        details.append(info.to_json())
+    if details:
+        error["details"] = details
     return rest_codec.dump({"error": error})
 
 
 def error_response(error: EmulatorError) -> web.Response:
     """The HTTP response for an EmulatorError (from the store, faults or the REST layer itself)."""
-    headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, _MethodNotAllowed) else None
+    headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, _MethodNotAllowed) else {}
     field = error.field if isinstance(error, RestInputError) else None
     status = (error.http_status if isinstance(error, RestInputError) else None) or HTTP_STATUS.get(
         error.code, 500
     )
+    if status == 401:
+        # What Google's front end adds to every 401 (RFC 6750).
+        headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
     return web.Response(
         status=status,
-        body=error_body(status, error.code, error.message, field),
+        body=error_body(status, error.code, error.message, field, error.info),
         content_type=_JSON,
         charset="utf-8",
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -116,7 +137,8 @@ class RestApi:
             raise EmulatorError(grpc.StatusCode.UNIMPLEMENTED, f"Method {route.rpc} is not implemented.")
         body = await read_body(request) if route.body else b""
         proto_request = build_request(method.request_type, route, resolution.value, request, body)
-        response = await self._dispatcher.call(route.rpc, proto_request)
+        caller = Caller.from_pairs(request.headers.items(), "rest")
+        response = await self._dispatcher.call(route.rpc, proto_request, caller)
         message = None if response is None else getattr(response, "_pb", response)
         return web.Response(body=rest_codec.render(message, fmt), content_type=_JSON, charset="utf-8")
 

@@ -26,10 +26,14 @@ from aiohttp import web
 from agent.errors import AgentError
 from agent_emulator import events, guard, persistence
 from agent_emulator.admin import add_admin_routes
+from agent_emulator.calls import CallLog
 from agent_emulator.clock import Clock
 from agent_emulator.dispatch import Dispatcher
 from agent_emulator.faults import CallCounters, FaultController
 from agent_emulator.grpc_service import secret_manager_handler
+from agent_emulator.identity import IdentityService
+from agent_emulator.identity_config import IdentityConfig, load_identity_config
+from agent_emulator.identity_http import add_identity_routes
 from agent_emulator.options import EmulatorOptions
 from agent_emulator.rest import add_rest_routes
 from agent_emulator.store import SecretStore
@@ -53,7 +57,17 @@ class EmulatorEndpoints:
     rest_url: str
     """Base URL of the REST/JSON API, e.g. ``http://127.0.0.1:8781`` (``/v1/...`` below it)."""
     admin_url: str
-    """Base URL of the admin API: faults, counters, clock (``rest_url + "/emulator/v1"``)."""
+    """Base URL of the admin API: faults, counters, clock, identity... (``rest_url + "/emulator/v1"``)."""
+
+    @property
+    def token_url(self) -> str:
+        """The STS token endpoint: an ``external_account`` credential config's ``token_url``."""
+        return f"{self.rest_url}/v1/token"
+
+    def impersonation_url(self, email: str) -> str:
+        """generateAccessToken for one account: ``service_account_impersonation_url`` /
+        ``iam_endpoint_override``."""
+        return f"{self.rest_url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
 
     @classmethod
     def for_ports(cls, host: str, grpc_port: int, http_port: int) -> EmulatorEndpoints:
@@ -99,11 +113,21 @@ async def _start_http(
     counters: CallCounters,
     clock: Clock,
     store: SecretStore,
+    identity: IdentityService,
 ) -> tuple[web.AppRunner, int]:
     # The guard runs first: a request a web page sent never reaches a handler (see agent_emulator.guard).
     app = web.Application(middlewares=[guard.middleware(options.host)])
+    add_identity_routes(app, identity)
     add_rest_routes(app, dispatcher)
-    add_admin_routes(app, faults=faults, counters=counters, clock=clock, store=store)
+    add_admin_routes(
+        app,
+        faults=faults,
+        counters=counters,
+        clock=clock,
+        store=store,
+        identity=identity,
+        calls=identity.calls,
+    )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.http_port, reuse_address=True)
@@ -160,11 +184,16 @@ async def serve(
     try:
         store = build_store(options, clock, publisher)
         faults = FaultController.from_options(options, clock)
+        identity_config = load_identity_config(options.identity) if options.identity else IdentityConfig()
+        calls = CallLog()
+        identity = IdentityService(identity_config, clock, calls)
         counters = CallCounters()
-        dispatcher = Dispatcher(store, faults, counters)
+        dispatcher = Dispatcher(store, faults, counters, gate=identity, calls=calls, clock=clock)
         grpc_server, grpc_port = await _start_grpc(options, dispatcher)
         try:
-            runner, http_port = await _start_http(options, dispatcher, faults, counters, clock, store)
+            runner, http_port = await _start_http(
+                options, dispatcher, faults, counters, clock, store, identity
+            )
         except BaseException:
             await grpc_server.stop(None)
             raise
@@ -260,7 +289,12 @@ def serve_forever(options: EmulatorOptions) -> int:
             found.rest_url,
         )
         log.info("  curl: curl %s/v1/projects/PROJECT/secrets/SECRET/versions/latest:access", found.rest_url)
-        log.info("admin API (faults, counters, clock): %s", found.admin_url)
+        log.info("admin API (faults, counters, calls, clock, identity, tokens): %s", found.admin_url)
+        log.info(
+            "  identity: STS token_url=%s, generateAccessToken under %s",
+            found.token_url,
+            found.rest_url + "/v1/projects/-/serviceAccounts/",
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
