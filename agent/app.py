@@ -49,7 +49,12 @@ def check_config(config: Config, out: TextIO) -> int:
     in ``load_config``: reaching this point means the configuration is valid. Returns the exit code."""
     import yaml
 
+    from agent.sources.identity import describe_identities
+
     yaml.safe_dump(config.to_dict(), out, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    # The credential path, as YAML comments: the output stays a valid configuration file.
+    for line in describe_identities(config):
+        out.write(f"# {line}\n")
     return 0
 
 
@@ -72,16 +77,24 @@ def select_source(config: Config, mode: Mode) -> Source:
 
     def gcp(endpoint: str | None) -> Source:
         from agent.sources.gcp import GcpSource
+        from agent.sources.identity import IdentitySettings, describe_identities
 
-        return GcpSource(endpoint=endpoint, call_timeout=config.gcp.call_timeout)
+        # Which identity, which quota project: the line to read when a token is refused.
+        log.info("source: %s", "; ".join(describe_identities(config)))
+        return GcpSource(
+            endpoint=endpoint,
+            call_timeout=config.gcp.call_timeout,
+            identity=IdentitySettings.from_config(config.gcp, config.secrets),
+        )
 
     if config.source_for(mode) == "dotenv":
         log.info("source: .env file %s", config.dotenv.file)
         return dotenv(config.dotenv.file)
     if config.gcp.endpoint:
-        log.info("source: Secret Manager at %s (plaintext, emulator)", config.gcp.endpoint)
         return gcp(config.gcp.endpoint)
-    if google_credentials_available():
+    # A credentials file is the credentials: ADC's absence does not matter then (impersonation alone
+    # starts from ADC, so it does).
+    if config.gcp.credentials_file is not None or google_credentials_available():
         return gcp(None)
     fallback = config.fallback_file
     if config.source == "auto" and fallback is not None:

@@ -30,6 +30,9 @@ SOURCE = "`agent/config/schema.py` and the flag table of `agent/cli.py`"
 # that made it: ``_at_least(1)`` is ``_at_least.<locals>.parse``). Choices (Literal annotations) and
 # booleans need no entry. A parser missing here fails the generation: say what the new setting takes.
 PARSER_TYPES: dict[str, str] = {
+    "_optional_service_account": "service account email",
+    "_service_account_list": "list of service account emails",
+    "_optional_iam_endpoint": "URL",
     "parse_duration": "duration",
     "parse_delay": "duration (0 allowed)",
     "_subscription_ttl": "duration (at least 1 day)",

@@ -328,6 +328,8 @@ def _read_secrets(
                 values["ref"] = parse_ref(values["ref"], project if project_ok else _PLACEHOLDER_PROJECT)
             except InvalidReference as error:
                 reader.problems.append(Problem(f"{path}.ref", error.problems[0].message))
+        if values.get("delegates") and values.get("impersonate_service_account") is None:
+            reader.problems.append(Problem(f"{path}.delegates", _DELEGATES_ALONE.format(where=path)))
         deliver = values.get("deliver", True)
         claimed = ("name", "env", "file") if deliver else ("name",)
         claim = _Claim(path, {key: values[key] for key in claimed if key in values})
@@ -547,6 +549,8 @@ def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
                 f"gcp.backoff_max ({_seconds(gcp.backoff_max)}s)",
             )
         )
+    if isinstance(gcp, GcpConfig):
+        reader.problems += identity_problems(gcp, values.get("secrets", ()))
     events = values.get("events")
     if isinstance(events, EventsConfig) and events.topic is not None and events.subscription is not None:
         reader.problems.append(
@@ -564,6 +568,75 @@ def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
                 "only used with exec.watch (--watch): without it the agent execs the command and is gone",
             )
         )
+
+
+_DELEGATES_ALONE = (
+    "only used with {where}.impersonate_service_account: a delegation chain leads to an impersonated account"
+)
+
+
+def identity_problems(gcp: GcpConfig, secrets: Sequence[SecretSpec] = (), path: str = "gcp") -> list[Problem]:
+    """What is wrong with the identity settings of ``gcp`` (at ``path``) together: a delegation chain or an
+    IAM endpoint without impersonation, credentials bound for a non-loopback plaintext endpoint."""
+    problems: list[Problem] = []
+    if gcp.delegates and gcp.impersonate_service_account is None:
+        problems.append(Problem(f"{path}.delegates", _DELEGATES_ALONE.format(where=path)))
+    impersonates = gcp.impersonate_service_account is not None or any(
+        spec.impersonate_service_account is not None for spec in secrets
+    )
+    if gcp.iam_endpoint is not None and not impersonates:
+        problems.append(
+            Problem(
+                f"{path}.iam_endpoint",
+                f"only used to impersonate a service account ({path}.impersonate_service_account, or a "
+                "secret's impersonate_service_account)",
+            )
+        )
+    if gcp.endpoint is not None and gcp.endpoint_gets_credentials(secrets) and not gcp.endpoint_tls:
+        host, _ = split_listen(gcp.endpoint)
+        if not is_loopback(host):
+            problems.append(
+                Problem(
+                    f"{path}.endpoint",
+                    f"{host} is not a loopback address, and the agent would send it access tokens in "
+                    f"plaintext: set {path}.endpoint_tls, use a loopback address, or set "
+                    f"{path}.endpoint_credentials: false",
+                )
+            )
+    return problems
+
+
+IDENTITY_KEYS = (
+    "credentials_file",
+    "impersonate_service_account",
+    "delegates",
+    "iam_endpoint",
+    "quota_project",
+)
+"""The ``gcp`` settings that say who the caller is: what the rotation config's ``gcp`` section accepts."""
+
+
+def read_identity_section(raw: object, path: str = "gcp") -> tuple[GcpConfig, list[Problem]]:
+    """The identity settings of a ``gcp`` mapping read outside the agent's configuration (the rotation
+    config), with the agent's own parsers and rules (``identity_problems``): ``IDENTITY_KEYS`` only, any
+    other key is unknown. Returns the GcpConfig (defaults where unset, and all defaults when there are
+    problems) and every problem, each with its path under ``path``."""
+    if raw is None:
+        return GcpConfig(), []
+    if not isinstance(raw, Mapping):
+        return GcpConfig(), [
+            Problem(path, f"expected a mapping of {', '.join(IDENTITY_KEYS)}, got {describe(raw)}")
+        ]
+    reader = _Reader(env={}, flags={})
+    reader.problems += [unknown_key(key, IDENTITY_KEYS, path) for key in raw if key not in IDENTITY_KEYS]
+    values = reader.section(
+        GcpConfig, {k: v for k, v in raw.items() if k in IDENTITY_KEYS}, path, layered=False
+    )
+    if reader.problems:
+        return GcpConfig(), reader.problems
+    gcp = GcpConfig(**values)
+    problems = identity_problems(gcp, (), path)
+    return (GcpConfig() if problems else gcp), problems
 
 
 def _inside(root: str, path: Path) -> str | None:

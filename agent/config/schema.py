@@ -10,10 +10,12 @@ does, its unit and its default.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from agent.config.refs import SecretRef
 from agent.config.values import (
@@ -46,6 +48,7 @@ from agent.config.values import (
     describe,
     env_name_for,
     format_mode,
+    is_loopback,
     optional_project,
     parse_delay,
     parse_duration,
@@ -204,6 +207,99 @@ def _name_list(value: object) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Identity: service accounts, delegation chains, the IAM Credentials endpoint
+# --------------------------------------------------------------------------------------------------
+
+SERVICE_ACCOUNT_RESOURCE = "projects/-/serviceAccounts/"
+"""How IAM Credentials names an account in a delegation chain (``projects/-/serviceAccounts/EMAIL``)."""
+MAX_DELEGATES = 16
+"""Longest delegation chain accepted (Google documents none; a chain longer than this is a mistake)."""
+IAM_ENDPOINT_PATH = "/projects/-/serviceAccounts/{}:generateAccessToken"
+"""What ``gcp.iam_endpoint`` given as a base URL is completed with (after ``/v1``): google-auth's
+``iam_endpoint_override`` is the full URL, the account in place of ``{}``."""
+_EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,127}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_EXAMPLE_ACCOUNT = "reader@my-project.iam.gserviceaccount.com"
+
+
+def _service_account(value: object) -> str:
+    """A service account email; ``projects/-/serviceAccounts/EMAIL`` and ``serviceAccount:EMAIL`` (the
+    forms gcloud and IAM policies print) are accepted and stored as the email."""
+    text = _string(value).strip()
+    email = text.removeprefix(SERVICE_ACCOUNT_RESOURCE).removeprefix("serviceAccount:")
+    if len(email) > 254 or not _EMAIL.fullmatch(email):
+        raise ValueError(
+            f"expected a service account email such as {_EXAMPLE_ACCOUNT}, got {describe(value)}"
+        )
+    return email
+
+
+def _optional_service_account(value: object) -> str | None:
+    return None if value is None else _service_account(value)
+
+
+def _service_account_list(value: object) -> tuple[str, ...]:
+    """A YAML list of service account emails, or one string of them separated by commas or spaces (an
+    environment variable)."""
+    if isinstance(value, str):
+        raw: list[object] = [part for part in re.split(r"[,\s]+", value) if part]
+    elif isinstance(value, list | tuple):
+        raw = list(value)
+    else:
+        raise ValueError(f"expected a list of service account emails, got {describe(value)}")
+    if len(raw) > MAX_DELEGATES:
+        raise ValueError(f"at most {MAX_DELEGATES} accounts in a delegation chain, got {len(raw)}")
+    accounts: list[str] = []
+    for index, item in enumerate(raw):
+        try:
+            account = _service_account(item)
+        except ValueError as error:
+            raise ValueError(f"item {index}: {error}") from None
+        if account in accounts:
+            raise ValueError(f"item {index}: {account} is already in the chain")
+        accounts.append(account)
+    return tuple(accounts)
+
+
+def _optional_iam_endpoint(value: object) -> str | None:
+    """The IAM Credentials ``generateAccessToken`` URL, ``{}`` standing for the account: a base URL
+    (``http://127.0.0.1:8781``, ``https://iamcredentials.googleapis.com/v1``) is completed with
+    ``/v1/projects/-/serviceAccounts/{}:generateAccessToken``. Plain ``http`` only to a loopback host: the
+    request carries the source credentials' access token."""
+    if value is None:
+        return None
+    url = _string(value).strip()
+    expected = (
+        "expected an http(s) URL such as https://iamcredentials.googleapis.com or http://127.0.0.1:8781"
+    )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise ValueError(f"{expected}, got {describe(value)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"{expected}, got {describe(value)}")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{expected}, without user info, query or fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"http:// only to a loopback address ({parts.hostname} is not one): the request carries an "
+            "access token, use https://"
+        )
+    if "{}" in url:
+        if url.count("{}") != 1 or url.replace("{}", "").count("{") or url.replace("{}", "").count("}"):
+            raise ValueError("expected one {} where the service account goes, and no other braces")
+        return url
+    if "{" in url or "}" in url:
+        raise ValueError("expected one {} where the service account goes, and no other braces")
+    base = url.rstrip("/")
+    return (base if base.endswith("/v1") else base + "/v1") + IAM_ENDPOINT_PATH
+
+
+def _optional_boolean(value: object) -> bool | None:
+    return None if value is None else _boolean(value)
+
+
+# --------------------------------------------------------------------------------------------------
 # Declarative field metadata
 # --------------------------------------------------------------------------------------------------
 
@@ -229,6 +325,9 @@ class Setting:
     credential: bool = False
     """The value may be (or carry) a credential: its parser never echoes it, ``to_dict`` hides it, and its
     ``SECRETS_AGENT_*`` variable is kept from the commands the agent runs (``CREDENTIAL_ENV``)."""
+    omit_default: bool = False
+    """``to_dict`` (what ``check-config`` prints) leaves the setting out while it has its default: for
+    settings of every secret that few secrets set (a secret's own identity)."""
 
 
 @dataclass(frozen=True)
@@ -250,9 +349,10 @@ def setting(
     from_env: bool = True,
     fallback_env: str | None = None,
     credential: bool = False,
+    omit_default: bool = False,
 ) -> dict[str, object]:
     """Field metadata for a scalar setting (use as ``field(default=..., metadata=setting(...))``)."""
-    return {_META_KEY: Setting(parse, dump, from_env, fallback_env, credential)}
+    return {_META_KEY: Setting(parse, dump, from_env, fallback_env, credential, omit_default)}
 
 
 def section() -> dict[str, object]:
@@ -374,6 +474,20 @@ class SecretSpec:
     deliver: bool = field(default=True, metadata=setting(_boolean, from_env=False))
     """Write this secret's own file and env variable (default true). ``false``: it only feeds its ``keys``
     and the templates, and the endpoint does not serve it."""
+    impersonate_service_account: str | None = field(
+        default=None, metadata=setting(_optional_service_account, from_env=False, omit_default=True)
+    )
+    """Fetch this secret as this service account (an email), for a secret another team owns: the agent's
+    own credentials (``gcp.credentials_file``, else Application Default Credentials) impersonate it, in
+    place of ``gcp.impersonate_service_account``; they need ``roles/iam.serviceAccountTokenCreator`` on it.
+    Secrets naming the same account (and ``delegates``) share one client. Default: none (the agent's
+    identity)."""
+    delegates: tuple[str, ...] = field(
+        default=(), metadata=setting(_service_account_list, dump=_list, from_env=False, omit_default=True)
+    )
+    """With ``impersonate_service_account``: the delegation chain to it (emails, in order; each holds
+    ``roles/iam.serviceAccountTokenCreator`` on the next, the last on the impersonated account). Not
+    inherited from ``gcp.delegates``. Default: none (the agent's credentials impersonate it directly)."""
     keys: tuple[KeySpec, ...] = field(default=(), metadata=items(KeySpec))
     """More outputs from the same payload, fetched once: each a ``key`` with its own ``file`` and/or
     ``env`` (and ``mode``, ``uid``, ``gid``, defaulting to the secret's)."""
@@ -394,9 +508,51 @@ class GcpConfig:
         default=None,
         metadata=setting(_optional_endpoint, dump=_optional_str, fallback_env="SECRET_MANAGER_EMULATOR_HOST"),
     )
-    """``HOST:PORT`` of a Secret Manager emulator spoken to over plaintext gRPC, without credentials. Env
+    """``HOST:PORT`` of a Secret Manager emulator spoken to over plaintext gRPC (TLS with ``endpoint_tls``),
+    without credentials unless an identity is configured (see ``endpoint_credentials``). Env
     ``SECRETS_AGENT_GCP_ENDPOINT``; when nothing of ours sets it, ``SECRET_MANAGER_EMULATOR_HOST``. Default:
     none (the real service, with Application Default Credentials)."""
+    endpoint_tls: bool = field(default=False, metadata=setting(_boolean))
+    """Speak TLS to ``endpoint``, checking its certificate against the system's roots (or the PEM file named
+    by ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``). Needed to send credentials to an endpoint that is not on a
+    loopback address. Default false (plaintext)."""
+    endpoint_credentials: bool | None = field(default=None, metadata=setting(_optional_boolean))
+    """Send the agent's Google credentials (an ``authorization`` access token, refreshed as they expire) to
+    ``endpoint``, as to Google: over plaintext only to a loopback address (gRPC local credentials),
+    otherwise only with ``endpoint_tls``; a token bound for another host is refused when the configuration
+    is read. ``true``: always (Application Default Credentials too); ``false``: never. Default: when an
+    identity is configured explicitly (``credentials_file``, or ``impersonate_service_account`` here or on
+    a secret)."""
+    credentials_file: Path | None = field(default=None, metadata=setting(_optional_path, dump=_optional_str))
+    """A Google credential configuration or key file, read by google-auth: an ``external_account`` file
+    (Workload Identity Federation, as ``gcloud iam workload-identity-pools create-cred-config`` writes it;
+    its ``credential_source.file`` is the pod's projected Kubernetes service account token, re-read at every
+    token refresh), a service account key, or any other type google-auth loads. Read when the first secret
+    is fetched (``check-config`` describes it). Default: none (Application Default Credentials:
+    ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's ADC file, the metadata server of GKE or GCE)."""
+    impersonate_service_account: str | None = field(default=None, metadata=setting(_optional_service_account))
+    """Call Secret Manager as this service account (an email), impersonated with the agent's credentials
+    (``credentials_file`` or Application Default Credentials) through IAM Credentials' generateAccessToken;
+    they need ``roles/iam.serviceAccountTokenCreator`` (permission ``iam.serviceAccounts.getAccessToken``)
+    on it. Tokens are refreshed before they expire. A secret's own ``impersonate_service_account`` takes its
+    place for that secret. Default: none."""
+    delegates: tuple[str, ...] = field(default=(), metadata=setting(_service_account_list, dump=_list))
+    """The delegation chain to ``impersonate_service_account``: service account emails in order, each
+    holding ``roles/iam.serviceAccountTokenCreator`` on the next, the last on the impersonated account. A
+    YAML list, or in ``SECRETS_AGENT_GCP_DELEGATES`` emails separated by commas or spaces. Default: none."""
+    iam_endpoint: str | None = field(default=None, metadata=setting(_optional_iam_endpoint))
+    """Where impersonation asks for tokens, instead of ``https://iamcredentials.googleapis.com`` (the
+    emulator, a private endpoint): a base URL such as ``http://127.0.0.1:8781``, completed with
+    ``/v1/projects/-/serviceAccounts/{}:generateAccessToken`` and stored so, or that full URL with ``{}``
+    for the account (google-auth's ``iam_endpoint_override``). ``http://`` only to a loopback address.
+    Default: none (Google's)."""
+    quota_project: str | None = field(
+        default=None, metadata=setting(optional_project, fallback_env="GOOGLE_CLOUD_QUOTA_PROJECT")
+    )
+    """The project Secret Manager calls count against (quota and billing), sent as ``x-goog-user-project``;
+    the caller needs ``roles/serviceusage.serviceUsageConsumer`` on it. Env
+    ``SECRETS_AGENT_GCP_QUOTA_PROJECT``; when nothing of ours sets it, ``GOOGLE_CLOUD_QUOTA_PROJECT`` (as
+    google-auth reads it). Default: none (each call counts against the project of its secret)."""
     call_timeout: float = field(default=10.0, metadata=setting(parse_duration, dump=_seconds))
     """Deadline of each Secret Manager call, in seconds (a duration). Default 10."""
     strategy: Strategy = field(default="access", metadata=setting(_choice("access", "metadata")))
@@ -408,6 +564,24 @@ class GcpConfig:
     jitter. Default 0.5."""
     backoff_max: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
     """Cap of the retry delay, in seconds (a duration); at least ``backoff_initial``. Default 30."""
+
+    def explicit_identity(self, secrets: Sequence[SecretSpec] = ()) -> bool:
+        """Whether an identity is configured on purpose: a credentials file, or an impersonated account
+        (here or on one of ``secrets``)."""
+        return (
+            self.credentials_file is not None
+            or self.impersonate_service_account is not None
+            or any(spec.impersonate_service_account is not None for spec in secrets)
+        )
+
+    def endpoint_gets_credentials(self, secrets: Sequence[SecretSpec] = ()) -> bool:
+        """Whether the agent sends credentials to ``endpoint`` (False without one): ``endpoint_credentials``,
+        or by default when an identity is configured explicitly."""
+        if self.endpoint is None:
+            return False
+        if self.endpoint_credentials is not None:
+            return self.endpoint_credentials
+        return self.explicit_identity(secrets)
 
 
 @dataclass(frozen=True)
@@ -686,6 +860,8 @@ def _dump(obj: Any) -> dict[str, object]:
     for f in dataclasses.fields(obj):
         meta, value = _meta(f), getattr(obj, f.name)
         if isinstance(meta, Setting):
+            if meta.omit_default and value == f.default:
+                continue
             out[f.name] = meta.dump(value)
         elif isinstance(meta, Section):
             out[f.name] = _dump(value)

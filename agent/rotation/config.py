@@ -15,6 +15,10 @@
         provider: command
         generate: ["./mint-stripe-key"]
         validate: ["./check-stripe-key"]
+    gcp:                                # who the rotator is to Secret Manager (the agent's settings)
+      credentials_file: /var/run/gcp/credentials.json
+      impersonate_service_account: rotator@my-project.iam.gserviceaccount.com
+      quota_project: platform-billing
 
 A secret's provider settings come from, in this order: its entry here, else its labels
 (``settings_from_labels``), else its type's default (``default_settings_for``). Each entry's keys besides
@@ -23,7 +27,10 @@ A secret's provider settings come from, in this order: its entry here, else its 
 The file is read like the agent's own configuration (``agent.config``): a key set twice anywhere is an
 error naming its path (``secrets.db-password.provider``), an unknown top-level key is an error, and
 ``project``, ``topics`` and ``subscription`` follow the rules of the agent's ``project``, ``events.topic``
-and ``events.subscription``. Every problem is reported at once, in one ConfigError (exit code 2).
+and ``events.subscription``. ``gcp`` takes the agent's identity settings (``credentials_file``,
+``impersonate_service_account``, ``delegates``, ``iam_endpoint``, ``quota_project``), read by the agent's
+own loader (``read_identity_section``): same parsers, same rules. Every problem is reported at once, in one
+ConfigError (exit code 2).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 
 from agent.config import (
     DuplicateKey,
+    GcpConfig,
     describe,
     load_yaml,
     optional_project,
@@ -42,10 +50,11 @@ from agent.config import (
     read_text_file,
     unknown_key,
 )
+from agent.config.loader import read_identity_section
 from agent.errors import ConfigError, Problem
 from agent.secrets.types import SecretType
 
-TOP_LEVEL_KEYS = ("project", "topics", "subscription", "secrets")
+TOP_LEVEL_KEYS = ("project", "topics", "subscription", "secrets", "gcp")
 
 # The agent's own rules for these names (events.topic, events.subscription, project): one rule each.
 _topic = pubsub_name("topics")
@@ -70,6 +79,9 @@ class RotationConfig:
     """Secret id -> the ``type`` its entry names."""
     source: str = ""
     """The file it was read from (for messages)."""
+    gcp: GcpConfig = field(default_factory=GcpConfig)
+    """Who the rotator is to Secret Manager: the identity settings of the agent's ``gcp`` section
+    (``GcpConfig.explicit_identity()`` false: Application Default Credentials)."""
 
 
 def load_rotation_config(path: Path) -> RotationConfig:
@@ -106,6 +118,9 @@ def _check(data: object, source: str, duplicates: Sequence[DuplicateKey]) -> Rot
         if key not in TOP_LEVEL_KEYS:
             unknown = unknown_key(key, TOP_LEVEL_KEYS, "")
             problem(unknown.path, unknown.message)
+    gcp, identity_problems = read_identity_section(data.get("gcp"), "gcp")
+    for found in identity_problems:
+        problem(found.path, found.message)
     project = _read(data, "project", optional_project, problem)
     topics = _read_topics(data.get("topics"), problem)
     subscription = _read(data, "subscription", _subscription, problem)
@@ -148,6 +163,7 @@ def _check(data: object, source: str, duplicates: Sequence[DuplicateKey]) -> Rot
         secrets=secrets,
         types=types,
         source=source,
+        gcp=gcp,
     )
 
 

@@ -2,11 +2,22 @@
 
 Two ways to reach the service:
 
-* ``endpoint`` given (``host:port``, from ``--endpoint`` or ``SECRET_MANAGER_EMULATOR_HOST``): plaintext gRPC
-  without credentials, for the emulator. One channel serves global and regional secrets alike.
-* otherwise Application Default Credentials (Workload Identity on GKE, ``gcloud auth application-default
-  login`` locally), one client per location: global secrets use ``secretmanager.googleapis.com``, regional
-  ones ``secretmanager.<location>.rep.googleapis.com`` as the service requires.
+* ``endpoint`` given (``host:port``, from ``--endpoint`` or ``SECRET_MANAGER_EMULATOR_HOST``): the emulator.
+  One channel per identity serves global and regional secrets alike: plaintext gRPC without credentials, or
+  when credentials go there too (``IdentitySettings.endpoint_credentials``) gRPC local credentials on
+  loopback (which let call credentials travel over plaintext) or TLS, with google-auth's metadata plugin.
+* otherwise Google, one client per location and identity: global secrets use
+  ``secretmanager.googleapis.com``, regional ones ``secretmanager.<location>.rep.googleapis.com`` as the
+  service requires.
+
+Who the agent is (``agent.sources.identity``): Application Default Credentials (Workload Identity on GKE,
+``gcloud auth application-default login`` locally), or ``gcp.credentials_file`` (Workload Identity
+Federation off GKE, a key), optionally impersonating a service account, for every secret or for one; with
+``gcp.quota_project`` as ``x-goog-user-project``. Clients are keyed by (location, identity): one per
+distinct identity, never one per secret. Before a call, the identity's token is refreshed when google-auth
+says it is stale, off the event loop (``Principal.fresh``), so a failure to get one is reported as what it
+is (the token exchange refused the subject token, the impersonation was denied) instead of as the opaque
+status gRPC gives a failed credentials plugin.
 
 Every call has a timeout and no client-side retry: retrying is ``agent.core.retry``'s job, so each attempt
 is seen and counted, and no hidden retry stretches a deadline. Every payload's ``data_crc32c`` is verified.
@@ -28,9 +39,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import google.auth
 import grpc
-from google.api_core.client_options import ClientOptions
 from google.api_core.gapic_v1 import routing_header
 from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient, SecretPayload, SecretVersion
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
@@ -44,10 +53,22 @@ from google.cloud.secretmanager_v1.types import service
 from agent.config import SecretSpec
 from agent.config.refs import SecretRef
 from agent.core.model import Fetched, crc32c
-from agent.errors import PermanentSourceError, TransientSourceError
+from agent.errors import PermanentSourceError, SourceError, TransientSourceError
 from agent.sources.errors import TRANSLATABLE, hint_for, translate
+from agent.sources.identity import CLOUD_PLATFORM_SCOPE as CLOUD_PLATFORM_SCOPE  # the Python API's too
+from agent.sources.identity import (
+    CredentialFile,
+    Identity,
+    IdentitySettings,
+    Principal,
+    base_credentials,
+    carries_quota_project,
+    explain_call_error,
+    identity_credentials,
+    identity_error,
+    read_credential_file,
+)
 
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GLOBAL_ENDPOINT = "secretmanager.googleapis.com"
 REGIONAL_ENDPOINT = "secretmanager.{location}.rep.googleapis.com"
 EMULATOR_HOST_ENV = "SECRET_MANAGER_EMULATOR_HOST"
@@ -64,6 +85,13 @@ _GET_REQUEST = service.GetSecretVersionRequest.pb()
 _VERSION = SecretVersion.pb()
 _ENABLED = int(SecretVersion.State.ENABLED)
 Metadata = tuple[tuple[str, str], ...]
+# As the official transport sets them: a secret may be up to 64 KiB, a response a little more.
+_CHANNEL_OPTIONS = (("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1))
+
+
+_Key = tuple[str | None, Identity | None]
+"""What one client serves: (location, identity). The location is None for global secrets and for every
+secret of an endpoint (which serves them all); the identity None when no credentials are sent."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +103,15 @@ class _Calls:
     """AccessSecretVersion, a ``grpc.aio.UnaryUnaryMultiCallable``."""
     get: Any
     """GetSecretVersion, likewise."""
+    principal: Principal | None = None
+    """The identity whose credentials the channel carries (refreshed before calls), or None."""
+    extra: Metadata = ()
+    """Metadata added to every call: ``x-goog-user-project`` when no credentials carry it."""
 
     @classmethod
-    def of(cls, client: SecretManagerServiceAsyncClient) -> _Calls:
+    def of(
+        cls, client: SecretManagerServiceAsyncClient, principal: Principal | None = None, extra: Metadata = ()
+    ) -> _Calls:
         transport = client.transport
         if not isinstance(transport, SecretManagerServiceGrpcAsyncIOTransport):
             raise TypeError(f"expected the client's gRPC asyncio transport, got {type(transport).__name__}")
@@ -92,7 +126,7 @@ class _Calls:
             request_serializer=_GET_REQUEST.SerializeToString,
             response_deserializer=_VERSION.FromString,
         )
-        return cls(client, access, get)
+        return cls(client, access, get, principal, extra)
 
 
 @dataclass(frozen=True)
@@ -115,19 +149,31 @@ class GcpSource:
 
     name = "gcp"
 
-    def __init__(self, endpoint: str | None = None, call_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        call_timeout: float = 10.0,
+        identity: IdentitySettings | None = None,
+    ) -> None:
         if call_timeout <= 0:
             raise ValueError(f"call_timeout must be positive, got {call_timeout}")
         self.endpoint = endpoint or None
-        """``host:port`` of a plaintext gRPC endpoint (the emulator), or ``None`` for Google with ADC."""
+        """``host:port`` of the emulator (or another endpoint), or ``None`` for Google."""
         self.call_timeout = call_timeout
         """Seconds each call may take."""
-        # Key: location for ADC (None = global); always None with an endpoint, which serves every location.
-        self._calls: dict[str | None, _Calls] = {}
+        self.identity = identity if identity is not None else IdentitySettings()
+        """Who the agent is: credentials, impersonation, quota project, whether credentials go to
+        ``endpoint``. Default: Application Default Credentials, none to an endpoint."""
+        # Credentials are used with Google, and with an endpoint only when the settings say so.
+        self._authenticated = self.endpoint is None or self.identity.endpoint_credentials
+        self._base_identity = self.identity.base
+        self._calls: dict[_Key, _Calls] = {}
+        self._principals: dict[Identity, Principal] = {}
         self._prepared: dict[SecretRef, _Prepared] = {}
         self._credentials: Any = None
-        # A permanent credentials failure (none found) is remembered: asking again would only repeat the
-        # slow metadata-server probe for every secret.
+        self._credential_file: CredentialFile | None = None
+        # A permanent credentials failure (none found, an unusable file) is remembered: asking again would
+        # only repeat the slow metadata-server probe for every secret.
         self._credentials_failure: BaseException | None = None
         self._lock = asyncio.Lock()
         self.resolved_secret_names: dict[str, str] = {}
@@ -139,16 +185,19 @@ class GcpSource:
         """AccessSecretVersion of ``spec.ref``, checksum verified; the version number is the resolved one."""
         ref = spec.ref
         prepared = self._prepared.get(ref) or self._prepare(ref)
-        calls = self._calls.get(self._key(ref)) or await self._calls_for(ref)
+        key = self.key_of(spec)
+        calls = self._calls.get(key) or await self._calls_for(key, prepared.name)
+        if calls.principal is not None:
+            await calls.principal.fresh(prepared.name)
         try:
             async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                 response = await calls.access(
                     _ACCESS_REQUEST(name=prepared.name),
                     timeout=self.call_timeout,
-                    metadata=prepared.metadata,
+                    metadata=prepared.metadata + calls.extra if calls.extra else prepared.metadata,
                 )
         except TRANSLATABLE as error:
-            raise translate(error, prepared.name) from error
+            raise self._call_error(error, prepared.name, calls) from error
         payload = response.payload
         data: bytes = payload.data
         checksum = crc32c(data)
@@ -172,16 +221,19 @@ class GcpSource:
         """
         ref = spec.ref
         prepared = self._prepared.get(ref) or self._prepare(ref)
-        calls = self._calls.get(self._key(ref)) or await self._calls_for(ref)
+        key = self.key_of(spec)
+        calls = self._calls.get(key) or await self._calls_for(key, prepared.name)
+        if calls.principal is not None:
+            await calls.principal.fresh(prepared.name)
         try:
             async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                 version = await calls.get(
                     _GET_REQUEST(name=prepared.name),
                     timeout=self.call_timeout,
-                    metadata=prepared.metadata,
+                    metadata=prepared.metadata + calls.extra if calls.extra else prepared.metadata,
                 )
         except TRANSLATABLE as error:
-            raise translate(error, prepared.name) from error
+            raise self._call_error(error, prepared.name, calls) from error
         number = version_of(version.name)
         if version.state != _ENABLED:
             state = SecretVersion.State(version.state).name
@@ -199,48 +251,100 @@ class GcpSource:
         for each in calls:
             await each.client.transport.close()  # type: ignore[no-untyped-call]
 
-    def _key(self, ref: SecretRef) -> str | None:
-        return None if self.endpoint is not None else ref.location
+    def client_keys(self) -> list[_Key]:
+        """The (location, identity) of every client built so far (one per distinct pair, never per secret)."""
+        return list(self._calls)
+
+    def key_of(self, spec: SecretSpec) -> _Key:
+        """The (location, identity) of the client that serves ``spec``."""
+        identity = self.identity.of(spec, self._base_identity) if self._authenticated else None
+        return (None if self.endpoint is not None else spec.ref.location, identity)
 
     def _prepare(self, ref: SecretRef) -> _Prepared:
         # One entry per configured reference: the set is fixed by the configuration.
         prepared = self._prepared[ref] = _Prepared.of(ref)
         return prepared
 
-    async def _calls_for(self, ref: SecretRef) -> _Calls:
-        key = self._key(ref)
+    def _call_error(self, error: BaseException, ref: str, calls: _Calls) -> SourceError:
+        translated = translate(error, ref)
+        if calls.principal is None and self.identity.quota_project is None:
+            return translated
+        return explain_call_error(translated, calls.principal, self.identity.quota_project)
+
+    async def _calls_for(self, key: _Key, ref: str) -> _Calls:
         # One client per key even when a bootstrap asks for every secret at once.
         async with self._lock:
             calls = self._calls.get(key)
             if calls is None:
-                calls = self._calls[key] = _Calls.of(await self._new_client(key, str(ref)))
+                location, identity = key
+                principal = None if identity is None else await self._principal(identity, ref)
+                calls = self._calls[key] = _Calls.of(
+                    self._new_client(location, principal), principal, self._extra_metadata(principal)
+                )
             return calls
 
-    async def _new_client(self, location: str | None, ref: str) -> SecretManagerServiceAsyncClient:
+    def _extra_metadata(self, principal: Principal | None) -> Metadata:
+        quota = self.identity.quota_project
+        if quota is None or (principal is not None and carries_quota_project(principal.credentials)):
+            return ()
+        # No credentials to carry it (a plain emulator, or credentials that cannot): the header itself.
+        return (("x-goog-user-project", quota),)
+
+    def _new_client(
+        self, location: str | None, principal: Principal | None
+    ) -> SecretManagerServiceAsyncClient:
         # grpc.aio channels bind to the running loop, so clients are only ever built in here.
         if self.endpoint is not None:
-            return emulator_client(self.endpoint)
-        credentials = await self._application_default_credentials(ref)
+            if principal is None and not self.identity.endpoint_tls:
+                return emulator_client(self.endpoint)
+            return endpoint_client(
+                self.endpoint,
+                None if principal is None else principal.credentials,
+                None if principal is None else principal.request,
+                tls=self.identity.endpoint_tls,
+            )
+        assert principal is not None  # Google is always called with credentials (_key)
         api_endpoint = GLOBAL_ENDPOINT if location is None else REGIONAL_ENDPOINT.format(location=location)
-        return SecretManagerServiceAsyncClient(
-            credentials=credentials, client_options=ClientOptions(api_endpoint=api_endpoint)
-        )
+        return google_client(api_endpoint, principal.credentials)
 
-    async def _application_default_credentials(self, ref: str) -> Any:
+    async def _principal(self, identity: Identity, ref: str) -> Principal:
+        principal = self._principals.get(identity)
+        if principal is not None:
+            return principal
+        base = await self._base_credentials(ref)
+        quota, file = self.identity.quota_project, self._credential_file
+        try:
+            # One credentials object per identity, built on the one base (no network: tokens come later).
+            credentials = identity_credentials(self.identity, identity, base)
+        except TRANSLATABLE as error:
+            raise identity_error(error, ref, identity, file, quota) from error
+        principal = self._principals[identity] = Principal(
+            identity, credentials, file=file, quota_project=quota, timeout=self.call_timeout
+        )
+        return principal
+
+    async def _base_credentials(self, ref: str) -> Any:
         if self._credentials_failure is not None:
-            raise translate(self._credentials_failure, ref) from self._credentials_failure
+            raise self._base_failure(self._credentials_failure, ref) from self._credentials_failure
         if self._credentials is None:
             try:
                 # google.auth.default() may probe the metadata server (blocking, with retries): off the loop.
-                self._credentials, _ = await asyncio.to_thread(
-                    google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE]
+                self._credentials, self._credential_file = await asyncio.to_thread(
+                    base_credentials, self.identity
                 )
             except TRANSLATABLE as error:
-                translated = translate(error, ref)
+                translated = self._base_failure(error, ref)
                 if isinstance(translated, PermanentSourceError):
                     self._credentials_failure = error
                 raise translated from error
         return self._credentials
+
+    def _base_failure(self, error: BaseException, ref: str) -> SourceError:
+        if self.identity.credentials_file is None:
+            return translate(error, ref)
+        # Named as the base identity, with what could be read of the file.
+        file = read_credential_file(self.identity.credentials_file)
+        return identity_error(error, ref, self._base_identity, file, self.identity.quota_project)
 
 
 def emulator_client(endpoint: str) -> SecretManagerServiceAsyncClient:
@@ -249,6 +353,55 @@ def emulator_client(endpoint: str) -> SecretManagerServiceAsyncClient:
     return SecretManagerServiceAsyncClient(
         transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
     )
+
+
+def endpoint_client(
+    endpoint: str,
+    credentials: Any,
+    request: Any,
+    *,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+) -> SecretManagerServiceAsyncClient:
+    """A client of the endpoint at ``endpoint`` that sends ``credentials`` (google-auth's, refreshed with
+    ``request``) with every call, as Google's own channels do; only inside a running loop.
+
+    Plaintext is gRPC local credentials, which connect to loopback addresses only and let call credentials
+    through (gRPC refuses to send them over an insecure channel); ``tls`` checks the server's certificate
+    against ``root_certificates`` (PEM), else the system's roots. ``credentials`` None: TLS alone.
+    """
+    from google.auth.transport.grpc import AuthMetadataPlugin
+
+    channel_credentials = (
+        grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if tls
+        else grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    )
+    if credentials is not None:
+        channel_credentials = grpc.composite_channel_credentials(
+            channel_credentials,
+            grpc.metadata_call_credentials(
+                AuthMetadataPlugin(credentials, request)  # type: ignore[no-untyped-call]
+            ),
+        )
+    channel = grpc.aio.secure_channel(endpoint, channel_credentials, options=_CHANNEL_OPTIONS)
+    return SecretManagerServiceAsyncClient(
+        transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+    )
+
+
+def google_client(
+    api_endpoint: str, credentials: Any, ssl_credentials: grpc.ChannelCredentials | None = None
+) -> SecretManagerServiceAsyncClient:
+    """A client of Google's ``api_endpoint`` whose channel carries exactly ``credentials``: the official
+    transport builds it (TLS, google-auth's metadata plugin) and, given credentials that are already scoped
+    and carry their quota project, uses that very object, so ``Principal.fresh`` refreshes the token the
+    channel sends. (The client would copy service account credentials to switch on self-signed JWTs.)
+    ``ssl_credentials``: other roots than the system's (tests)."""
+    transport = SecretManagerServiceGrpcAsyncIOTransport(
+        host=api_endpoint, credentials=credentials, ssl_channel_credentials=ssl_credentials
+    )
+    return SecretManagerServiceAsyncClient(transport=transport)
 
 
 def payload_problem(payload: SecretPayload, checksum: int) -> str | None:

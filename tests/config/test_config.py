@@ -879,6 +879,13 @@ def test_new_sections_round_trip_through_the_normalised_form(tmp_path: Path) -> 
     assert data["exec"] == {"watch": True, "reload_signal": "SIGHUP"}
     assert data["gcp"] == {
         "endpoint": None,
+        "endpoint_tls": False,
+        "endpoint_credentials": None,
+        "credentials_file": None,
+        "impersonate_service_account": None,
+        "delegates": [],
+        "iam_endpoint": None,
+        "quota_project": None,
         "call_timeout": 10,
         "strategy": "access",
         "backoff_initial": 0.5,
