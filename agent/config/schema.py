@@ -45,6 +45,7 @@ from agent.config.values import (
     _seconds,
     _string,
     _subscription_ttl,
+    _words,
     describe,
     env_name_for,
     format_mode,
@@ -240,12 +241,7 @@ def _optional_service_account(value: object) -> str | None:
 def _service_account_list(value: object) -> tuple[str, ...]:
     """A YAML list of service account emails, or one string of them separated by commas or spaces (an
     environment variable)."""
-    if isinstance(value, str):
-        raw: list[object] = [part for part in re.split(r"[,\s]+", value) if part]
-    elif isinstance(value, list | tuple):
-        raw = list(value)
-    else:
-        raise ValueError(f"expected a list of service account emails, got {describe(value)}")
+    raw = _words(value, "a list of service account emails")
     if len(raw) > MAX_DELEGATES:
         raise ValueError(f"at most {MAX_DELEGATES} accounts in a delegation chain, got {len(raw)}")
     accounts: list[str] = []

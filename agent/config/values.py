@@ -510,14 +510,19 @@ def host_name(text: str) -> str:
     return name
 
 
+def _words(value: object, expected: str) -> list[object]:
+    """The items of a YAML list, or the words of one string separated by commas or spaces (what an
+    environment variable can hold); ValueError ``expected {expected}`` for anything else."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[,\s]+", value) if part]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ValueError(f"expected {expected}, got {describe(value)}")
+
+
 def _host_list(value: object) -> tuple[str, ...]:
     """A YAML list of host names, or one string of names separated by commas or spaces (environment)."""
-    if isinstance(value, str):
-        raw: list[object] = [part for part in re.split(r"[,\s]+", value) if part]
-    elif isinstance(value, list | tuple):
-        raw = list(value)
-    else:
-        raise ValueError(f"expected a list of host names, got {describe(value)}")
+    raw = _words(value, "a list of host names")
     if len(raw) > MAX_ALLOWED_HOSTS:
         raise ValueError(f"at most {MAX_ALLOWED_HOSTS} host names, got {len(raw)}")
     names: list[str] = []
