@@ -56,18 +56,9 @@ from agent.core.model import Fetched, crc32c
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
 from agent.sources.errors import TRANSLATABLE, hint_for, translate
 from agent.sources.identity import CLOUD_PLATFORM_SCOPE as CLOUD_PLATFORM_SCOPE  # the Python API's too
-from agent.sources.identity import (
-    CredentialFile,
-    Identity,
-    IdentitySettings,
-    Principal,
-    base_credentials,
-    carries_quota_project,
-    explain_call_error,
-    identity_credentials,
-    identity_error,
-    read_credential_file,
-)
+from agent.sources.identity import Principal, base_credentials, carries_quota_project, identity_credentials
+from agent.sources.identity_errors import explain_call_error, identity_error
+from agent.sources.identity_model import CredentialFile, Identity, IdentitySettings, read_credential_file
 
 GLOBAL_ENDPOINT = "secretmanager.googleapis.com"
 REGIONAL_ENDPOINT = "secretmanager.{location}.rep.googleapis.com"

@@ -35,17 +35,9 @@ from agent.config.refs import parse_ref
 from agent.core.model import crc32c
 from agent.errors import PermanentSourceError, SourceError, TransientSourceError
 from agent.sources.gcp import GcpSource, endpoint_client, google_client
-from agent.sources.identity import (
-    Identity,
-    IdentitySettings,
-    Principal,
-    base_credentials,
-    clean,
-    explain_call_error,
-    identity_credentials,
-    identity_error,
-    read_credential_file,
-)
+from agent.sources.identity import Principal, base_credentials, identity_credentials
+from agent.sources.identity_errors import clean, explain_call_error, identity_error
+from agent.sources.identity_model import Identity, IdentitySettings, read_credential_file
 from agent_emulator.server import EmulatorEndpoints
 from tests.conftest import async_client
 

@@ -14,12 +14,8 @@ from agent.config import Config, GcpConfig, SecretSpec, load_config
 from agent.config.refs import parse_ref
 from agent.errors import ConfigError
 from agent.sources.gcp import GcpSource
-from agent.sources.identity import (
-    Identity,
-    IdentitySettings,
-    describe_identities,
-    read_credential_file,
-)
+from agent.sources.identity_describe import describe_identities
+from agent.sources.identity_model import Identity, IdentitySettings, read_credential_file
 
 PROJECT = "my-project"
 READER = "reader@my-project.iam.gserviceaccount.com"

@@ -1,0 +1,103 @@
+"""``exec``: resolve the secrets into the environment of a command and become it; or, with ``--watch``,
+supervise it and restart (or signal) it when a secret rotates."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from agent.app.build import build_renderer, remember_values, report_failures, select_source, sync_settings
+from agent.config import Config
+from agent.core import collector
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.core.model import Snapshot
+    from agent.sync import Syncer
+
+log = logging.getLogger("agent")
+
+
+class NullSink:
+    """For ``exec``: values go into the child's environment, not onto disk."""
+
+    def write(self, snapshot: Snapshot) -> bool:
+        return False
+
+    def adopt(self) -> Snapshot:
+        from agent.core.model import Snapshot
+
+        return Snapshot()
+
+
+def run_exec(config: Config, argv: list[str]) -> int:
+    """``exec``: resolve secrets into the environment and become the command (or supervise it, --watch)."""
+    from agent.execmode.launch import ExecError
+    from agent.observe.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    try:
+        return asyncio.run(_exec(config, argv))
+    except ExecError as error:
+        # The shell's convention (127 not found, 126 not executable), so scripts and kubelet events can
+        # tell "the app failed" from "the app never started"; a generic 1 would hide that.
+        log.error("%s", error)
+        return error.exit_status
+
+
+async def _exec(config: Config, argv: list[str]) -> int:
+    from agent.core.store import SnapshotStore
+    from agent.execmode.launch import child_environment, exec_replace
+    from agent.sync import Syncer
+
+    source = select_source(config, "exec")
+    store = SnapshotStore(config.secrets)
+    try:
+        renderer = build_renderer(config)
+        syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config), renderer=renderer)
+        collector.startup_done(long_running=config.exec.watch)
+        report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+        remember_values(report.snapshot)  # before the first line that could quote one
+        if failed := report_failures(report, config.secrets):
+            log.error("exec: not starting %s: %d required secret(s) could not be fetched", argv[0], failed)
+            return 1
+        env = child_environment(os.environ, report.snapshot, config.secrets)
+        if config.exec.watch:
+            return await _exec_watch(config, argv, syncer, env)
+    finally:
+        await source.close()
+    exec_replace(argv, env)  # the agent becomes the app: nothing of it is left behind
+
+
+async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict[str, str]) -> int:
+    """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
+    from agent.execmode.launch import child_environment
+    from agent.execmode.watch import WatchedChild
+
+    reload_signal = signal.Signals[config.exec.reload_signal] if config.exec.reload_signal else None
+    async with WatchedChild(argv, lambda: env, reload_signal, config.shutdown_grace) as child:
+        rotations: set[asyncio.Task[None]] = set()
+
+        def changed(snapshot: Snapshot) -> None:
+            remember_values(snapshot)
+            try:
+                new_env = child_environment(os.environ, snapshot, config.secrets)
+            except AgentError as error:  # e.g. a value that is not UTF-8: keep the running app as it is
+                log.error("not restarting the app for this rotation: %s", error)
+                return
+            task = asyncio.create_task(child.rotated(new_env))
+            rotations.add(task)
+            task.add_done_callback(rotations.discard)
+
+        syncer.on_change.append(changed)
+        # The child owns SIGTERM/SIGHUP here (they are forwarded to the app), so polling is the only part.
+        poller = asyncio.create_task(syncer.poll(), name="sync")
+        try:
+            return await child.wait()
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, *rotations, return_exceptions=True)
