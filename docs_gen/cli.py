@@ -11,7 +11,7 @@ from agent import cli
 from docs_gen.configuration import anchor as setting_anchor
 from docs_gen.markdown import code, docstring, page, table
 
-SOURCE = "the parsers of `agent/cli.py`, `agent/rotation/cli.py`, `agent/webhook/cli.py` and the emulator"
+SOURCE = "the parsers of `agent/cli/`, `agent/rotation/cli.py`, `agent/webhook/cli.py` and the emulator"
 WIDTH = 100
 """Usage lines are wrapped at this width whatever the terminal (the page must not depend on it)."""
 

@@ -233,7 +233,13 @@ def ignored(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool
 
 def test_the_build_context_holds_the_sources_and_nothing_private() -> None:
     patterns = ignore_patterns()
-    sources = ("pyproject.toml", "README.md", "agent/cli.py", "agent/endpoint/openapi.json", "agent/py.typed")
+    sources = (
+        "pyproject.toml",
+        "README.md",
+        "agent/cli/__init__.py",
+        "agent/endpoint/openapi.json",
+        "agent/py.typed",
+    )
     for path in sources:
         assert not ignored(path, patterns), path
     for path in (
