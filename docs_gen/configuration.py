@@ -24,7 +24,7 @@ from agent.config import SECRET_FLAG, schema
 from agent.config.schema import ENV_PREFIX, Config, Items, Section, Setting
 from docs_gen.markdown import code, docstring, page, table
 
-SOURCE = "`agent/config/schema.py` and the flag table of `agent/cli.py`"
+SOURCE = "`agent/config/schema.py` and the flag table of `agent/cli/flags.py`"
 
 # A field's type as a user writes it, by the function that parses it (its name, or the name of the factory
 # that made it: ``_at_least(1)`` is ``_at_least.<locals>.parse``). Choices (Literal annotations) and
@@ -64,6 +64,31 @@ PARSER_TYPES: dict[str, str] = {
     "_at_least": "integer, at least {minimum}",
     "_path": "path",
     "_optional_path": "path",
+    "_auto_duration": "duration, or ``auto``",
+    "_auto_delay": "duration (0 allowed), or ``auto``",
+    "_labels": "labels (mapping, or ``KEY=VALUE,KEY=*`` text)",
+    "_id_prefix": "secret id prefix",
+    "_id_regex": "regular expression (bounded)",
+    "_optional_id_regex": "regular expression (bounded)",
+    "_optional_location": "location id",
+    "_version": "version (``latest``, number or alias)",
+    "_replacement": "replacement text (``re.sub``)",
+    "_env_prefix": "variable name prefix",
+    "_file_prefix": "path prefix relative to ``output_dir``",
+    "_optional_key_file_pattern": "path relative to ``output_dir``, with ``{{name}}`` / ``{{env}}``",
+    "_optional_key_env_pattern": "variable name, with ``{{name}}`` / ``{{env}}``",
+    "_secret_ids": "list of secret ids",
+    "_optional_timestamp": "seconds since the epoch",
+    "_selection_list": "list of selection names",
+}
+
+# What one item of a list is called in the list's row ("list of secrets"); otherwise the item's class name
+# without ``Spec``, lower case.
+_ITEM_NOUNS: dict[str, str] = {
+    "SecretSpec": "secret",
+    "SelectSpec": "selection",
+    "SelectKeySpec": "key",
+    "RewriteRule": "rewrite rule",
 }
 
 # What each command-line flag set belongs to (the others are on every command that loads a Config).
@@ -239,8 +264,8 @@ def _blocks(cls: type[Any], path: str, *, layered: bool) -> Iterator[Block]:
         if isinstance(meta, Items):
             item_path = key_path + "[]"
             nested.append((meta.item, item_path, False))
-            noun = "secret" if meta.item.__name__ == "SecretSpec" else meta.item.__name__.removesuffix("Spec")
-            kind = f"list of {noun.lower()}s ([below](#{anchor(item_path)}))"
+            noun = _ITEM_NOUNS.get(meta.item.__name__, meta.item.__name__.removesuffix("Spec").lower())
+            kind = f"list of {noun}s ([below](#{anchor(item_path)}))"
             rows.append(
                 Row(
                     key_path,
@@ -298,8 +323,8 @@ validates a file and prints it normalised.
 Durations are written `30s`, `5m`, `1h30m`, `1500ms` or a number of seconds; defaults are shown as
 `check-config` prints them: durations in seconds, file modes in octal. Settings marked **credential**
 are printed as `<redacted>` or `<set>` by `check-config`, never quoted in errors, and their variables are
-withheld from the commands the agent runs. Items of a list (`secrets[]`, `templates[]`) are set in the file
-only (`--secret NAME=REF` adds a secret with its defaults)."""
+withheld from the commands the agent runs. Items of a list (`secrets[]`, `select[]`, `templates[]`) are
+set in the file only (`--secret NAME=REF` adds a secret with its defaults)."""
 
 
 def _sources() -> str:

@@ -36,6 +36,7 @@ from agent.config.schema import (
     CONFIG_YAML_ENV,
     ENV_PREFIX,
     MAX_TEMPLATE_CHARS,
+    SELECT_NEEDS_GCP,
     Config,
     DotenvConfig,
     EventsConfig,
@@ -44,8 +45,11 @@ from agent.config.schema import (
     KeySpec,
     NotifyConfig,
     ProbesConfig,
+    RewriteRule,
     SecretSpec,
     Section,
+    SelectKeySpec,
+    SelectSpec,
     ServerConfig,
     Setting,
     TemplateSpec,
@@ -392,8 +396,159 @@ def _read_keys(
     return tuple(keys)
 
 
+# --------------------------------------------------------------------------------------------------
+# Selections: per-item parsing plus the rules across them
+# --------------------------------------------------------------------------------------------------
+
+_SELECTORS = ("labels", "name_prefix", "name_regex")
+
+
+def _read_selections(
+    reader: _Reader, raw: object, project: str | None, project_ok: bool, source: object
+) -> tuple[tuple[SelectSpec, ...], set[str]]:
+    """The ``select`` list, every item checked; returns the valid selections and the names of all items
+    (valid or not, so that a template naming a selection with a problem is not reported as well)."""
+    if raw is None:
+        return (), set()
+    if not isinstance(raw, list):
+        reader.problems.append(Problem("select", f"expected a list of selections, got {describe(raw)}"))
+        return (), set()
+    if source == "dotenv" and raw:
+        reader.problems.append(Problem("select", SELECT_NEEDS_GCP))
+    specs: list[SelectSpec] = []
+    owners: dict[str, str] = {}
+    for index, item in enumerate(raw):
+        where = f"select[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(
+                    where, f"expected a mapping with labels, name_prefix or name_regex, got {describe(item)}"
+                )
+            )
+            continue
+        before = len(reader.problems)
+        values = reader.section(SelectSpec, item, where, layered=False)
+        derived_name = "name" not in item
+        if derived_name:
+            values["name"] = f"select-{index}"
+        if "name" in values:
+            first = owners.setdefault(values["name"], where)
+            if first != where:
+                default = " (the default after its position)" if derived_name else ""
+                reader.problems.append(
+                    Problem(
+                        f"{where}.name",
+                        f"duplicate selection name {values['name']!r}{default}: also used by {first}",
+                    )
+                )
+        if not any(values.get(key) for key in _SELECTORS) and not any(
+            f"{where}.{key}" in reader.invalid for key in _SELECTORS
+        ):
+            reader.problems.append(
+                Problem(where, "give labels, name_prefix or name_regex: which secrets should it select?")
+            )
+        if values.get("project") is None and source != "dotenv" and f"{where}.project" not in reader.invalid:
+            if project is not None and project_ok:
+                values["project"] = project
+            elif project_ok:
+                reader.problems.append(
+                    Problem(
+                        f"{where}.project",
+                        "no project to list: set it here or the top-level project (SECRETS_AGENT_PROJECT, "
+                        "GOOGLE_CLOUD_PROJECT)",
+                    )
+                )
+        if values.get("delegates") and values.get("impersonate_service_account") is None:
+            reader.problems.append(Problem(f"{where}.delegates", _DELEGATES_ALONE.format(where=where)))
+        rules = _read_rewrite(reader, values, where)
+        if rules is not None:
+            values["rewrite"] = rules
+        keys = _read_select_keys(reader, values, where)
+        if keys is not None:
+            values["keys"] = keys
+        if len(reader.problems) == before:
+            specs.append(SelectSpec(**values))
+    return tuple(specs), set(owners)
+
+
+def _read_rewrite(reader: _Reader, values: dict[str, Any], where: str) -> tuple[RewriteRule, ...] | None:
+    """A selection's ``rewrite`` rules, each replacement checked against its pattern's groups."""
+    raw = values.pop("rewrite", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        reader.problems.append(Problem(f"{where}.rewrite", f"expected a list of rules, got {describe(raw)}"))
+        return None
+    if len(raw) > MAX_REWRITE_RULES:
+        reader.problems.append(
+            Problem(f"{where}.rewrite", f"at most {MAX_REWRITE_RULES} rules, got {len(raw)}")
+        )
+        return None
+    rules: list[RewriteRule] = []
+    for index, item in enumerate(raw):
+        path = f"{where}.rewrite[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(path, f"expected a mapping with regex and replace, got {describe(item)}")
+            )
+            continue
+        before = len(reader.problems)
+        rule_values = reader.section(RewriteRule, item, path, layered=False)
+        if len(reader.problems) == before:
+            try:
+                # The replacement is parsed before anything is searched: a group it names that the
+                # pattern lacks fails here, with no id to rewrite.
+                re.compile(rule_values["regex"]).sub(rule_values.get("replace", ""), "")
+            except (re.error, IndexError) as error:
+                reader.problems.append(
+                    Problem(f"{path}.replace", f"{describe(rule_values.get('replace', ''))}: {error}")
+                )
+            else:
+                rules.append(RewriteRule(**rule_values))
+    return tuple(rules)
+
+
+MAX_REWRITE_RULES = 16
+"""Most rewrite rules one selection may have."""
+
+
+def _read_select_keys(
+    reader: _Reader, values: dict[str, Any], where: str
+) -> tuple[SelectKeySpec, ...] | None:
+    """A selection's ``keys``, each with file or env."""
+    raw = values.pop("keys", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        reader.problems.append(Problem(f"{where}.keys", f"expected a list of keys, got {describe(raw)}"))
+        return None
+    keys: list[SelectKeySpec] = []
+    for index, item in enumerate(raw):
+        path = f"{where}.keys[{index}]"
+        if not isinstance(item, Mapping):
+            reader.problems.append(
+                Problem(path, f"expected a mapping with key and file or env, got {describe(item)}")
+            )
+            continue
+        before = len(reader.problems)
+        key_values = reader.section(SelectKeySpec, item, path, layered=False)
+        if (
+            "key" in key_values
+            and not ({"file", "env"} & key_values.keys())
+            and len(reader.problems) == before
+        ):
+            reader.problems.append(Problem(path, "set file, env or both: where should this key go?"))
+        if len(reader.problems) == before:
+            keys.append(SelectKeySpec(**key_values))
+    return tuple(keys)
+
+
 def _read_templates(
-    reader: _Reader, raw: object, secrets: tuple[SecretSpec, ...], claims: list[_Claim]
+    reader: _Reader,
+    raw: object,
+    secrets: tuple[SecretSpec, ...],
+    claims: list[_Claim],
+    selections: Collection[str] = (),
 ) -> tuple[TemplateSpec, ...]:
     """The ``templates`` section: every item checked, its name, env and file claimed."""
     if raw is None:
@@ -428,6 +583,11 @@ def _read_templates(
             if name not in names:
                 reader.problems.append(
                     Problem(f"{where}.secrets[{position}]", f"no secret is named {name!r}")
+                )
+        for position, name in enumerate(values.get("select", ())):
+            if name not in selections:
+                reader.problems.append(
+                    Problem(f"{where}.select[{position}]", f"no selection is named {name!r}")
                 )
         if isinstance(values.get("source"), Path) and len(reader.problems) == before:
             text = _read_template_source(reader, values["source"], f"{where}.source")
@@ -550,7 +710,7 @@ def _check_across(reader: _Reader, values: Mapping[str, Any]) -> None:
             )
         )
     if isinstance(gcp, GcpConfig):
-        reader.problems += identity_problems(gcp, values.get("secrets", ()))
+        reader.problems += identity_problems(gcp, [*values.get("secrets", ()), *values.get("select", ())])
     events = values.get("events")
     if isinstance(events, EventsConfig) and events.topic is not None and events.subscription is not None:
         reader.problems.append(
@@ -575,9 +735,12 @@ _DELEGATES_ALONE = (
 )
 
 
-def identity_problems(gcp: GcpConfig, secrets: Sequence[SecretSpec] = (), path: str = "gcp") -> list[Problem]:
+def identity_problems(
+    gcp: GcpConfig, secrets: Sequence[SecretSpec | SelectSpec] = (), path: str = "gcp"
+) -> list[Problem]:
     """What is wrong with the identity settings of ``gcp`` (at ``path``) together: a delegation chain or an
-    IAM endpoint without impersonation, credentials bound for a non-loopback plaintext endpoint."""
+    IAM endpoint without impersonation, credentials bound for a non-loopback plaintext endpoint.
+    ``secrets`` are the secrets and selections, whose own identities count as impersonation."""
     problems: list[Problem] = []
     if gcp.delegates and gcp.impersonate_service_account is None:
         problems.append(Problem(f"{path}.delegates", _DELEGATES_ALONE.format(where=path)))
@@ -768,7 +931,12 @@ def load_config(
     values["secrets"] = _read_secrets(
         reader, values.get("secrets"), flags.get("secrets"), values.get("project"), project_ok, claims
     )
-    values["templates"] = _read_templates(reader, values.get("templates"), values["secrets"], claims)
+    values["select"], selection_names = _read_selections(
+        reader, values.get("select"), values.get("project"), project_ok, values.get("source", "auto")
+    )
+    values["templates"] = _read_templates(
+        reader, values.get("templates"), values["secrets"], claims, selection_names
+    )
     _check_unique(reader, claims)
     _check_across(reader, values)
     _check_files(reader, values)

@@ -20,31 +20,46 @@ from urllib.parse import urlsplit
 from agent.config.refs import SecretRef
 from agent.config.values import (
     _DAY,
+    LABEL_ANY,
     _at_least,
+    _auto_delay,
+    _auto_duration,
     _boolean,
     _choice,
     _command_line,
+    _dump_auto,
+    _dump_labels,
     _dump_token,
     _dump_url,
+    _env_prefix,
     _env_var_name,
     _fraction,
     _host_list,
+    _id_prefix,
+    _id_regex,
+    _labels,
     _list,
     _listen_address,
     _local_name,
     _optional_endpoint,
     _optional_id_number,
+    _optional_id_regex,
+    _optional_location,
     _optional_path,
     _optional_regex,
     _optional_signal,
     _optional_str,
+    _optional_timestamp,
     _optional_token,
     _optional_url,
     _path,
     _reference_text,
+    _replacement,
     _seconds,
+    _secret_ids,
     _string,
     _subscription_ttl,
+    _version,
     _words,
     describe,
     env_name_for,
@@ -85,6 +100,12 @@ def reserved_name_reason(relative: str) -> str | None:
         return "reserved for the record of what the app was told"
     return None
 
+
+SELECT_NEEDS_GCP = (
+    "select needs the Secret Manager source (source: gcp): a .env file has no labels to select by, and dev "
+    "serves every key of it already"
+)
+"""The problem of selections with the ``.env`` source."""
 
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 """Environment variable naming the configuration file when none is given on the command line."""
@@ -205,6 +226,91 @@ def _name_list(value: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError("a name is listed twice")
     return names
+
+
+def parse_relative_file(value: object) -> str:
+    """A file path inside ``output_dir`` as the loader checks ``secrets[].file`` (relative, no ``..``, no
+    reserved name, no backslash), normalised; ValueError naming what is wrong."""
+    return _relative_file(value)
+
+
+def _selection_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of selection names, got {describe(value)}")
+    if len(value) > MAX_TEMPLATE_SECRETS:
+        raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
+    names = tuple(_local_name(item) for item in value)
+    if len(set(names)) != len(names):
+        raise ValueError("a name is listed twice")
+    return names
+
+
+def _file_prefix(value: object) -> str:
+    """What every file of a selection starts with (``payments/``, ``app-``), or "" for none: the local name
+    is appended as it is, so a directory needs its ``/``."""
+    if value == "":
+        return ""
+    text = _string(value)
+    try:
+        _relative_file(text + "x")
+    except ValueError as error:
+        raise ValueError(str(error).replace(repr(text + "x"), repr(text))) from None
+    return text
+
+
+SELECT_PLACEHOLDERS = ("{name}", "{env}")
+"""What a selection's ``keys[].file`` and ``keys[].env`` are written with: the selected secret's local name
+and its env name, so that every selected secret has outputs of its own."""
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+def expand_placeholders(pattern: str, name: str, env: str) -> str:
+    """``pattern`` with ``{name}`` and ``{env}`` replaced (the pattern was checked when it was read)."""
+    return pattern.replace("{name}", name).replace("{env}", env)
+
+
+def _placeholder_problem(text: str) -> str | None:
+    unknown = [found for found in _PLACEHOLDER.findall(text) if found not in SELECT_PLACEHOLDERS]
+    if unknown:
+        return f"unknown placeholder {unknown[0]!r}: write {{name}} or {{env}}"
+    rest = _PLACEHOLDER.sub("", text)
+    if "{" in rest or "}" in rest:
+        return "a brace outside {name} and {env}"
+    if not any(placeholder in text for placeholder in SELECT_PLACEHOLDERS):
+        return (
+            "must contain {name} or {env}: every secret the selection matches gets this output, "
+            "so each needs a place of its own"
+        )
+    return None
+
+
+def _optional_key_file_pattern(value: object) -> str | None:
+    """A selection key's file: a path relative to ``output_dir`` with ``{name}`` or ``{env}``."""
+    if value is None:
+        return None
+    text = _string(value)
+    if (problem := _placeholder_problem(text)) is not None:
+        raise ValueError(f"file {text!r}: {problem}")
+    _relative_file(expand_placeholders(text, "name", "ENV"))
+    return text
+
+
+def _optional_key_env_pattern(value: object) -> str | None:
+    """A selection key's env name with ``{name}`` or ``{env}`` (``{env}_PASSWORD``)."""
+    if value is None:
+        return None
+    text = _string(value)
+    if (problem := _placeholder_problem(text)) is not None:
+        raise ValueError(f"env {text!r}: {problem}")
+    if not _ENV_NAME_PATTERN.fullmatch(expand_placeholders(text, "NAME", "ENV")):
+        raise ValueError(
+            f"{text!r} does not make a valid environment variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return text
+
+
+_ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,7 +529,13 @@ class TemplateSpec:
     """No template to write: the ``secrets`` as one ``json``, ``yaml`` or ``properties`` file (keys: the
     secrets' names) or ``dotenv`` (keys: their env names)."""
     secrets: tuple[str, ...] = field(default=(), metadata=setting(_name_list, dump=_list, from_env=False))
-    """The secrets this template may see (a list of names). Default: every configured secret."""
+    """The secrets this template may see (a list of names of ``secrets``). With neither ``secrets`` nor
+    ``select``: every configured secret, those of ``secrets`` and every secret a selection delivers."""
+    select: tuple[str, ...] = field(
+        default=(), metadata=setting(_selection_list, dump=_list, from_env=False, omit_default=True)
+    )
+    """Names of selections (``select[].name``) whose secrets this template also sees, whatever they turn
+    out to be as secrets appear and go. Default: none (see ``secrets``)."""
     mode: int = field(default=0o440, metadata=setting(parse_mode, dump=format_mode, from_env=False))
     """Permission bits of the file. Default ``0440``."""
     uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
@@ -497,6 +609,147 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class RewriteRule:
+    """One step from a selected secret's id to its local name (an item of ``select[].rewrite``)."""
+
+    regex: str = field(metadata=setting(_id_regex, from_env=False))
+    """Regular expression (Python syntax, bounded like ``name_regex``) searched in the name so far: the
+    secret id, rewritten by the rules before this one. Required."""
+    replace: str = field(default="", metadata=setting(_replacement, from_env=False))
+    """What every match is replaced with (``re.sub``: ``\\1`` or ``\\g<name>`` for a group); empty (the
+    default) cuts the match out, so ``regex: ^payments-`` turns ``payments-db`` into ``db``."""
+
+
+@dataclass(frozen=True)
+class SelectKeySpec:
+    """One more output taken from the payload of each selected secret (an item of ``select[].keys``):
+    like a secret's ``keys``, with ``{name}`` (the local name) or ``{env}`` (its env name) in ``file`` and
+    ``env`` so that each selected secret writes its own."""
+
+    key: str = field(metadata=setting(_key_path, from_env=False))
+    """The field to deliver, in the syntax of ``secrets[].key``. Required."""
+    file: str | None = field(default=None, metadata=setting(_optional_key_file_pattern, from_env=False))
+    """File path relative to ``output_dir`` with ``{name}`` or ``{env}`` (``{name}/password``). At least
+    one of ``file`` and ``env``."""
+    env: str | None = field(default=None, metadata=setting(_optional_key_env_pattern, from_env=False))
+    """Environment variable name with ``{name}`` or ``{env}`` (``{env}_PASSWORD``)."""
+    mode: int | None = field(
+        default=None, metadata=setting(_optional_mode, dump=_optional_mode_text, from_env=False)
+    )
+    """Permission bits of the file. Default: the selection's ``mode``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of the file. Default: the selection's ``uid``."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of the file. Default: the selection's ``gid``."""
+
+    def for_secret(self, name: str, env: str) -> KeySpec:
+        """The KeySpec of one selected secret (local name ``name``, env name ``env``), checked as the loader
+        checks a secret's keys; ValueError naming what is wrong."""
+        file = None if self.file is None else _relative_file(expand_placeholders(self.file, name, env))
+        key_env = None if self.env is None else _env_var_name(expand_placeholders(self.env, name, env))
+        return KeySpec(key=self.key, file=file, env=key_env, mode=self.mode, uid=self.uid, gid=self.gid)
+
+
+@dataclass(frozen=True)
+class SelectSpec:
+    """Secrets chosen by what they are instead of by name (an item of ``select``): every secret of
+    ``project`` (and ``location``) whose labels and id match is delivered like a configured secret, named
+    by ``rewrite``, ``env_prefix`` and ``file_prefix`` and shaped by the settings below, which are those
+    of ``secrets[]``. Give ``labels``, ``name_prefix``, ``name_regex`` or several (all must match). Only
+    with the Secret Manager source. A secret that is also configured in ``secrets`` is that secret's
+    (explicit wins); a secret, name, env or file two selections would both take goes to the earlier one;
+    each collision is reported naming both sides, and the loser is skipped."""
+
+    name: str = field(default="", metadata=setting(_local_name, from_env=False))
+    """Name of the selection (``[A-Za-z0-9_.-]``), unique among selections: in logs, metrics and errors,
+    and what ``templates[].select`` names. When omitted, ``select-<i>`` after its position (``select-0``)."""
+    labels: tuple[tuple[str, str], ...] = field(
+        default=(), metadata=setting(_labels, dump=_dump_labels, from_env=False)
+    )
+    """Labels the secret must have: a mapping ``{app: payments, team: "*"}``, or the text
+    ``app=payments,team=*``. A value must be equal; ``"*"`` (quoted in YAML) means "has the label, any
+    value". Keys and values follow Google's label rules. Default: none."""
+    name_prefix: str = field(default="", metadata=setting(_id_prefix, from_env=False))
+    """What the secret id must start with (``payments-``). Default: any id."""
+    name_regex: str = field(default="", metadata=setting(_optional_id_regex, from_env=False))
+    """Regular expression (Python syntax) searched in the secret id: anchor it (``^payments-.*-db$``) to
+    match the whole id. At most 1,000 characters and 3 repetitions (``*``, ``+``, ``{m,n}``; one more
+    counts for a pattern without ``^``), none nested in another or around an alternation, and no
+    back-references: the cost of matching a 255-character id stays bounded. Default: any id."""
+    project: str | None = field(default=None, metadata=setting(optional_project, from_env=False))
+    """Project whose secrets are listed (id or number). Default: the top-level ``project``; one of them is
+    required."""
+    location: str | None = field(default=None, metadata=setting(_optional_location, from_env=False))
+    """Location of regional secrets to list (``us-central1``). Default: none (global secrets)."""
+    version: str = field(default="latest", metadata=setting(_version, from_env=False))
+    """Version delivered of each selected secret: ``latest``, a number or an alias. Default ``latest``."""
+    rewrite: tuple[RewriteRule, ...] = field(default=(), metadata=items(RewriteRule))
+    """Rules applied in order to the secret id to make the local name (``regex`` and ``replace``, as
+    ``re.sub``). A result that is not a valid local name skips that secret, with a warning. Default: none
+    (the local name is the id)."""
+    env_prefix: str = field(default="", metadata=setting(_env_prefix, from_env=False))
+    """Each secret's env name is this followed by its local name in UPPER_SNAKE_CASE (``PAY_`` and
+    ``db-main`` give ``PAY_DB_MAIN``). Default: none (``DB_MAIN``)."""
+    file_prefix: str = field(default="", metadata=setting(_file_prefix, from_env=False))
+    """Each secret's file is this followed by its local name, relative to ``output_dir``: end it with ``/``
+    for a directory (``payments/``). Default: none (the file is the local name)."""
+    required: bool = field(default=False, metadata=setting(_boolean, from_env=False))
+    """If true, a selection that matches no secret is an error (``init``, ``check-config``) instead of a
+    warning, and each secret it delivers is required as ``secrets[].required`` is (a failed fetch fails
+    ``init``). Default false."""
+    mode: int = field(default=0o440, metadata=setting(parse_mode, dump=format_mode, from_env=False))
+    """Permission bits of each file, as ``secrets[].mode``. Default ``0440``."""
+    uid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner user id of each file. Default: unchanged (the agent's own user)."""
+    gid: int | None = field(default=None, metadata=setting(_optional_id_number, from_env=False))
+    """Owner group id of each file. Default: unchanged (the agent's own group)."""
+    key: str | None = field(default=None, metadata=setting(_optional_key_path, from_env=False))
+    """Deliver one field of each payload, as ``secrets[].key``. Default: none (the whole payload)."""
+    format: PayloadFormat = field(
+        default="auto", metadata=setting(_choice("auto", "json", "yaml"), from_env=False)
+    )
+    """How ``key``, ``keys`` and templates read the payloads, as ``secrets[].format``. Default ``auto``."""
+    decode: PayloadDecode = field(default="none", metadata=setting(_choice("none", "base64"), from_env=False))
+    """``base64``: the payloads are stored base64-encoded, as ``secrets[].decode``. Default ``none``."""
+    deliver: bool = field(default=True, metadata=setting(_boolean, from_env=False))
+    """Write each secret's own file and env variable (default true). ``false``: they only feed ``keys``
+    and the templates."""
+    impersonate_service_account: str | None = field(
+        default=None, metadata=setting(_optional_service_account, from_env=False, omit_default=True)
+    )
+    """Fetch (and list) these secrets as this service account, as ``secrets[].impersonate_service_account``.
+    Default: none (the agent's identity)."""
+    delegates: tuple[str, ...] = field(
+        default=(), metadata=setting(_service_account_list, dump=_list, from_env=False, omit_default=True)
+    )
+    """With ``impersonate_service_account``: the delegation chain to it, as ``secrets[].delegates``.
+    Default: none."""
+    keys: tuple[SelectKeySpec, ...] = field(default=(), metadata=items(SelectKeySpec))
+    """More outputs from each payload, fetched once: each a ``key`` with its own ``file`` and/or ``env``
+    written with ``{name}`` or ``{env}``."""
+    known: tuple[str, ...] = field(
+        default=(), metadata=setting(_secret_ids, dump=_list, from_env=False, omit_default=True)
+    )
+    """Secret ids this selection matched when the pod was admitted (the webhook writes them): the agent
+    starts with them instead of listing, so a fleet restarting at once does not spend the read quota.
+    Users normally leave it out. Default: none."""
+    known_at: float | None = field(
+        default=None, metadata=setting(_optional_timestamp, from_env=False, omit_default=True)
+    )
+    """When the listing ``known`` comes from was made, in seconds since the epoch. Default: none."""
+
+    @property
+    def label_selector(self) -> dict[str, str]:
+        """``labels`` as a mapping, ``"*"`` for "has the label"."""
+        return dict(self.labels)
+
+    @property
+    def presence_labels(self) -> tuple[str, ...]:
+        """The label keys that only need to be present (value ``"*"``)."""
+        return tuple(key for key, value in self.labels if value == LABEL_ANY)
+
+
+@dataclass(frozen=True)
 class GcpConfig:
     """How the ``gcp`` source talks to Secret Manager (YAML section ``gcp``)."""
 
@@ -561,16 +814,16 @@ class GcpConfig:
     backoff_max: float = field(default=30.0, metadata=setting(parse_duration, dump=_seconds))
     """Cap of the retry delay, in seconds (a duration); at least ``backoff_initial``. Default 30."""
 
-    def explicit_identity(self, secrets: Sequence[SecretSpec] = ()) -> bool:
+    def explicit_identity(self, secrets: Sequence[SecretSpec | SelectSpec] = ()) -> bool:
         """Whether an identity is configured on purpose: a credentials file, or an impersonated account
-        (here or on one of ``secrets``)."""
+        (here or on one of ``secrets``, which may be selections too)."""
         return (
             self.credentials_file is not None
             or self.impersonate_service_account is not None
             or any(spec.impersonate_service_account is not None for spec in secrets)
         )
 
-    def endpoint_gets_credentials(self, secrets: Sequence[SecretSpec] = ()) -> bool:
+    def endpoint_gets_credentials(self, secrets: Sequence[SecretSpec | SelectSpec] = ()) -> bool:
         """Whether the agent sends credentials to ``endpoint`` (False without one): ``endpoint_credentials``,
         or by default when an identity is configured explicitly."""
         if self.endpoint is None:
@@ -726,6 +979,83 @@ class EventsConfig:
         """Whether events are configured (a topic or a subscription)."""
         return self.topic is not None or self.subscription is not None
 
+    def spread_seconds(self, fleet: FleetConfig) -> float:
+        """The delay spread actually used on an event: ``max_delay``, or longer when the fleet's fetches of
+        one new version would not fit in its share of the access quota in that time
+        (``fleet.event_spread_seconds()``)."""
+        return max(self.max_delay, fleet.event_spread_seconds())
+
+
+RELIST_FLOOR_EVENTS = 3600.0
+"""Shortest automatic re-list interval while events flow (they carry every change; the re-list is a safety
+net): 1 hour."""
+RELIST_FLOOR_POLLING = 600.0
+"""Shortest automatic re-list interval without events (the re-list is how new secrets are found): 10
+minutes. Also the cap of the automatic start jitter."""
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """How many agents share the project's quotas, so that each paces itself (YAML section ``fleet``; read
+    by the agent and by ``rotate``). The webhook injects ``size``."""
+
+    size: int = field(default=1, metadata=setting(_at_least(1)))
+    """Pods (agents) that list and fetch from the same project at once (>= 1). Default 1."""
+    reads_per_minute: int = field(default=300, metadata=setting(_at_least(1)))
+    """Share of Secret Manager's read quota (600 requests per minute per project: listings, metadata)
+    the fleet's listings may use together (>= 1). Default 300."""
+    access_per_minute: int = field(default=45000, metadata=setting(_at_least(1)))
+    """Share of the access quota (90,000 per minute per project) the fleet's fetches of one new version
+    may use together (>= 1). Default 45000."""
+
+    def event_spread_seconds(self) -> float:
+        """Seconds over which the fleet's fetches of one new version must spread to stay within
+        ``access_per_minute``: 60 * size / access_per_minute."""
+        return 60.0 * self.size / self.access_per_minute
+
+    def listing_spread_seconds(self, listings: int = 1) -> float:
+        """Seconds in which the fleet can make ``listings`` listings each within ``reads_per_minute``:
+        60 * size * listings / reads_per_minute."""
+        return 60.0 * self.size * max(1, listings) / self.reads_per_minute
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """How selections (``select``) follow the secrets they match (YAML section ``discovery``): events add
+    and remove secrets as they come, a listing now and then catches what events missed, both paced to the
+    fleet's share of the read quota (``fleet``)."""
+
+    grace_period: float = field(default=300.0, metadata=setting(parse_delay, dump=_seconds))
+    """A secret that stops matching (relabelled, deleted) leaves the outputs this long after it was seen
+    to go, in seconds (a duration, 0 allowed), so that a relabelling in two steps does not pull a file
+    from under the app. Default 300 (5m)."""
+    relist_interval: float | None = field(default=None, metadata=setting(_auto_duration, dump=_dump_auto))
+    """Seconds between safety listings of each selection (a duration), jittered by +/-10%; or ``auto``
+    (default): 1 hour with events, 10 minutes without, or longer when the fleet's listings would not fit
+    in ``fleet.reads_per_minute`` (60 * fleet.size * listings / reads_per_minute)."""
+    start_jitter: float | None = field(default=None, metadata=setting(_auto_delay, dump=_dump_auto))
+    """When the agent must list at start (no ``known`` ids), it first waits a random delay in [0,
+    start_jitter] seconds (a duration, 0 allowed), so that a fleet starting at once spreads its listings;
+    explicit secrets do not wait. ``auto`` (default): the time the fleet's listings take within
+    ``fleet.reads_per_minute``, at most 10 minutes."""
+
+    def relist_seconds(self, fleet: FleetConfig, events_on: bool, *, listings: int = 1) -> float:
+        """The re-list interval: ``relist_interval``, or for ``auto`` the floor (1 hour with events, 10
+        minutes without) or, when longer, the time the fleet's ``listings`` (one agent's listing calls per
+        round) take within ``fleet.reads_per_minute``."""
+        if self.relist_interval is not None:
+            return self.relist_interval
+        floor = RELIST_FLOOR_EVENTS if events_on else RELIST_FLOOR_POLLING
+        return max(floor, fleet.listing_spread_seconds(listings))
+
+    def start_jitter_seconds(self, fleet: FleetConfig, *, listings: int = 1) -> float:
+        """The start jitter: ``start_jitter``, or for ``auto`` the time the fleet's first listings take
+        within ``fleet.reads_per_minute``, capped at 10 minutes (past it the retries of quota errors,
+        with backoff, spread the rest)."""
+        if self.start_jitter is not None:
+            return self.start_jitter
+        return min(RELIST_FLOOR_POLLING, fleet.listing_spread_seconds(listings))
+
 
 @dataclass(frozen=True)
 class Config:
@@ -797,12 +1127,20 @@ class Config:
     """Health, readiness and metrics listener (``run``, ``dev``)."""
     events: EventsConfig = field(default_factory=EventsConfig, metadata=section())
     """Secret Manager's Pub/Sub events (``run``)."""
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig, metadata=section())
+    """How selections follow the secrets they match."""
+    fleet: FleetConfig = field(default_factory=FleetConfig, metadata=section())
+    """The fleet of agents sharing the project's quotas."""
     secrets: tuple[SecretSpec, ...] = field(default=(), metadata=items(SecretSpec))
     """The secrets to deliver: the file's ``secrets`` followed by the ``--secret NAME=REF`` flags.
     Default: none; ``dev`` reading a ``.env`` file then serves every ``KEY=value`` line of it as a secret
     named ``KEY`` (file ``KEY``, env entry ``KEY``) and follows the file: a key added is served, a key
     removed leaves the outputs (there the file is the configuration; configured secrets keep their
     last-known-good value instead)."""
+    select: tuple[SelectSpec, ...] = field(default=(), metadata=items(SelectSpec))
+    """Secrets chosen by labels, id prefix or id pattern instead of by name, found by listing the project
+    and followed as they appear and go (``discovery``). Only with the Secret Manager source. Default:
+    none."""
     templates: tuple[TemplateSpec, ...] = field(default=(), metadata=items(TemplateSpec))
     """Outputs composed from several secrets (Jinja2 templates in a sandbox, or output formats), written in
     the same atomic swap as the secrets' files. Default: none."""
@@ -813,6 +1151,14 @@ class Config:
         if self.source != "auto":
             return self.source
         return "dotenv" if command == "dev" else "gcp"
+
+    def select_problem(self, command: Command) -> str | None:
+        """Why ``select`` cannot be served by ``command``, or None: selections list Secret Manager, and
+        the source of ``command`` is the ``.env`` file (``dev`` with ``source: auto``; the loader refuses
+        ``source: dotenv`` with selections itself)."""
+        if self.select and self.source_for(command) == "dotenv":
+            return SELECT_NEEDS_GCP
+        return None
 
     def output_dir_for(self, command: Command) -> Path:
         """The directory ``command`` writes to: ``output_dir``, or when it is not set ``.secrets`` (relative

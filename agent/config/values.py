@@ -20,10 +20,10 @@ import shlex
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.config.refs import project_problem
+from agent.config.refs import location_problem, project_problem, version_problem
 
 _SHOWN_CHARS = 200
 """Longest rendering of a value in a message; longer ones are cut (a message is one readable line)."""
@@ -576,3 +576,270 @@ def _subscription_ttl(value: object) -> float:
         # Pub/Sub refuses an expiration policy below one day (CreateSubscription fails INVALID_ARGUMENT).
         raise ValueError(f"expected at least 1 day (Pub/Sub's minimum), got {describe(value)}")
     return seconds
+
+
+# --------------------------------------------------------------------------------------------------
+# Selections: label selectors, secret id patterns, "auto" durations
+# --------------------------------------------------------------------------------------------------
+
+MAX_ID_REGEX_CHARS = 1000
+"""Longest ``name_regex`` or rewrite ``regex`` accepted."""
+MAX_REGEX_LOOPS = 3
+"""Most repetitions (``*``, ``+``, ``{m,n}``) one id pattern may have, counting one more when it is not
+anchored with ``^`` (a search tries every start). Python's regular expressions backtrack: a pattern of k
+repetitions that can match the same characters costs up to n^(k+1) steps on an id of n characters, and
+with ids of at most 255 characters 3 keep the worst case near 10 ms, 4 near a second."""
+MAX_LABELS = 64
+"""Most labels one selector may name (Google allows 64 labels on a secret)."""
+LABEL_ANY = "*"
+"""The label value that means "has the label, whatever its value" (no label value can contain ``*``)."""
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_SECRET_ID_CHARS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def parse_local_name(value: object) -> str:
+    """A secret's local name (``[A-Za-z0-9_.-]``, not ``.`` nor starting with ``..``), as the loader checks
+    ``secrets[].name``; ValueError naming what is wrong."""
+    return _local_name(value)
+
+
+def parse_env_name(value: object) -> str:
+    """An environment variable name (``[A-Za-z_][A-Za-z0-9_]*``), as the loader checks ``secrets[].env``."""
+    return _env_var_name(value)
+
+
+def _label_pair(key: object, value: object, where: str) -> tuple[str, str]:
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+        raise ValueError(
+            f"{where}label key {describe(key)} is invalid: 1-63 lowercase letters, digits, '_' or '-', "
+            "starting with a letter"
+        )
+    if value is None:
+        raise ValueError(
+            f"{where}label {key!r} has no value: write '' for an empty value, or '*' for any value"
+        )
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `tier: 1` in YAML
+    if not isinstance(value, str):
+        raise ValueError(f"{where}label {key!r}: expected a string value, got {describe(value)} (quote it)")
+    if value != LABEL_ANY and not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(
+            f"{where}label {key!r}: value {describe(value)} is invalid: 0-63 lowercase letters, digits, "
+            "'_' or '-', or '*' for any value"
+        )
+    return key, value
+
+
+def _labels(value: object) -> tuple[tuple[str, str], ...]:
+    """A label selector: a YAML mapping ``{app: payments, team: "*"}``, or one string
+    ``app=payments,team=*`` (an environment variable, an annotation). Stored as sorted (key, value) pairs;
+    the value ``*`` means "has the label"."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if (problem := control_character_problem(value)) is not None:
+            raise ValueError(problem)
+        for index, part in enumerate(p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            key, equals, text = part.partition("=")
+            if not equals:
+                raise ValueError(
+                    f"item {index}: expected KEY=VALUE (or KEY=* for any value), got {describe(part)}"
+                )
+            pairs.append(_label_pair(key.strip(), text.strip(), f"item {index}: "))
+    elif isinstance(value, Mapping):
+        pairs = [_label_pair(key, text, "") for key, text in value.items()]
+    else:
+        raise ValueError(f"expected a mapping of labels or KEY=VALUE,KEY=* text, got {describe(value)}")
+    if len(pairs) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(pairs)}")
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"label {twice[0]!r} is given twice")
+    return tuple(sorted(pairs))
+
+
+def _dump_labels(value: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(value)
+
+
+def regex_cost_problem(pattern: str) -> str | None:
+    """Why the regular expression ``pattern`` (already compiled once) could take too long on a secret id,
+    or None. Refused: a repetition inside another (``(a+)+``), an alternation inside a repetition
+    (``(a|ab)+``: both are exponential when backtracking), back-references, and more than
+    ``MAX_REGEX_LOOPS`` repetitions (see there)."""
+    import importlib
+
+    parser: Any = importlib.import_module("re._parser")  # the stdlib's own parse tree, no stubs
+    tree = parser.parse(pattern)
+    loops = 0
+
+    def walk(items: Any, in_loop: bool) -> str | None:
+        nonlocal loops
+        for op, argument in items:
+            name, children, looping = str(op), [], False
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                looping = argument[1] > 1  # (min, max, body): {0,1} is no loop
+                if looping and in_loop:
+                    return "a repetition inside a repetition (such as (a+)+) can take exponential time"
+                loops += looping
+                children = [argument[2]]
+            elif name == "BRANCH":
+                if in_loop:
+                    return (
+                        "an alternation inside a repetition (such as (a|ab)+) can take exponential time; "
+                        "use a character class ([ab]+) or repeat outside the group"
+                    )
+                children = list(argument[1])
+            elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+                return "back-references are not supported in id patterns"
+            elif name == "SUBPATTERN":
+                children = [argument[3]]
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                children = [argument[1]]
+            elif name == "ATOMIC_GROUP":
+                children = [argument]
+            for child in children:
+                if (problem := walk(child, in_loop or looping)) is not None:
+                    return problem
+        return None
+
+    if (problem := walk(tree, False)) is not None:
+        return problem
+    first = list(tree)[:1]
+    anchored = bool(first) and str(first[0][0]) == "AT" and str(first[0][1]).startswith("AT_BEGINNING")
+    cost = loops + (0 if anchored else 1)
+    if cost > MAX_REGEX_LOOPS:
+        shown = f"{loops} repetitions" + ("" if anchored else " and no ^ anchor")
+        return (
+            f"{shown}: at most {MAX_REGEX_LOOPS} repetitions, counting one for a pattern not anchored "
+            "with ^ (backtracking would make a long id cost too much)"
+        )
+    return None
+
+
+def _id_regex(value: object) -> str:
+    """A regular expression on secret ids: compiled once here, bounded in length and in cost."""
+    pattern = _string(value)
+    if len(pattern) > MAX_ID_REGEX_CHARS:
+        raise ValueError(f"a pattern is at most {MAX_ID_REGEX_CHARS} characters, got {len(pattern)}")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"{describe(pattern)} is not a valid regular expression: {error}") from None
+    except RecursionError:
+        raise ValueError("the regular expression is nested too deeply") from None
+    if (problem := regex_cost_problem(pattern)) is not None:
+        raise ValueError(f"{describe(pattern)}: {problem}")
+    return pattern
+
+
+def _optional_id_regex(value: object) -> str:
+    """``_id_regex``, or "" (no pattern: the default, as ``to_dict`` prints it)."""
+    return "" if value == "" else _id_regex(value)
+
+
+def _replacement(value: object) -> str:
+    """The replacement of a rewrite rule (``re.sub``'s: ``\\1``, ``\\g<name>``); may be empty."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)} (quote it)")
+    if len(value) > MAX_ID_REGEX_CHARS:
+        raise ValueError(f"a replacement is at most {MAX_ID_REGEX_CHARS} characters, got {len(value)}")
+    if (problem := control_character_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _id_prefix(value: object) -> str:
+    """The start of a secret id (``[A-Za-z0-9_-]``), or "" for none."""
+    if value == "":
+        return ""
+    text = _string(value)
+    if not _SECRET_ID_CHARS.fullmatch(text):
+        raise ValueError(f"{describe(text)} cannot start a secret id: 1-255 letters, digits, '-' or '_'")
+    return text
+
+
+def _env_prefix(value: object) -> str:
+    """What every env name of a selection starts with (``PAYMENTS_``), or "" for none."""
+    if value == "":
+        return ""
+    name = _string(value)
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} cannot start an environment variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return name
+
+
+def _secret_ids(value: object) -> tuple[str, ...]:
+    """Secret ids: a YAML list, or one string of ids separated by commas or spaces."""
+    raw = _words(value, "a list of secret ids")
+    if len(raw) > MAX_KNOWN_IDS:
+        raise ValueError(f"at most {MAX_KNOWN_IDS} ids, got {len(raw)}")
+    ids: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not _SECRET_ID_CHARS.fullmatch(item):
+            raise ValueError(
+                f"item {index}: expected a secret id (1-255 letters, digits, '-' or '_'), "
+                f"got {describe(item)}"
+            )
+        if item not in ids:
+            ids.append(item)
+    return tuple(ids)
+
+
+MAX_KNOWN_IDS = 10_000
+"""Most secret ids a selection's ``known`` list may hold."""
+
+
+def _optional_timestamp(value: object) -> float | None:
+    """Epoch seconds (a number >= 0), or None."""
+    if value is None:
+        return None
+    number = _number(value)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"expected seconds since the epoch (a number >= 0), got {describe(value)}")
+    return number
+
+
+AUTO = "auto"
+
+
+def _auto_duration(value: object) -> float | None:
+    """A duration (> 0), or ``auto`` (stored as None: computed from the fleet, see the setting)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+        return None
+    return parse_duration(value)
+
+
+def _auto_delay(value: object) -> float | None:
+    """A duration that may be 0, or ``auto`` (stored as None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+        return None
+    return parse_delay(value)
+
+
+def _dump_auto(value: float | None) -> int | float | str:
+    return AUTO if value is None else _seconds(value)
+
+
+def _optional_location(value: object) -> str | None:
+    """A Secret Manager location (``us-central1``) of regional secrets, or None (global secrets)."""
+    if value is None:
+        return None
+    text = _string(value).strip()
+    if (problem := location_problem(text)) is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _version(value: object) -> str:
+    """``latest``, a version number (a YAML number arrives as an int) or a version alias."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _string(value).strip()
+    if (problem := version_problem(text)) is not None:
+        raise ValueError(problem)
+    return text
