@@ -14,8 +14,17 @@ the first call, inside the running event loop, so constructing a ``SecretManager
   read credential files, run ``gcloud`` or ask the metadata server, and for Google the same lookup loads
   the credentials anyway. No project anywhere: the first call raises SecretsError saying what to set.
 * Endpoint: ``endpoint="host:port"``, else ``SECRETS_AGENT_GCP_ENDPOINT``, else
-  ``SECRET_MANAGER_EMULATOR_HOST``: plaintext gRPC without credentials (the emulator). None of them:
-  Google with Application Default Credentials. (``agent.secrets.environment`` has the whole table.)
+  ``SECRET_MANAGER_EMULATOR_HOST``: plaintext gRPC without credentials (the emulator), or with them when an
+  identity is given (below). None of them: Google. (``agent.secrets.environment`` has the whole table.)
+* Identity: who the manager is to Secret Manager, with the settings and the code of the agent's ``gcp``
+  section (``agent.sources.identity``, google-auth unpatched): ``credentials_file`` (a Workload Identity
+  Federation credential configuration, a key file; else Application Default Credentials),
+  ``impersonate_service_account`` with ``delegates`` (and ``iam_endpoint`` for another IAM Credentials, the
+  emulator's), ``quota_project`` (``x-goog-user-project``; else ``SECRETS_AGENT_GCP_QUOTA_PROJECT``, else
+  ``GOOGLE_CLOUD_QUOTA_PROJECT``). The token is refreshed before a call when it is stale, off the event
+  loop, so a refused impersonation is one clear error naming the account and the missing permission
+  (never a token). With an endpoint, credentials go there when an identity is given (or
+  ``endpoint_credentials=True``), over gRPC local credentials to a loopback address only.
 * Each call has a timeout (``call_timeout``). Retries (the agent's one policy, ``agent.core.retry``: capped
   exponential backoff with full jitter, at most ``max_attempts`` calls) only where repeating is safe:
   reads and enable/disable on any transient failure (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED);
@@ -39,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -51,9 +61,11 @@ from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
 from google.cloud.secretmanager_v1 import types as pb
 from google.protobuf import field_mask_pb2
 
+from agent.config import is_loopback, optional_project, split_listen
+from agent.config.loader import read_identity_section
 from agent.core.model import crc32c
 from agent.core.retry import Backoff, retry_transient
-from agent.errors import SourceError, TransientSourceError
+from agent.errors import ConfigError, Problem, SourceError, TransientSourceError
 from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, rotation_config_argument, secrets_error
@@ -65,10 +77,24 @@ from agent.secrets.types import TYPE_LABEL, SecretType
 from agent.sources.errors import TRANSLATABLE, translate
 from agent.sources.gcp import (
     CLOUD_PLATFORM_SCOPE,
+    GLOBAL_ENDPOINT,
     OUTER_TIMEOUT_GRACE,
     emulator_client,
+    endpoint_client,
+    google_client,
     payload_problem,
     version_of,
+)
+from agent.sources.identity import (
+    CredentialFile,
+    IdentitySettings,
+    Principal,
+    base_credentials,
+    carries_quota_project,
+    explain_call_error,
+    identity_credentials,
+    identity_error,
+    read_credential_file,
 )
 
 T = TypeVar("T")
@@ -78,6 +104,12 @@ log = logging.getLogger(__name__)
 BACKEND = "gcp"
 DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 """Between attempts: caps 0.5, 1, 2 ... 30 s (full jitter); eight attempts span about one quota minute."""
+QUOTA_PROJECT_ENVS = ("SECRETS_AGENT_GCP_QUOTA_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT")
+"""Where ``quota_project`` comes from when it is not passed, first one set wins: the agent's variable for
+``gcp.quota_project``, then the one google-auth reads."""
+_ARGUMENTS = "SecretManager"
+"""How problems with the identity arguments are named: ``SecretManager.impersonate_service_account``."""
+Metadata = tuple[tuple[str, str], ...]
 
 
 class SecretManager:
@@ -94,13 +126,45 @@ class SecretManager:
     await sm.close()
     ```
 
+    Who the manager is to Secret Manager takes the agent's ``gcp`` identity settings, under the same
+    names, checked by the agent's own loader:
+
+    ```python
+    sm = SecretManager(
+        "my-project",
+        impersonate_service_account="rotator@my-project.iam.gserviceaccount.com",
+        quota_project="platform-billing",
+    )
+    ```
+
     Args:
         project: The project secrets live in (id or number). None: ``SECRETS_AGENT_PROJECT``, else
             ``GOOGLE_CLOUD_PROJECT``, ``GCLOUD_PROJECT``, ``CLOUDSDK_CORE_PROJECT``, else the project
             Application Default Credentials report, looked up at the first call.
         endpoint: ``HOST:PORT`` of a plaintext gRPC endpoint (the emulator), spoken to without
-            credentials. None: ``SECRETS_AGENT_GCP_ENDPOINT``, else ``SECRET_MANAGER_EMULATOR_HOST``, else
-            Google itself with Application Default Credentials.
+            credentials unless an identity is given (see ``endpoint_credentials``). None:
+            ``SECRETS_AGENT_GCP_ENDPOINT``, else ``SECRET_MANAGER_EMULATOR_HOST``, else Google itself.
+        credentials_file: A Google credential configuration or key file, loaded by google-auth: an
+            ``external_account`` file (Workload Identity Federation: a Kubernetes service account token
+            exchanged at STS, re-read at every refresh), a service account key... The agent's
+            ``gcp.credentials_file``. None: Application Default Credentials.
+        impersonate_service_account: Call Secret Manager as this service account (an email), impersonated
+            with the credentials above through IAM Credentials' generateAccessToken; they need
+            ``roles/iam.serviceAccountTokenCreator`` (``iam.serviceAccounts.getAccessToken``) on it. None:
+            no impersonation.
+        delegates: The delegation chain to ``impersonate_service_account``: service account emails in
+            order, each holding the Token Creator role on the next.
+        iam_endpoint: Where impersonation asks for tokens instead of Google's IAM Credentials: a base URL
+            (``http://127.0.0.1:8781``, the emulator; ``http://`` only to a loopback address) or the full
+            generateAccessToken URL with ``{}`` for the account. Only with ``impersonate_service_account``.
+        quota_project: The project the calls count against (quota and billing), sent as
+            ``x-goog-user-project``; the caller needs ``roles/serviceusage.serviceUsageConsumer`` on it.
+            None: ``SECRETS_AGENT_GCP_QUOTA_PROJECT``, else ``GOOGLE_CLOUD_QUOTA_PROJECT``, else none (each
+            call counts against the project of its secret).
+        endpoint_credentials: Whether the credentials go to ``endpoint`` too (an ``authorization`` token
+            on every call, over gRPC local credentials, which only connect to a loopback address). None:
+            when ``credentials_file`` or ``impersonate_service_account`` is given. Ignored without an
+            endpoint (Google always gets them).
         topics: Pub/Sub topics (``projects/P/topics/T``) new secrets notify; Secret Manager stores a
             rotation policy only on a secret with topics. None: ``SECRETS_AGENT_EVENTS_TOPIC`` when set,
             else no topics.
@@ -119,7 +183,11 @@ class SecretManager:
         ValueError: ``project`` is an empty string, ``call_timeout`` is not positive or ``max_attempts``
             is below 1.
         ConfigError: ``SECRETS_AGENT_GCP_ENDPOINT`` or ``SECRET_MANAGER_EMULATOR_HOST`` is set but is not
-            ``HOST:PORT`` (the message names the variable).
+            ``HOST:PORT``, or a quota project variable is not a project (the message names the variable);
+            an identity argument is invalid, the agent's loader says why (every problem, each named
+            ``SecretManager.ARGUMENT``: ``SecretManager.impersonate_service_account: expected a service
+            account email ...``); credentials would go in plaintext to an endpoint that is not on a
+            loopback address.
     """
 
     backend = BACKEND
@@ -129,6 +197,12 @@ class SecretManager:
         project: str | None = None,
         *,
         endpoint: str | None = None,
+        credentials_file: str | os.PathLike[str] | None = None,
+        impersonate_service_account: str | None = None,
+        delegates: Sequence[str] = (),
+        iam_endpoint: str | None = None,
+        quota_project: str | None = None,
+        endpoint_credentials: bool | None = None,
         topics: Sequence[str] | None = None,
         caller: str | None = None,
         call_timeout: float = 10.0,
@@ -150,7 +224,20 @@ class SecretManager:
         """The project secrets live in (id or number). None only until the first call, when it comes from
         Application Default Credentials."""
         self.endpoint: str | None = endpoint or endpoint_from(env)
-        """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google with ADC."""
+        """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google."""
+        self.identity: IdentitySettings = _identity_settings(
+            self.endpoint,
+            env,
+            credentials_file=credentials_file,
+            impersonate_service_account=impersonate_service_account,
+            delegates=delegates,
+            iam_endpoint=iam_endpoint,
+            quota_project=quota_project,
+            endpoint_credentials=endpoint_credentials,
+        )
+        """Who the manager is to Secret Manager: the agent's identity settings (credentials file,
+        impersonated account and chain, IAM endpoint, quota project, whether credentials go to
+        ``endpoint``), as checked and resolved here."""
         self.topics: tuple[str, ...] = tuple(topics) if topics is not None else topics_from(env)
         """Pub/Sub topics (``projects/P/topics/T``) new secrets notify; needed for a rotation policy."""
         self.caller = caller or default_caller()
@@ -166,6 +253,10 @@ class SecretManager:
         quota window)."""
         self._client: SecretManagerServiceAsyncClient | None = None
         self._lock: asyncio.Lock | None = None
+        self._principal: Principal | None = None
+        """The identity whose credentials the client's channel carries (refreshed before calls), or None."""
+        self._metadata: Metadata = ()
+        """Added to every call: ``x-goog-user-project`` when no credentials carry the quota project."""
 
     async def __aenter__(self) -> SecretManager:
         return self
@@ -331,7 +422,9 @@ class SecretManager:
         request = pb.ListSecretsRequest(parent=self._parent(), filter=filter_text)
 
         async def every_secret() -> list[pb.Secret]:
-            pager = await client.list_secrets(request=request, retry=None, timeout=self.call_timeout)
+            pager = await client.list_secrets(
+                request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
+            )
             return [secret async for secret in pager]
 
         return await self._call_with("*", every_secret, idempotent=True)
@@ -560,7 +653,7 @@ class SecretManager:
 
             async def every_version() -> list[pb.SecretVersion]:
                 pager = await client.list_secret_versions(
-                    request=request, retry=None, timeout=self.call_timeout
+                    request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
                 )
                 return [version async for version in pager]
 
@@ -661,6 +754,8 @@ class SecretManager:
     async def close(self) -> None:
         """Close the channel. The manager may be used again: the next call builds a new client."""
         client, self._client = self._client, None
+        # The identity's lock belongs to this event loop; a later use (another loop) builds it again.
+        self._principal, self._metadata = None, ()
         if client is not None:
             await client.transport.close()  # type: ignore[no-untyped-call]
 
@@ -690,7 +785,9 @@ class SecretManager:
         idempotent: bool = False,
     ) -> T:
         async def once() -> T:
-            return await method(request=request, retry=None, timeout=self.call_timeout)
+            return await method(
+                request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
+            )
 
         return await self._call_with(
             secret_id, once, etag_sent=etag_sent, reading_value=reading_value, idempotent=idempotent
@@ -706,11 +803,19 @@ class SecretManager:
         idempotent: bool = False,
     ) -> T:
         async def once() -> T:
+            principal = self._principal
+            if principal is not None:
+                # A stale token is refreshed here, off the loop, so that a refused exchange or impersonation
+                # is said as what it is, not as the opaque status of gRPC's failed credentials plugin.
+                try:
+                    await principal.fresh(secret_id)
+                except SourceError as error:
+                    raise _with_hint(error) from (error.__cause__ or error)
             try:
                 async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
                     return await call()
             except TRANSLATABLE as error:
-                raise translate(error, secret_id) from error
+                raise self._call_error(error, secret_id, principal) from error
 
         def repeatable(error: TransientSourceError) -> bool:
             # RESOURCE_EXHAUSTED is refused before anything happened; after any other failure a write may
@@ -750,31 +855,76 @@ class SecretManager:
                 self._client = await self._new_client()
             return self._client
 
+    def _call_error(self, error: BaseException, secret_id: str, principal: Principal | None) -> SourceError:
+        translated = translate(error, secret_id)
+        if principal is None and self.identity.quota_project is None:
+            return translated
+        # Told in terms of the identity: who was refused, or the quota project a refusal is about.
+        explained = explain_call_error(translated, principal, self.identity.quota_project)
+        return translated if explained is translated else _with_hint(explained)
+
     async def _new_client(self) -> SecretManagerServiceAsyncClient:
         # grpc.aio channels bind to the running loop, so clients are only ever built in here.
-        if self.endpoint is not None:
+        settings = self.identity
+        if self.endpoint is not None and not settings.endpoint_credentials:
             if self.project is None:
                 self.project = await self._project_from_adc()
+            self._principal, self._metadata = None, _quota_metadata(settings.quota_project, None)
             return emulator_client(self.endpoint)
+        principal = await self._new_principal()
+        if self.project is None:
+            self.project = await self._project_from_adc()
+        self._principal = principal
+        self._metadata = _quota_metadata(settings.quota_project, principal)
+        if self.endpoint is not None:
+            return endpoint_client(self.endpoint, principal.credentials, principal.request)
+        return google_client(GLOBAL_ENDPOINT, principal.credentials)
+
+    async def _new_principal(self) -> Principal:
+        """The identity's credentials (no token yet: the first call gets one). Sets the project from
+        Application Default Credentials when none is known and ADC has one."""
+        settings = self.identity
+        identity = settings.base
         try:
             # google.auth.default() may read files, run gcloud or probe the metadata server (blocking,
-            # with retries): off the loop. It also reports ADC's project, used when none was given.
-            credentials, adc_project = await asyncio.to_thread(
-                google.auth.default, scopes=[CLOUD_PLATFORM_SCOPE]
-            )
+            # with retries): off the loop.
+            base, file, adc_project = await asyncio.to_thread(self._base_credentials)
         except TRANSLATABLE as error:
-            translated = translate(error, self.project or "Secret Manager")
+            if settings.credentials_file is None:
+                translated = translate(error, self.project or "Secret Manager")
+            else:
+                file = read_credential_file(settings.credentials_file)
+                translated = identity_error(
+                    error, self.project or "Secret Manager", identity, file, settings.quota_project
+                )
             message = str(translated) if self.project else f"{translated}; and {NO_PROJECT}"
             raise SecretsError(message, code=translated.code) from error
-        if self.project is None:
-            if not adc_project:
-                raise SecretsError(NO_PROJECT, code="FAILED_PRECONDITION")
-            self.project = adc_project
-        return SecretManagerServiceAsyncClient(credentials=credentials)
+        if self.project is None and adc_project:
+            self.project = str(adc_project)
+        try:
+            credentials = identity_credentials(settings, identity, base)
+        except TRANSLATABLE as error:
+            translated = identity_error(
+                error, self.project or "Secret Manager", identity, file, settings.quota_project
+            )
+            raise SecretsError(str(translated), code=translated.code) from error
+        return Principal(
+            identity, credentials, file=file, quota_project=settings.quota_project, timeout=self.call_timeout
+        )
+
+    def _base_credentials(self) -> tuple[Any, CredentialFile | None, str | None]:
+        """(credentials, what the credential file says, ADC's project): ``credentials_file``, else ADC."""
+        if self.identity.credentials_file is None:
+            # ADC in one lookup, its project included (base_credentials would drop it, and looking it up
+            # again could mean a second probe of the metadata server).
+            credentials, adc_project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+            return credentials, None, adc_project
+        credentials, file = base_credentials(self.identity)
+        return credentials, file, None
 
     async def _project_from_adc(self) -> str:
-        """With the emulator no credentials are loaded, but ADC may still name a project (its credentials
-        file, gcloud's configuration); nothing at all: the one clear error."""
+        """Without ADC credentials loaded (the emulator, a credentials file), ADC may still name a project
+        (its credentials file, gcloud's configuration); nothing at all: the one clear error."""
         try:
             _, adc_project = await asyncio.to_thread(google.auth.default)
         except TRANSLATABLE:
@@ -782,3 +932,81 @@ class SecretManager:
         if not adc_project:
             raise SecretsError(NO_PROJECT, code="FAILED_PRECONDITION")
         return str(adc_project)
+
+
+def _with_hint(error: SourceError) -> SourceError:
+    """An identity failure with its hint in the message (what to grant, to whom), as the agent logs it."""
+    if not error.hint or f"(hint: {error.hint})" in error.message:
+        return error
+    return type(error)(f"{error.message} (hint: {error.hint})", code=error.code, ref=error.ref)
+
+
+def _quota_metadata(quota_project: str | None, principal: Principal | None) -> Metadata:
+    """``x-goog-user-project`` for every call when the credentials cannot carry it themselves (none are
+    sent, or their kind has no ``with_quota_project``), as the agent's gcp source adds it."""
+    if quota_project is None or (principal is not None and carries_quota_project(principal.credentials)):
+        return ()
+    return (("x-goog-user-project", quota_project),)
+
+
+def _identity_settings(
+    endpoint: str | None,
+    env: Mapping[str, str],
+    *,
+    credentials_file: str | os.PathLike[str] | None,
+    impersonate_service_account: str | None,
+    delegates: Sequence[str],
+    iam_endpoint: str | None,
+    quota_project: str | None,
+    endpoint_credentials: bool | None,
+) -> IdentitySettings:
+    """The identity arguments, checked by the agent's loader (its parsers and rules, as for the agent's
+    ``gcp`` section and the rotation config's); ConfigError with every problem."""
+    given: dict[str, object] = {
+        "credentials_file": None if credentials_file is None else os.fspath(credentials_file),
+        "impersonate_service_account": impersonate_service_account,
+        # A string of emails is read as the agent reads SECRETS_AGENT_GCP_DELEGATES.
+        "delegates": delegates if isinstance(delegates, str) else (list(delegates) or None),
+        "iam_endpoint": iam_endpoint,
+        "quota_project": quota_project,
+    }
+    gcp, problems = read_identity_section({k: v for k, v in given.items() if v is not None}, _ARGUMENTS)
+    if quota_project is None:
+        named = next(((name, env[name]) for name in QUOTA_PROJECT_ENVS if env.get(name, "").strip()), None)
+        if named is not None:
+            try:
+                gcp = dataclasses.replace(gcp, quota_project=optional_project(named[1].strip()))
+            except ValueError as error:
+                problems.append(Problem(named[0], str(error)))
+    if endpoint_credentials is not None and not isinstance(endpoint_credentials, bool):
+        problems.append(
+            Problem(
+                f"{_ARGUMENTS}.endpoint_credentials",
+                f"expected True, False or None, got {endpoint_credentials!r}",
+            )
+        )
+        endpoint_credentials = None
+    gcp = dataclasses.replace(gcp, endpoint=endpoint, endpoint_credentials=endpoint_credentials)
+    settings = IdentitySettings.from_config(gcp)
+    if endpoint is not None and settings.endpoint_credentials:
+        host = _host_of(endpoint)
+        if not is_loopback(host):
+            problems.append(
+                Problem(
+                    f"{_ARGUMENTS}.endpoint",
+                    f"{host} is not a loopback address, and the manager would send it access tokens in "
+                    "plaintext: use an endpoint on a loopback address (an emulator on this machine), or pass "
+                    "endpoint_credentials=False",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _host_of(endpoint: str) -> str:
+    try:
+        host, _ = split_listen(endpoint)
+    except ValueError:
+        host = endpoint.rpartition(":")[0].strip("[]")
+    return host
