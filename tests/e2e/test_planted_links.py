@@ -277,3 +277,44 @@ def test_under_umask_000_init_creates_the_output_directory_and_its_parents_0755(
         assert mode_of(directory) == 0o755, directory
     assert mode_of(deep / ".notified") == 0o600
     assert CANARY.encode() == read_file(deep, "canary")
+
+
+# --------------------------------------------------------------------------------------------------
+# What is adopted is redacted from the logs at once
+# --------------------------------------------------------------------------------------------------
+
+ADOPTED_VALUE = f"{CANARY}-adopted-v1"
+"""A value a previous agent left on disk; also a valid local name, so that it can be pasted as one."""
+
+
+def test_adopted_values_are_redacted_from_the_logs_while_the_bootstrap_still_retries(
+    agents: Agents, upstream: Upstream, output_dir: Path, tmp_path: Path
+) -> None:
+    """A restart while Secret Manager is unreachable serves the last-known-good files of the previous run
+    until the bootstrap fetches them again (here it never does: its timeout is long). A value pasted by
+    mistake as the name of another secret is quoted by each retry warning of that bootstrap. The adopted
+    values are registered with the log redaction net as soon as they are adopted, so the line shows
+    ``[REDACTED]``: nothing else registers them before the bootstrap ends."""
+    upstream.create("db-password", ADOPTED_VALUE)
+    assert agents.run("init", "-c", config_for(tmp_path, output_dir)).returncode == 0
+    upstream.set_faults({"AccessSecretVersion": {"unavailable": 1.0}})
+    secrets: list[dict[str, object]] = [
+        {"name": "db-password", "ref": Upstream.ref("db-password")},
+        {"name": ADOPTED_VALUE, "ref": Upstream.ref("pasted"), "required": False},
+    ]
+    config = write_config(tmp_path / "restarted.yaml", secrets, output_dir=str(output_dir))
+
+    agent = agents.start("run", "-c", config, "--timeout", "5m")
+    agent.wait_for_log("adopted 2 secrets already in", severity="INFO")  # db-password and the canary
+
+    def pasted_retry() -> str | None:
+        known = ("fetching db-password ", "fetching canary ")
+        retries = [m for m in agent.messages("WARNING") if m.startswith("fetching ")]
+        return next((m for m in retries if not m.startswith(known)), None)
+
+    line = agent.wait_until(pasted_retry, within=15, what="a retry warning of the pasted secret")
+    assert line.startswith("fetching [REDACTED] failed (UNAVAILABLE), retry"), line
+    assert not any("run: serving" in m for m in agent.messages("INFO"))  # still in the bootstrap
+    assert read_file(output_dir, "db-password") == ADOPTED_VALUE.encode()  # served: last-known-good
+    assert ADOPTED_VALUE not in agent.stdout() + agent.stderr()  # the agents fixture checks the canary too
+    assert agent.stop() == 0

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from agent.secrets import (
     SecretType,
     VersionNotEnabled,
 )
+from agent.secrets.localstate import LocalState, encode_sidecar
 from testing.logs import logged_text
 from tests.secrets.conftest import CALLER, audit_events
 
@@ -68,6 +70,10 @@ def write_text(path: Path, text: str) -> None:
 
 def names_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
 
 
 async def test_a_hand_written_env_file_is_valid_without_a_sidecar(local: LocalSecretManager) -> None:
@@ -379,3 +385,100 @@ async def test_a_linked_env_file_is_still_read(tmp_path: Path, env_file: Path) -
     assert (
         await LocalSecretManager(linked, caller=CALLER).get_secret("API_KEY") == dotenv(env_file)["API_KEY"]
     )
+
+
+async def test_writes_never_go_through_a_link_planted_at_the_sidecar_or_a_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing the manager writes lands where a link it did not make points. A link already at the
+    sidecar's path refuses the write with the read (nothing written anywhere); one planted there between
+    the read and the write (another user of the directory does not take our lock) is replaced by a regular
+    0600 sidecar; one planted at the name of a temporary file is skipped for another name and left alone.
+    The victim outside the directory keeps its content and mode throughout.
+
+    The ``.env`` itself is the user's: a link there (a dotfiles manager's) is followed to read it, and the
+    first write replaces the link with a regular file of mode 0600 (the target's mode is not copied), with
+    the target's lines and the new value; the target keeps its old content and is not written again (the
+    dotfiles copy no longer follows the edits)."""
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"precious": true}\n')
+    victim.chmod(0o644)
+    dotfiles = tmp_path / "dotfiles" / "env"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text("API_KEY=from-dotfiles\n")
+    dotfiles.chmod(0o644)
+    project = tmp_path / "project"
+    project.mkdir()
+    env_file = project / ".env"
+    env_file.symlink_to(dotfiles)
+    manager = LocalSecretManager(env_file, caller=CALLER)
+    sidecar = manager.sidecar
+
+    def untouched() -> None:
+        assert victim.read_text() == '{"precious": true}\n'
+        assert mode_of(victim) == 0o644
+        assert dotfiles.read_text() == "API_KEY=from-dotfiles\n"
+        assert mode_of(dotfiles) == 0o644
+
+    assert await manager.get_secret("API_KEY") == "from-dotfiles"  # read through the user's link
+
+    # Planted before the call: the sidecar is not read through it, so nothing is written at all.
+    sidecar.symlink_to(victim)
+    with pytest.raises(SecretsError) as refused:
+        await manager.add_version("API_KEY", "never-written")
+    assert refused.value.code == "FAILED_PRECONDITION"
+    assert "a symbolic link, not followed" in str(refused.value)
+    untouched()
+    assert sidecar.is_symlink()
+    assert env_file.is_symlink()
+    sidecar.unlink()
+
+    # Planted in the window between reading the files and replacing the sidecar.
+    def encode_then_plant(state: LocalState) -> dict[str, object]:
+        sidecar.unlink(missing_ok=True)
+        sidecar.symlink_to(victim)
+        return encode_sidecar(state)
+
+    monkeypatch.setattr("agent.secrets.local.encode_sidecar", encode_then_plant)
+    await manager.create_secret("NEW", "first", SecretType.API_KEY)
+    monkeypatch.undo()
+    untouched()
+    assert not sidecar.is_symlink()
+    assert sidecar.is_file()
+    assert mode_of(sidecar) == 0o600
+    assert sorted(json.loads(sidecar.read_text())["secrets"]) == ["API_KEY", "NEW"]
+    # The user's link is replaced by a regular file of our own; its target was only ever read.
+    assert not env_file.is_symlink()
+    assert env_file.is_file()
+    assert mode_of(env_file) == 0o600
+    assert dotenv(env_file) == {"API_KEY": "from-dotfiles", "NEW": "first"}
+
+    # Planted at the temporary names: each is skipped for a fresh one, and the links are left as they are.
+    # Named as write_atomically names them: ".<file>.<random hex>.tmp".
+    planted = [project / "..env.planted.tmp", project / "..env.versions.json.planted.tmp"]
+    for link in planted:
+        link.symlink_to(victim)
+    handed_out: list[str] = []
+    real_token_hex = secrets.token_hex
+
+    def predictable_then_fresh(nbytes: int) -> str:
+        # Every other name is one a link was planted at: the first try of each file's temporary.
+        handed_out.append("planted" if len(handed_out) % 2 == 0 else real_token_hex(nbytes))
+        return handed_out[-1]
+
+    monkeypatch.setattr(secrets, "token_hex", predictable_then_fresh)  # atomicfile's names
+    await manager.add_version("NEW", "second")
+    monkeypatch.undo()
+    untouched()
+    assert handed_out.count("planted") == 2  # both files' writes met a planted link first
+    assert all(link.is_symlink() and link.readlink() == victim for link in planted)
+    assert mode_of(sidecar) == 0o600
+    assert mode_of(env_file) == 0o600
+    assert await manager.get_secret("NEW") == "second"
+    assert dotenv(env_file) == {"API_KEY": "from-dotfiles", "NEW": "second"}
+    assert names_in(project) == [
+        "..env.planted.tmp",
+        "..env.versions.json.planted.tmp",
+        ".env",
+        ".env.versions.json",
+    ]  # the planted links stay (not ours to remove), no temporary of ours is left
