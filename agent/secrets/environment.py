@@ -11,6 +11,8 @@ project                 ``SECRETS_AGENT_PROJECT``, ``GOOGLE_CLOUD_PROJECT``, ``G
                         report (``google.auth.default()``), looked up at the first call
 endpoint                ``SECRETS_AGENT_GCP_ENDPOINT``, ``SECRET_MANAGER_EMULATOR_HOST`` (``HOST:PORT``
                         of the emulator: plaintext gRPC, no credentials); none: Google with ADC
+quota project           ``SECRETS_AGENT_GCP_QUOTA_PROJECT``, ``GOOGLE_CLOUD_QUOTA_PROJECT``; none: each
+                        call counts against the project of its secret
 topics of new secrets   ``SECRETS_AGENT_EVENTS_TOPIC`` (one ``projects/P/topics/T``)
 ``.env`` file           ``SECRETS_AGENT_DOTENV_FILE``, else ``.env``; relative to the current directory
                         when the manager is made
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from agent.config import optional_project
 from agent.errors import ConfigError, Problem
 
 PROJECT_ENV: Final = "SECRETS_AGENT_PROJECT"
@@ -43,6 +46,9 @@ ENDPOINT_ENV: Final = "SECRETS_AGENT_GCP_ENDPOINT"
 EMULATOR_HOST_ENV: Final = "SECRET_MANAGER_EMULATOR_HOST"
 """The conventional emulator variable, used when the agent's is not set."""
 ENDPOINT_ENVS: Final = (ENDPOINT_ENV, EMULATOR_HOST_ENV)
+QUOTA_PROJECT_ENVS: Final = ("SECRETS_AGENT_GCP_QUOTA_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT")
+"""Where ``quota_project`` comes from when it is not passed, first one set wins: the agent's variable for
+``gcp.quota_project``, then the one google-auth reads."""
 TOPIC_ENV: Final = "SECRETS_AGENT_EVENTS_TOPIC"
 """The topic Secret Manager notifies for new secrets (the agent's ``events.topic``)."""
 DOTENV_FILE_ENV: Final = "SECRETS_AGENT_DOTENV_FILE"
@@ -99,6 +105,29 @@ def endpoint_from(env: Mapping[str, str]) -> str | None:
                 Problem(name, f"expected HOST:PORT of the emulator (e.g. 127.0.0.1:8780), got {value!r}")
             )
         return value
+    return None
+
+
+def quota_project_from(env: Mapping[str, str]) -> str | None:
+    """The quota project the environment names (``QUOTA_PROJECT_ENVS``, first non-blank wins), or None.
+
+    Args:
+        env: The environment to read.
+
+    Returns:
+        The project id or number, stripped; None when no variable is set.
+
+    Raises:
+        ConfigError: The variable is set but is not a project; the message names the variable.
+    """
+    for name in QUOTA_PROJECT_ENVS:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            return optional_project(value)
+        except ValueError as error:
+            raise ConfigError(Problem(name, str(error))) from None
     return None
 
 

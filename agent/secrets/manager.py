@@ -46,70 +46,39 @@ TLS certificates (rotated by cert-manager) never get a policy.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-import google.auth
 from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
 from google.cloud.secretmanager_v1 import types as pb
 from google.protobuf import field_mask_pb2
 
-from agent.config import is_loopback, optional_project, split_listen
-from agent.config.loader import read_identity_section
 from agent.core.model import crc32c
-from agent.core.retry import Backoff, retry_transient
-from agent.errors import ConfigError, Problem, SourceError, TransientSourceError
+from agent.core.retry import Backoff
 from agent.observe.logs import fields
 from agent.secrets.audit import Operation, audited, default_caller
 from agent.secrets.common import as_bytes, as_text, rotation_config_argument, secrets_error
-from agent.secrets.environment import NO_PROJECT, endpoint_from, project_from, topics_from
+from agent.secrets.connection import Connection, identity_settings
+from agent.secrets.connection import Metadata as Metadata
+from agent.secrets.environment import QUOTA_PROJECT_ENVS as QUOTA_PROJECT_ENVS
+from agent.secrets.environment import endpoint_from, project_from, topics_from
 from agent.secrets.interface import SecretInfo, SecretsError, VersionInfo
 from agent.secrets.messages import secret_info, version_info
 from agent.secrets.rotating import rotator
 from agent.secrets.types import TYPE_LABEL, SecretType
-from agent.sources.errors import TRANSLATABLE, translate
-from agent.sources.gcp import (
-    CLOUD_PLATFORM_SCOPE,
-    GLOBAL_ENDPOINT,
-    OUTER_TIMEOUT_GRACE,
-    emulator_client,
-    endpoint_client,
-    google_client,
-    payload_problem,
-    version_of,
-)
-from agent.sources.identity import (
-    CredentialFile,
-    IdentitySettings,
-    Principal,
-    base_credentials,
-    carries_quota_project,
-    explain_call_error,
-    identity_credentials,
-    identity_error,
-    read_credential_file,
-)
-
-T = TypeVar("T")
+from agent.sources.gcp import payload_problem, version_of
+from agent.sources.identity import IdentitySettings
 
 log = logging.getLogger(__name__)
 
 BACKEND = "gcp"
 DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 """Between attempts: caps 0.5, 1, 2 ... 30 s (full jitter); eight attempts span about one quota minute."""
-QUOTA_PROJECT_ENVS = ("SECRETS_AGENT_GCP_QUOTA_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT")
-"""Where ``quota_project`` comes from when it is not passed, first one set wins: the agent's variable for
-``gcp.quota_project``, then the one google-auth reads."""
-_ARGUMENTS = "SecretManager"
-"""How problems with the identity arguments are named: ``SecretManager.impersonate_service_account``."""
-Metadata = tuple[tuple[str, str], ...]
 
 
 class SecretManager:
@@ -220,13 +189,10 @@ class SecretManager:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         env = os.environ if environ is None else environ
-        self.project: str | None = project.strip() if project is not None else project_from(env)
-        """The project secrets live in (id or number). None only until the first call, when it comes from
-        Application Default Credentials."""
-        self.endpoint: str | None = endpoint or endpoint_from(env)
-        """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google."""
-        self.identity: IdentitySettings = _identity_settings(
-            self.endpoint,
+        chosen_project = project.strip() if project is not None else project_from(env)
+        chosen_endpoint = endpoint or endpoint_from(env)
+        identity = identity_settings(
+            chosen_endpoint,
             env,
             credentials_file=credentials_file,
             impersonate_service_account=impersonate_service_account,
@@ -235,28 +201,81 @@ class SecretManager:
             quota_project=quota_project,
             endpoint_credentials=endpoint_credentials,
         )
-        """Who the manager is to Secret Manager: the agent's identity settings (credentials file,
-        impersonated account and chain, IAM endpoint, quota project, whether credentials go to
-        ``endpoint``), as checked and resolved here."""
         self.topics: tuple[str, ...] = tuple(topics) if topics is not None else topics_from(env)
         """Pub/Sub topics (``projects/P/topics/T``) new secrets notify; needed for a rotation policy."""
         self.caller = caller or default_caller()
         """Who is acting, for the audit log."""
-        self.call_timeout = call_timeout
-        """Seconds each call may take."""
         self.rotation_config = rotation_config_argument(rotation_config)
         """What ``rotate_secret`` hands the rotation tooling (a relative file path made absolute now)."""
-        self.max_attempts = max_attempts
+        self._connection = Connection(
+            chosen_project,
+            chosen_endpoint,
+            identity,
+            call_timeout=call_timeout,
+            max_attempts=max_attempts,
+            backoff=backoff,
+        )
+        """The client, the identity it calls as and the calls (``agent.secrets.connection``)."""
+
+    # The connection's settings, read and set through the manager as before.
+
+    @property
+    def project(self) -> str | None:
+        """The project secrets live in (id or number). None only until the first call, when it comes from
+        Application Default Credentials."""
+        return self._connection.project
+
+    @project.setter
+    def project(self, value: str | None) -> None:
+        self._connection.project = value
+
+    @property
+    def endpoint(self) -> str | None:
+        """``host:port`` of a plaintext gRPC endpoint (the emulator), or None for Google."""
+        return self._connection.endpoint
+
+    @endpoint.setter
+    def endpoint(self, value: str | None) -> None:
+        self._connection.endpoint = value
+
+    @property
+    def identity(self) -> IdentitySettings:
+        """Who the manager is to Secret Manager: the agent's identity settings (credentials file,
+        impersonated account and chain, IAM endpoint, quota project, whether credentials go to
+        ``endpoint``), as checked and resolved here."""
+        return self._connection.identity
+
+    @identity.setter
+    def identity(self, value: IdentitySettings) -> None:
+        self._connection.identity = value
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds each call may take."""
+        return self._connection.call_timeout
+
+    @call_timeout.setter
+    def call_timeout(self, value: float) -> None:
+        self._connection.call_timeout = value
+
+    @property
+    def max_attempts(self) -> int:
         """Calls per operation at most, first one included (see the module docstring for which retry)."""
-        self.backoff = backoff
+        return self._connection.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._connection.max_attempts = value
+
+    @property
+    def backoff(self) -> Backoff:
         """The delay schedule between attempts (full jitter; the caps sum to about a minute by default, one
         quota window)."""
-        self._client: SecretManagerServiceAsyncClient | None = None
-        self._lock: asyncio.Lock | None = None
-        self._principal: Principal | None = None
-        """The identity whose credentials the client's channel carries (refreshed before calls), or None."""
-        self._metadata: Metadata = ()
-        """Added to every call: ``x-goog-user-project`` when no credentials carry the quota project."""
+        return self._connection.backoff
+
+    @backoff.setter
+    def backoff(self, value: Backoff) -> None:
+        self._connection.backoff = value
 
     async def __aenter__(self) -> SecretManager:
         return self
@@ -351,11 +370,11 @@ class SecretManager:
                 rotation_period=period, next_rotation_time=datetime.now(UTC) + period
             )
         with audited("create", secret_id, caller=self.caller, backend=BACKEND) as event:
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.CreateSecretRequest(
                 parent=self._parent(secret_id), secret_id=secret_id, secret=secret
             )
-            await self._call(secret_id, client.create_secret, request)
+            await self._connection.call(secret_id, client.create_secret, request)
             try:
                 version = await self._add(client, secret_id, data)
             except SecretsError:
@@ -378,9 +397,11 @@ class SecretManager:
             SecretsError: The service failed otherwise.
         """
         with audited("describe", secret_id, caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.GetSecretRequest(name=self.secret_name(secret_id))
-            return secret_info(await self._call(secret_id, client.get_secret, request, idempotent=True))
+            return secret_info(
+                await self._connection.call(secret_id, client.get_secret, request, idempotent=True)
+            )
 
     async def list_secrets(self, types: Sequence[SecretType] | None = None) -> list[SecretInfo]:
         """Every secret of the project, or those of some types, sorted by id.
@@ -418,16 +439,16 @@ class SecretManager:
         return sorted(infos, key=lambda info: info.secret_id)
 
     async def _list_secrets(self, filter_text: str) -> list[pb.Secret]:
-        client = await self._get_client()
+        client = await self._connection.client()
         request = pb.ListSecretsRequest(parent=self._parent(), filter=filter_text)
 
         async def every_secret() -> list[pb.Secret]:
             pager = await client.list_secrets(
-                request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
+                request=request, retry=None, timeout=self.call_timeout, metadata=self._connection.metadata
             )
             return [secret async for secret in pager]
 
-        return await self._call_with("*", every_secret, idempotent=True)
+        return await self._connection.call_with("*", every_secret, idempotent=True)
 
     async def update_annotations(
         self,
@@ -461,10 +482,10 @@ class SecretManager:
             SecretsError: The service failed otherwise.
         """
         with audited("annotate", secret_id, caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
+            client = await self._connection.client()
             name = self.secret_name(secret_id)
             if current is None:
-                secret = await self._call(
+                secret = await self._connection.call(
                     secret_id, client.get_secret, pb.GetSecretRequest(name=name), idempotent=True
                 )
                 if secret.etag != etag:
@@ -480,7 +501,7 @@ class SecretManager:
                 secret=pb.Secret(name=name, annotations=annotations, etag=etag),
                 update_mask=field_mask_pb2.FieldMask(paths=["annotations"]),
             )
-            updated = await self._call(secret_id, client.update_secret, request, etag_sent=True)
+            updated = await self._connection.call(secret_id, client.update_secret, request, etag_sent=True)
             return secret_info(updated)
 
     async def set_next_rotation_time(self, secret_id: str, when: datetime) -> SecretInfo:
@@ -504,9 +525,9 @@ class SecretManager:
         if when.tzinfo is None:
             raise ValueError("when must be timezone-aware")
         with audited("schedule", secret_id, caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
+            client = await self._connection.client()
             name = self.secret_name(secret_id)
-            current = await self._call(
+            current = await self._connection.call(
                 secret_id, client.get_secret, pb.GetSecretRequest(name=name), idempotent=True
             )
             if not current.topics:
@@ -515,7 +536,7 @@ class SecretManager:
                 secret=pb.Secret(name=name, rotation=pb.Rotation(next_rotation_time=when)),
                 update_mask=field_mask_pb2.FieldMask(paths=["rotation.next_rotation_time"]),
             )
-            return secret_info(await self._call(secret_id, client.update_secret, request))
+            return secret_info(await self._connection.call(secret_id, client.update_secret, request))
 
     async def delete_secret(self, secret_id: str, etag: str = "") -> None:
         """Delete the secret and every version.
@@ -530,9 +551,9 @@ class SecretManager:
             SecretsError: The service failed otherwise.
         """
         with audited("delete", secret_id, caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.DeleteSecretRequest(name=self.secret_name(secret_id), etag=etag)
-            await self._call(secret_id, client.delete_secret, request, etag_sent=bool(etag))
+            await self._connection.call(secret_id, client.delete_secret, request, etag_sent=bool(etag))
 
     # -- versions ----------------------------------------------------------------------------------
 
@@ -577,9 +598,9 @@ class SecretManager:
 
     async def _access(self, secret_id: str, version: str) -> tuple[bytes, str]:
         with audited("access", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.AccessSecretVersionRequest(name=self.version_name(secret_id, version))
-            response = await self._call(
+            response = await self._connection.call(
                 secret_id, client.access_secret_version, request, reading_value=True, idempotent=True
             )
             number = version_of(response.name)
@@ -608,9 +629,11 @@ class SecretManager:
             SecretsError: The service failed otherwise.
         """
         with audited("resolve", secret_id, caller=self.caller, backend=BACKEND, version=version) as event:
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.GetSecretVersionRequest(name=self.version_name(secret_id, version))
-            found = await self._call(secret_id, client.get_secret_version, request, idempotent=True)
+            found = await self._connection.call(
+                secret_id, client.get_secret_version, request, idempotent=True
+            )
             info = version_info(secret_id, found)
             event.version = info.version
             return info
@@ -630,7 +653,9 @@ class SecretManager:
             SecretsError: The service failed otherwise (never with the value in it).
         """
         with audited("add", secret_id, caller=self.caller, backend=BACKEND) as event:
-            info = await self._add(await self._get_client(), secret_id, as_bytes(secret_data, secret_id))
+            info = await self._add(
+                await self._connection.client(), secret_id, as_bytes(secret_data, secret_id)
+            )
             event.version = info.version
             return info
 
@@ -648,16 +673,16 @@ class SecretManager:
             SecretsError: The service failed otherwise.
         """
         with audited("list-versions", secret_id, caller=self.caller, backend=BACKEND):
-            client = await self._get_client()
+            client = await self._connection.client()
             request = pb.ListSecretVersionsRequest(parent=self.secret_name(secret_id))
 
             async def every_version() -> list[pb.SecretVersion]:
                 pager = await client.list_secret_versions(
-                    request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
+                    request=request, retry=None, timeout=self.call_timeout, metadata=self._connection.metadata
                 )
                 return [version async for version in pager]
 
-            found = await self._call_with(secret_id, every_version, idempotent=True)
+            found = await self._connection.call_with(secret_id, every_version, idempotent=True)
         infos = [version_info(secret_id, v) for v in found]
         return sorted(infos, key=lambda info: int(info.version), reverse=True)
 
@@ -712,7 +737,7 @@ class SecretManager:
 
     async def _set_state(self, operation: Operation, secret_id: str, version: str) -> VersionInfo:
         with audited(operation, secret_id, caller=self.caller, backend=BACKEND, version=version):
-            client = await self._get_client()
+            client = await self._connection.client()
             name = self.version_name(secret_id, version)
             call: Callable[..., Awaitable[pb.SecretVersion]]
             request: Any
@@ -724,7 +749,9 @@ class SecretManager:
                 call, request = client.destroy_secret_version, pb.DestroySecretVersionRequest(name=name)
             # Setting a state twice is harmless; destroying twice is refused (FAILED_PRECONDITION).
             repeatable = operation != "destroy"
-            return version_info(secret_id, await self._call(secret_id, call, request, idempotent=repeatable))
+            return version_info(
+                secret_id, await self._connection.call(secret_id, call, request, idempotent=repeatable)
+            )
 
     async def rotate_secret(self, secret_id: str) -> str:
         """Rotate the secret with its rotation provider: back up, generate, apply, add, validate.
@@ -753,11 +780,7 @@ class SecretManager:
 
     async def close(self) -> None:
         """Close the channel. The manager may be used again: the next call builds a new client."""
-        client, self._client = self._client, None
-        # The identity's lock belongs to this event loop; a later use (another loop) builds it again.
-        self._principal, self._metadata = None, ()
-        if client is not None:
-            await client.transport.close()  # type: ignore[no-untyped-call]
+        await self._connection.close()
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -766,247 +789,12 @@ class SecretManager:
             parent=self.secret_name(secret_id),
             payload=pb.SecretPayload(data=data, data_crc32c=crc32c(data)),
         )
-        return version_info(secret_id, await self._call(secret_id, client.add_secret_version, request))
+        return version_info(
+            secret_id, await self._connection.call(secret_id, client.add_secret_version, request)
+        )
 
     async def _delete_quietly(self, client: SecretManagerServiceAsyncClient, secret_id: str) -> None:
         request = pb.DeleteSecretRequest(name=self.secret_name(secret_id))
         # The first error is the one to report; an empty secret left behind is harmless.
         with contextlib.suppress(SecretsError):
-            await self._call(secret_id, client.delete_secret, request)
-
-    async def _call(
-        self,
-        secret_id: str,
-        method: Callable[..., Awaitable[T]],
-        request: Any,
-        *,
-        etag_sent: bool = False,
-        reading_value: bool = False,
-        idempotent: bool = False,
-    ) -> T:
-        async def once() -> T:
-            return await method(
-                request=request, retry=None, timeout=self.call_timeout, metadata=self._metadata
-            )
-
-        return await self._call_with(
-            secret_id, once, etag_sent=etag_sent, reading_value=reading_value, idempotent=idempotent
-        )
-
-    async def _call_with(
-        self,
-        secret_id: str,
-        call: Callable[[], Awaitable[T]],
-        *,
-        etag_sent: bool = False,
-        reading_value: bool = False,
-        idempotent: bool = False,
-    ) -> T:
-        async def once() -> T:
-            principal = self._principal
-            if principal is not None:
-                # A stale token is refreshed here, off the loop, so that a refused exchange or impersonation
-                # is said as what it is, not as the opaque status of gRPC's failed credentials plugin.
-                try:
-                    await principal.fresh(secret_id)
-                except SourceError as error:
-                    raise _with_hint(error) from (error.__cause__ or error)
-            try:
-                async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
-                    return await call()
-            except TRANSLATABLE as error:
-                raise self._call_error(error, secret_id, principal) from error
-
-        def repeatable(error: TransientSourceError) -> bool:
-            # RESOURCE_EXHAUSTED is refused before anything happened; after any other failure a write may
-            # have been done, and doing it again could (say) add the same version twice.
-            return idempotent or error.code == "RESOURCE_EXHAUSTED"
-
-        def retrying(error: TransientSourceError, attempt: int, delay: float) -> None:
-            log.info(
-                "secrets api: %s on %s, retrying in %.1fs",
-                error.code,
-                secret_id,
-                delay,
-                extra=fields(secret=secret_id, code=error.code, attempt=attempt, delay=delay),
-            )
-
-        try:
-            return await retry_transient(
-                once,
-                backoff=self.backoff,
-                attempts=self.max_attempts,
-                retryable=repeatable,
-                on_retry=retrying,
-            )
-        except SourceError as translated:
-            detail = str(translated).removeprefix(f"{secret_id}: {translated.code}").removeprefix(": ")
-            raise secrets_error(
-                secret_id, translated.code, detail, etag_sent=etag_sent, reading_value=reading_value
-            ) from (translated.__cause__ or translated)
-
-    async def _get_client(self) -> SecretManagerServiceAsyncClient:
-        if self._client is not None:
-            return self._client
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._client is None:
-                self._client = await self._new_client()
-            return self._client
-
-    def _call_error(self, error: BaseException, secret_id: str, principal: Principal | None) -> SourceError:
-        translated = translate(error, secret_id)
-        if principal is None and self.identity.quota_project is None:
-            return translated
-        # Told in terms of the identity: who was refused, or the quota project a refusal is about.
-        explained = explain_call_error(translated, principal, self.identity.quota_project)
-        return translated if explained is translated else _with_hint(explained)
-
-    async def _new_client(self) -> SecretManagerServiceAsyncClient:
-        # grpc.aio channels bind to the running loop, so clients are only ever built in here.
-        settings = self.identity
-        if self.endpoint is not None and not settings.endpoint_credentials:
-            if self.project is None:
-                self.project = await self._project_from_adc()
-            self._principal, self._metadata = None, _quota_metadata(settings.quota_project, None)
-            return emulator_client(self.endpoint)
-        principal = await self._new_principal()
-        if self.project is None:
-            self.project = await self._project_from_adc()
-        self._principal = principal
-        self._metadata = _quota_metadata(settings.quota_project, principal)
-        if self.endpoint is not None:
-            return endpoint_client(self.endpoint, principal.credentials, principal.request)
-        return google_client(GLOBAL_ENDPOINT, principal.credentials)
-
-    async def _new_principal(self) -> Principal:
-        """The identity's credentials (no token yet: the first call gets one). Sets the project from
-        Application Default Credentials when none is known and ADC has one."""
-        settings = self.identity
-        identity = settings.base
-        try:
-            # google.auth.default() may read files, run gcloud or probe the metadata server (blocking,
-            # with retries): off the loop.
-            base, file, adc_project = await asyncio.to_thread(self._base_credentials)
-        except TRANSLATABLE as error:
-            if settings.credentials_file is None:
-                translated = translate(error, self.project or "Secret Manager")
-            else:
-                file = read_credential_file(settings.credentials_file)
-                translated = identity_error(
-                    error, self.project or "Secret Manager", identity, file, settings.quota_project
-                )
-            message = str(translated) if self.project else f"{translated}; and {NO_PROJECT}"
-            raise SecretsError(message, code=translated.code) from error
-        if self.project is None and adc_project:
-            self.project = str(adc_project)
-        try:
-            credentials = identity_credentials(settings, identity, base)
-        except TRANSLATABLE as error:
-            translated = identity_error(
-                error, self.project or "Secret Manager", identity, file, settings.quota_project
-            )
-            raise SecretsError(str(translated), code=translated.code) from error
-        return Principal(
-            identity, credentials, file=file, quota_project=settings.quota_project, timeout=self.call_timeout
-        )
-
-    def _base_credentials(self) -> tuple[Any, CredentialFile | None, str | None]:
-        """(credentials, what the credential file says, ADC's project): ``credentials_file``, else ADC."""
-        if self.identity.credentials_file is None:
-            # ADC in one lookup, its project included (base_credentials would drop it, and looking it up
-            # again could mean a second probe of the metadata server).
-            credentials, adc_project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-            return credentials, None, adc_project
-        credentials, file = base_credentials(self.identity)
-        return credentials, file, None
-
-    async def _project_from_adc(self) -> str:
-        """Without ADC credentials loaded (the emulator, a credentials file), ADC may still name a project
-        (its credentials file, gcloud's configuration); nothing at all: the one clear error."""
-        try:
-            _, adc_project = await asyncio.to_thread(google.auth.default)
-        except TRANSLATABLE:
-            adc_project = None  # no credentials: fine for the emulator, but then no project either
-        if not adc_project:
-            raise SecretsError(NO_PROJECT, code="FAILED_PRECONDITION")
-        return str(adc_project)
-
-
-def _with_hint(error: SourceError) -> SourceError:
-    """An identity failure with its hint in the message (what to grant, to whom), as the agent logs it."""
-    if not error.hint or f"(hint: {error.hint})" in error.message:
-        return error
-    return type(error)(f"{error.message} (hint: {error.hint})", code=error.code, ref=error.ref)
-
-
-def _quota_metadata(quota_project: str | None, principal: Principal | None) -> Metadata:
-    """``x-goog-user-project`` for every call when the credentials cannot carry it themselves (none are
-    sent, or their kind has no ``with_quota_project``), as the agent's gcp source adds it."""
-    if quota_project is None or (principal is not None and carries_quota_project(principal.credentials)):
-        return ()
-    return (("x-goog-user-project", quota_project),)
-
-
-def _identity_settings(
-    endpoint: str | None,
-    env: Mapping[str, str],
-    *,
-    credentials_file: str | os.PathLike[str] | None,
-    impersonate_service_account: str | None,
-    delegates: Sequence[str],
-    iam_endpoint: str | None,
-    quota_project: str | None,
-    endpoint_credentials: bool | None,
-) -> IdentitySettings:
-    """The identity arguments, checked by the agent's loader (its parsers and rules, as for the agent's
-    ``gcp`` section and the rotation config's); ConfigError with every problem."""
-    given: dict[str, object] = {
-        "credentials_file": None if credentials_file is None else os.fspath(credentials_file),
-        "impersonate_service_account": impersonate_service_account,
-        # A string of emails is read as the agent reads SECRETS_AGENT_GCP_DELEGATES.
-        "delegates": delegates if isinstance(delegates, str) else (list(delegates) or None),
-        "iam_endpoint": iam_endpoint,
-        "quota_project": quota_project,
-    }
-    gcp, problems = read_identity_section({k: v for k, v in given.items() if v is not None}, _ARGUMENTS)
-    if quota_project is None:
-        named = next(((name, env[name]) for name in QUOTA_PROJECT_ENVS if env.get(name, "").strip()), None)
-        if named is not None:
-            try:
-                gcp = dataclasses.replace(gcp, quota_project=optional_project(named[1].strip()))
-            except ValueError as error:
-                problems.append(Problem(named[0], str(error)))
-    if endpoint_credentials is not None and not isinstance(endpoint_credentials, bool):
-        problems.append(
-            Problem(
-                f"{_ARGUMENTS}.endpoint_credentials",
-                f"expected True, False or None, got {endpoint_credentials!r}",
-            )
-        )
-        endpoint_credentials = None
-    gcp = dataclasses.replace(gcp, endpoint=endpoint, endpoint_credentials=endpoint_credentials)
-    settings = IdentitySettings.from_config(gcp)
-    if endpoint is not None and settings.endpoint_credentials:
-        host = _host_of(endpoint)
-        if not is_loopback(host):
-            problems.append(
-                Problem(
-                    f"{_ARGUMENTS}.endpoint",
-                    f"{host} is not a loopback address, and the manager would send it access tokens in "
-                    "plaintext: use an endpoint on a loopback address (an emulator on this machine), or pass "
-                    "endpoint_credentials=False",
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
-    return settings
-
-
-def _host_of(endpoint: str) -> str:
-    try:
-        host, _ = split_listen(endpoint)
-    except ValueError:
-        host = endpoint.rpartition(":")[0].strip("[]")
-    return host
+            await self._connection.call(secret_id, client.delete_secret, request)
