@@ -7,7 +7,10 @@ app. The rules that matter are here:
 * last-known-good wins: a failed fetch keeps the old value (never removed from disk), is recorded, retried;
 * only ``latest`` and aliases are polled: a pinned version number cannot change, so it costs no calls;
 * what local callers can make it ask upstream is bounded: forced rounds (SIGHUP, ``POST /v1/refresh``) are
-  coalesced (one in flight, at most one queued) and start at least ``refresh_min_interval`` apart.
+  coalesced (one in flight, at most one queued) and start at least ``refresh_min_interval`` apart;
+* the set of secrets may change while running (selections: ``add_specs``, ``remove_specs``), each change in
+  one commit (one swap, one notification); a secret leaves only when asked to, never because it failed, and
+  a check that was in flight for it when it left cannot bring it back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -38,6 +41,10 @@ if TYPE_CHECKING:  # the metrics module brings prometheus_client: init and exec 
 log = logging.getLogger(__name__)
 
 Strategy = Literal["access", "metadata"]
+
+ADD_TIMEOUT = 60.0
+"""Seconds ``add_specs`` retries the first fetch of new secrets when given no deadline (``Config.timeout``'s
+default): past it, a secret that still fails is added anyway and retried by polling, like any failed one."""
 
 REFRESH_MIN_INTERVAL = 1.0
 """Default ``SyncSettings.refresh_min_interval``: a second is as fast as a person or a deploy script asks, and
@@ -81,7 +88,22 @@ class BootstrapReport:
         return {name: error for name, error in self.failures.items() if name in required}
 
 
+@dataclass
+class AddReport:
+    """What ``add_specs`` committed, and the new secrets that could not be fetched (by local name): they are
+    served from now on all the same (not fetched yet: 503 at the endpoint, no file), and retried by polling
+    like any failed secret."""
+
+    snapshot: Snapshot
+    added: tuple[str, ...]
+    """The local names added, in the order given."""
+    failures: dict[str, SourceError]
+
+
 OnChange = Callable[[Snapshot], None]
+
+_Checked = tuple[Fetched, Fetched | None, SecretSpec]
+"""A value read by a check, the value served when the check started (its base), the spec it read for."""
 
 
 class Syncer:
@@ -122,6 +144,7 @@ class Syncer:
         self._failures = RepeatedFailures()
         self.renderer = renderer if renderer is not None else Renderer(specs)
         self._render_failure: str | None = None  # the RenderError last reported (each is logged once)
+        self._adding: set[str] = set()  # names add_specs is fetching (refused to a second add or a remove)
 
     # -- bootstrap --------------------------------------------------------------------------------
 
@@ -132,20 +155,165 @@ class Syncer:
         ``notify``: tell the app when this changed the files (a sidecar starting next to a running app).
         Raises SinkError when the snapshot cannot be written.
         """
-        bases = {name: self.store.snapshot.get(name) for name in self.specs}
-        results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in self.specs.values()))
+        specs = dict(self.specs)  # as they are now: secrets may come and go while this fetches
+        bases = {name: self.store.snapshot.get(name) for name in specs}
+        results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in specs.values()))
         fetched = [_keep_content_tag(r, bases[r.name]) for r in results if isinstance(r, Fetched)]
         failures = {
             spec.name: r
-            for spec, r in zip(self.specs.values(), results, strict=True)
+            for spec, r in zip(specs.values(), results, strict=True)
             if isinstance(r, SourceError)
         }
         for name, error in failures.items():
-            self.store.record_failure(name, error)
+            if self.specs.get(name) == specs[name]:
+                self.store.record_failure(name, error)
         async with self._commit_lock:
-            fresh = self._not_overtaken([(f, bases[f.name]) for f in fetched])
+            fresh = self._not_overtaken([(f, bases[f.name], specs[f.name]) for f in fetched])
             snapshot = await self._commit(fresh, notify=notify)
         return BootstrapReport(snapshot, failures)
+
+    # -- the set of secrets changes ---------------------------------------------------------------
+
+    async def add_specs(
+        self,
+        specs: Sequence[SecretSpec],
+        deadline: float | None = None,
+        *,
+        origins: Mapping[str, str] | None = None,
+    ) -> AddReport:
+        """Serve ``specs`` too: fetch them concurrently (the fetch slots are shared with every check;
+        transient failures retried with the backoff until ``deadline``, a ``time.monotonic()`` value,
+        default ``ADD_TIMEOUT`` from now), then commit ONCE: one write (their files and env entries with the
+        rest), one publish, one notification. Templates that see every secret (or their selection, named in
+        ``origins``: local name -> ``select[].name``) see them from this snapshot on.
+
+        A new secret that could not be fetched is added all the same and reported: polling retries it (and
+        the poll loop starts polling when these are the first secrets it has to poll).
+
+        Raises, having changed nothing: ValueError for a name already served (or being added), or an output
+        that takes another's file or env variable (the caller resolves collisions first); ConfigError for an
+        output the renderer refuses (a bad key), both before any call upstream; RenderError or SinkError when
+        the snapshot with them cannot be rendered or written (the old one stays whole, on disk and served).
+        """
+        new = list(specs)
+        names = [spec.name for spec in new]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"secrets given twice: {', '.join(repeated)}")
+        taken = sorted(n for n in names if n in self.specs or n in self.store.specs or n in self._adding)
+        if taken:
+            raise ValueError(f"secrets already served: {', '.join(taken)}")
+        if not new:
+            return AddReport(self.store.snapshot, (), {})
+        added_origins = {name: origin for name, origin in (origins or {}).items() if name in names}
+        # Checked now, before any call upstream; taken under the commit lock below (a render may be running).
+        self.renderer.check_replan([*self.specs.values(), *new], {**self.renderer.origins, **added_origins})
+        self._adding.update(names)
+        try:
+            deadline = time.monotonic() + ADD_TIMEOUT if deadline is None else deadline
+            results = await asyncio.gather(*(self._fetch(spec, deadline) for spec in new))
+            fetched = [r for r in results if isinstance(r, Fetched)]
+            failures = {
+                spec.name: r for spec, r in zip(new, results, strict=True) if isinstance(r, SourceError)
+            }
+            async with self._commit_lock:
+                everything = [*self.specs.values(), *new]
+                undo = self.renderer.replan(everything, {**self.renderer.origins, **added_origins})
+
+                adopted = False
+
+                def adopt() -> None:
+                    nonlocal adopted
+                    adopted = True
+                    self.specs.update({spec.name: spec for spec in new})
+                    self.store.add_specs(new)
+                    for name, error in failures.items():
+                        self.store.record_failure(name, error)
+                    if self.metrics is not None:
+                        self.metrics.known_secrets(names)
+
+                try:
+                    snapshot = await self._commit(fetched, notify=True, adopt=adopt)
+                except BaseException as error:  # cancelled too: the plans go back with the specs
+                    if not adopted:
+                        undo()
+                        self._commit_failed(error)
+                        for name in names:
+                            self._failures.succeeded(name)  # not served: no streak of failures to go on
+                    raise
+        finally:
+            self._adding.difference_update(names)
+        log.info(
+            "added %s: %s%s",
+            plural(len(names), "secret"),
+            ", ".join(names),
+            f" ({len(failures)} not fetched yet, retried by polling: {', '.join(failures)})"
+            if failures
+            else "",
+        )
+        self._specs_changed()
+        return AddReport(snapshot, tuple(names), failures)
+
+    async def remove_specs(self, names: Collection[str], *, reason: str) -> Snapshot:
+        """Stop serving ``names``, for ``reason`` (``no longer selected by 'payments'``; logged once per
+        secret with its name, never a value): one commit drops their values, files and env entries (and what
+        templates made of them) in one swap, one notification; their failure records and metric series go.
+        A check in flight for one of them when it goes is dropped when it ends (it never brings it back).
+        Returns the snapshot committed.
+
+        Raises, having changed nothing: ValueError for a name not served (or still being added);
+        ConfigError when a template names one of them in its ``secrets``; RenderError or SinkError when the
+        snapshot without them cannot be rendered or written (they stay, whole, on disk and served; ask
+        again)."""
+        gone = list(dict.fromkeys(names))
+        unknown = sorted(name for name in gone if name not in self.specs)
+        if unknown:
+            raise ValueError(f"secrets not served: {', '.join(unknown)}")
+        if not gone:
+            return self.store.snapshot
+        async with self._commit_lock:
+            # Checked again: a remove_specs that waited for the lock may have taken some of them.
+            unknown = sorted(name for name in gone if name not in self.specs)
+            if unknown:
+                raise ValueError(f"secrets not served: {', '.join(unknown)}")
+            kept = [spec for name, spec in self.specs.items() if name not in gone]
+            undo = self.renderer.replan(kept)
+
+            adopted = False
+
+            def adopt() -> None:
+                nonlocal adopted
+                adopted = True
+                for name in gone:
+                    del self.specs[name]
+                    self._failures.succeeded(name)
+                    if self.metrics is not None:
+                        self.metrics.forget_secret(name)
+                self.store.remove_specs(gone)
+
+            try:
+                snapshot = await self._commit(
+                    (), notify=True, base=self.store.snapshot.without(gone), adopt=adopt
+                )
+            except BaseException as error:  # cancelled too: the plans go back with the specs
+                if not adopted:
+                    undo()
+                    self._commit_failed(error)
+                raise
+        for name in gone:
+            log.info("removed secret %r (%s)", name, reason)
+        self._specs_changed()
+        return snapshot
+
+    def _commit_failed(self, error: BaseException) -> None:
+        """A snapshot changing the set of secrets was not committed; the caller is told (it raises)."""
+        if isinstance(error, RenderError) and self.metrics is not None:
+            self.metrics.render_failed()
+
+    def _specs_changed(self) -> None:
+        """The poll loop re-plans its wait: it may have secrets to poll now, or none."""
+        self._replan_requested = True
+        self._wake.set()
 
     async def _fetch(self, spec: SecretSpec, deadline: float | None) -> Fetched | SourceError:
         def retrying(error: SourceError, attempt: int, delay: float) -> None:
@@ -207,6 +375,8 @@ class Syncer:
     ) -> None:
         if self.metrics is None:
             return
+        if name not in self.specs and name not in self._adding:
+            return  # removed while it was read: its series are gone and stay gone
         self.metrics.fetch(name, result, time.monotonic() - started)
         if error is not None:
             self.metrics.backend_error(error.code)
@@ -276,7 +446,7 @@ class Syncer:
             if (name in names if names is not None else is_polled(spec) or self._missing(name))
         ]
         results = await asyncio.gather(*(self._check_one(spec) for spec in specs))
-        changed = [r for r in results if isinstance(r, tuple)]
+        changed = [(*r, spec) for spec, r in zip(specs, results, strict=True) if isinstance(r, tuple)]
         ok = all(r is not False for r in results)
         if changed or self._write_failed:
             async with self._commit_lock:
@@ -297,7 +467,7 @@ class Syncer:
     def _missing(self, name: str) -> bool:
         return self.store.snapshot.get(name) is None
 
-    def _not_overtaken(self, results: Sequence[tuple[Fetched, Fetched | None]]) -> list[Fetched]:
+    def _not_overtaken(self, results: Sequence[_Checked]) -> list[Fetched]:
         """Each result with the value the store held when its check started (its base), less those an
         overlapping check has overtaken. Call it under the commit lock, right before ``_commit``.
 
@@ -306,9 +476,15 @@ class Syncer:
         waits in its round for the round's slowest fetch). So when something was committed for a secret
         while a check of it was in flight, a result with a lower version number than the one now served is
         an older read and is dropped: a secret is never put back. Version numbers are compared only then:
-        without a concurrent commit a lower number is news (an alias moved back, a secret re-created)."""
+        without a concurrent commit a lower number is news (an alias moved back, a secret re-created).
+
+        A result for a secret removed while it was read (``remove_specs``), or removed and added again with
+        other settings, is dropped too: it is not the secret served now."""
         fresh = []
-        for fetched, base in results:
+        for fetched, base, spec in results:
+            if self.specs.get(fetched.name) != spec:
+                log.debug("dropping %s@%s: no longer served as it was read", fetched.name, fetched.version)
+                continue
             now = self.store.snapshot.get(fetched.name)
             overtaken = (
                 now is not None
@@ -336,6 +512,8 @@ class Syncer:
                 self._record_failure(spec, error)
                 return False
             self._observe(spec.name, "unchanged" if changed is None else "ok", started)
+        if self.specs.get(spec.name) != spec:
+            return True  # removed while it was checked: nothing to record, nothing to commit
         if changed is None:
             # A new value counts as fresh once it is written (_commit): one that cannot be (an output that
             # fails to render, a full volume) leaves the old one serving, growing stale towards /readyz.
@@ -357,6 +535,8 @@ class Syncer:
         return None if fetched.same_value(current) else fetched
 
     def _record_failure(self, spec: SecretSpec, error: SourceError) -> None:
+        if self.specs.get(spec.name) != spec:
+            return  # removed while it was checked
         self.store.record_failure(spec.name, error)
         held_back = self._failures.failed(spec.name, error.code)
         if held_back is None:
@@ -374,10 +554,23 @@ class Syncer:
             _held_back(held_back),
         )
 
-    async def _commit(self, fetched: Sequence[Fetched], *, notify: bool) -> Snapshot:
-        """Write ``fetched`` on top of the current snapshot, publish it, and tell the app if it changed."""
+    async def _commit(
+        self,
+        fetched: Sequence[Fetched],
+        *,
+        notify: bool,
+        base: Snapshot | None = None,
+        adopt: Callable[[], None] | None = None,
+    ) -> Snapshot:
+        """Write ``fetched`` on top of the current snapshot (or of ``base``: the current one less removed
+        secrets), publish it, and tell the app if it changed. ``adopt``: the change of the set of secrets
+        this snapshot carries, made once it is written and in the same step as it is published (never when
+        the write fails), so that the store, the endpoint and the disk agree at every moment."""
         previous = self.store.snapshot
-        snapshot, wrote = await asyncio.to_thread(self._render_and_write, previous.with_updates(fetched))
+        start = previous if base is None else base
+        snapshot, wrote = await asyncio.to_thread(self._render_and_write, start.with_updates(fetched))
+        if adopt is not None:
+            adopt()
         self._write_failed = False
         if self._render_failure is not None:
             self._render_failure = None
@@ -416,7 +609,7 @@ class Syncer:
         A forced round (``refresh_now``) starts as soon as ``refresh_min_interval`` has passed since the last
         one started; a round that starts while one is queued serves it (it reads after it was asked for).
         """
-        polled = self.settings.polling and any(is_polled(spec) for spec in self.specs.values())
+        polled = self._polled()
         if not polled:
             log.info("nothing to poll: only a refresh request or a missing secret triggers a check")
         failures = 0
@@ -436,6 +629,7 @@ class Syncer:
                     break  # the round was due, or the queued forced round may start now
                 if self._replan_requested:
                     self._replan_requested = False
+                    polled = self._polled()  # secrets may have come or gone (add_specs, remove_specs)
                     due = self._replanned(due, failures, polled, longer=self.poll_interval > planned_with)
                     planned_with = self.poll_interval
                 if self._refresh_requested and self._refresh_wait(time.monotonic()) <= 0:
@@ -447,6 +641,9 @@ class Syncer:
                 self.heartbeat.beat()  # the round that starts now must end within the heartbeat's budget
             ok = await self.check()
             failures = 0 if ok else failures + 1
+
+    def _polled(self) -> bool:
+        return self.settings.polling and any(is_polled(spec) for spec in self.specs.values())
 
     def _next_delay(self, failures: int, polled: bool) -> float | None:
         """Seconds from the end of the last round to the next one; None: only when woken."""

@@ -5,22 +5,27 @@ failures). ``bench/`` builds its agents with these too."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from agent.config import Config, SecretSpec
 from agent.errors import AgentError
 
 if TYPE_CHECKING:
     from agent.core.model import Snapshot
+    from agent.discovery import Discovery, ListingFailures
     from agent.notify.base import Notifier
     from agent.observe.metrics import Metrics
     from agent.render.outputs import Renderer
     from agent.sinks.snapshot import SnapshotSink
     from agent.sources import Source
-    from agent.sync import BootstrapReport, SyncSettings
+    from agent.sources.listing import ListingSource
+    from agent.sync import BootstrapReport, Syncer, SyncSettings
 
 log = logging.getLogger("agent")
 
@@ -50,7 +55,7 @@ def select_source(config: Config, mode: Mode) -> Source:
         return GcpSource(
             endpoint=endpoint,
             call_timeout=config.gcp.call_timeout,
-            identity=IdentitySettings.from_config(config.gcp, config.secrets),
+            identity=IdentitySettings.from_config(config.gcp, [*config.secrets, *config.select]),
         )
 
     if config.source_for(mode) == "dotenv":
@@ -76,28 +81,171 @@ def select_source(config: Config, mode: Mode) -> Source:
     raise AgentError(f"{NO_CREDENTIALS}; or use `secrets-agent dev` / --fallback-dotenv FILE for a .env file")
 
 
-def build_renderer(config: Config, metrics: Metrics | None = None) -> Renderer:
-    """The outputs of the configuration (files, keys, templates); template renders counted in ``metrics``."""
+def build_renderer(
+    config: Config,
+    metrics: Metrics | None = None,
+    specs: Sequence[SecretSpec] | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> Renderer:
+    """The outputs of the configuration (files, keys, templates) for ``specs`` (default: the configured
+    secrets; with selections, those and the selected ones, ``origins`` saying which selection delivers
+    each); template renders counted in ``metrics``."""
     from agent.render.outputs import Renderer
 
+    secrets = config.secrets if specs is None else tuple(specs)
     if metrics is None:
-        return Renderer(config.secrets, config.templates)
-    renderer = Renderer(config.secrets, config.templates, observe=metrics.template_rendered)
+        return Renderer(secrets, config.templates, origins=origins)
+    renderer = Renderer(secrets, config.templates, origins=origins, observe=metrics.template_rendered)
     metrics.known_templates(renderer.templates)
     return renderer
 
 
-def build_sink(config: Config, renderer: Renderer, mode: Mode = "init") -> SnapshotSink:
-    """The snapshot writer of ``mode``'s output directory. Outside ``dev`` it warns (or with
-    ``require_tmpfs`` refuses) when the directory is not memory-backed; ``dev`` writes on a laptop's disk
-    by design, so it checks only when ``require_tmpfs`` asks it to."""
+def build_sink(
+    config: Config, renderer: Renderer, mode: Mode = "init", specs: Sequence[SecretSpec] | None = None
+) -> SnapshotSink:
+    """The snapshot writer of ``mode``'s output directory, for ``specs`` (default: the configured secrets).
+    Outside ``dev`` it warns (or with ``require_tmpfs`` refuses) when the directory is not memory-backed;
+    ``dev`` writes on a laptop's disk by design, so it checks only when ``require_tmpfs`` asks it to."""
     from agent.sinks.snapshot import SnapshotSink
     from agent.sinks.tmpfs import check_memory_backed
 
     output_dir = config.output_dir_for(mode)
     if mode != "dev" or config.require_tmpfs:
         check_memory_backed(output_dir, require=config.require_tmpfs)
-    return SnapshotSink(output_dir, config.secrets, config.env_file, renderer=renderer)
+    secrets = config.secrets if specs is None else tuple(specs)
+    return SnapshotSink(output_dir, secrets, config.env_file, renderer=renderer)
+
+
+def env_file_inside(config: Config, mode: Mode) -> str | None:
+    """The env file's path inside ``mode``'s output directory when it shares the swap, else None (as
+    ``SnapshotSink`` places it): a file no selected secret may take."""
+    if config.env_file is None or mode == "exec":
+        return None
+    root = os.path.abspath(config.output_dir_for(mode))
+    absolute = os.path.abspath(os.path.join(root, config.env_file))
+    if absolute != root and absolute.startswith(root.rstrip(os.sep) + os.sep):
+        return Path(os.path.relpath(absolute, root)).as_posix()
+    return None
+
+
+def build_discovery(
+    config: Config, source: Source, mode: Mode, *, metrics: Metrics | None = None
+) -> Discovery | None:
+    """What follows the selections of ``config`` (None without any, or with a source that cannot list:
+    the ``.env`` file of a fallback, which the loud warning of ``select_source`` announced)."""
+    if not config.select:
+        return None
+    if source.name != "gcp":
+        log.warning(
+            "select is configured but ignored: selections list Secret Manager, and %s uses %s",
+            mode,
+            source.name,
+        )
+        return None
+    from agent.core.retry import Backoff
+    from agent.discovery import Discovery, DiscoverySettings, reserved_files
+    from agent.sources.listing import ProjectNames, SelectionLister
+
+    events = config.events.enabled and mode == "run"
+    settings = DiscoverySettings(
+        discovery=config.discovery,
+        fleet=config.fleet,
+        events=events,
+        backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+        fetch_timeout=config.timeout,
+        event_spread=config.events.spread_seconds(config.fleet) if events else 0.0,
+    )
+    listed: dict[str, str] = getattr(source, "listed_projects", {})
+    resolved: dict[str, str] = getattr(source, "resolved_secret_names", {})
+    return Discovery(
+        config.select,
+        config.secrets,
+        SelectionLister(cast("ListingSource", source)),  # a GcpSource: its name says so
+        settings,
+        templates=config.templates,
+        reserved_files=reserved_files(env_file_inside(config, mode)),
+        state_dir=None if mode == "exec" else config.output_dir_for(mode),
+        names=ProjectNames(listed, resolved),
+        metrics=metrics,
+    )
+
+
+def forgive_vanished(report: BootstrapReport, discovery: Discovery | None) -> BootstrapReport:
+    """``report`` less the selected secrets (from known ids or ``.selection``) that no longer exist: a
+    secret deleted since that listing is not a failure (each is one warning), or a required selection
+    would fail every start until something lists it again."""
+    if discovery is None:
+        return report
+    from agent.sync import BootstrapReport
+
+    owners = {spec.name: name for name, specs in discovery.delivered().items() for spec in specs}
+    kept = {}
+    for name, error in report.failures.items():
+        if name in owners and error.code == "NOT_FOUND":
+            log.warning(
+                "select %r: secret %r no longer exists (NOT_FOUND); left out until the next listing",
+                owners[name],
+                name,
+            )
+            continue
+        kept[name] = error
+    return BootstrapReport(report.snapshot, kept)
+
+
+@dataclass
+class SelectedBootstrap:
+    """What ``init`` and ``exec`` made of the selections: the secrets added, and what is wrong."""
+
+    added: list[SecretSpec] = field(default_factory=list)
+    """Selected secrets fetched after the listing (those from known ids were in the bootstrap)."""
+    errors: list[str] = field(default_factory=list)
+    """One line each: a collision, a required selection that matches nothing or could not be listed."""
+    failed: int = 0
+    """Required selected secrets that could not be fetched."""
+
+
+async def bootstrap_selections(
+    discovery: Discovery,
+    syncer: Syncer,
+    listing: ListingFailures | None,
+    deadline: float,
+) -> SelectedBootstrap:
+    """After ``init``'s or ``exec``'s bootstrap and the listing of ``discovery`` (its failures:
+    ``listing``): resolve, report (collisions, selections that match nothing or could not be listed), and
+    fetch what the listing found in one ``add_specs``, unless something is wrong already."""
+    from agent.sync import BootstrapReport
+
+    outcome = SelectedBootstrap()
+    resolution = discovery.resolution()
+    outcome.errors += discovery.collisions
+    failures = listing.errors if listing is not None else {}
+    for name, select in discovery.selections.items():
+        error = failures.get(name)
+        if error is not None:
+            line = f"select {name!r} could not be listed: {error.code}: {error.message}"
+            if select.required:
+                outcome.errors.append(line)
+            else:
+                log.warning("%s; its secrets are left out", line)
+        elif not resolution.specs.get(name):
+            if select.required:
+                outcome.errors.append(f"select {name!r} matches no secret (it is required)")
+            else:
+                log.warning("select %r matches no secret", name)
+    if outcome.errors:
+        return outcome
+    new = discovery.accept(resolution)
+    if not new:
+        return outcome
+    origins = discovery.origins()
+    added = await syncer.add_specs(
+        new,
+        deadline=max(deadline, time.monotonic() + 1.0),
+        origins={spec.name: origins[spec.name] for spec in new},
+    )
+    outcome.added = new
+    outcome.failed = report_failures(BootstrapReport(added.snapshot, added.failures), new)
+    return outcome
 
 
 def adopt_rendered(sink: SnapshotSink, renderer: Renderer) -> Snapshot:

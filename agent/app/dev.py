@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from agent.app.build import Mode
 from agent.app.serve import Session, serve, serve_round
 from agent.config import Config
-from agent.errors import AgentError, SourceError
+from agent.errors import AgentError, ConfigError, Problem, SourceError
 
 if TYPE_CHECKING:
     from agent.sources.dotenv import DotenvKeys, DotenvSource
@@ -30,6 +30,9 @@ def run_dev(config: Config) -> int:
     from agent.observe.logs import configure_logging
     from agent.sinks.lock import OutputDirLock
 
+    if (problem := config.select_problem("dev")) is not None:
+        # A configuration problem (exit 2), said before anything is touched.
+        raise ConfigError(Problem("select", problem))
     configure_logging(config.log_level, config.log_format)
     every_key = serves_every_key(config, "dev")
     if every_key and not config.dotenv.file.is_file():

@@ -10,8 +10,17 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from agent.app.build import build_renderer, remember_values, report_failures, select_source, sync_settings
-from agent.config import Config
+from agent.app.build import (
+    bootstrap_selections,
+    build_discovery,
+    build_renderer,
+    forgive_vanished,
+    remember_values,
+    report_failures,
+    select_source,
+    sync_settings,
+)
+from agent.config import Config, SecretSpec
 from agent.core import collector
 from agent.errors import AgentError
 
@@ -55,25 +64,49 @@ async def _exec(config: Config, argv: list[str]) -> int:
     from agent.sync import Syncer
 
     source = select_source(config, "exec")
-    store = SnapshotStore(config.secrets)
     try:
-        renderer = build_renderer(config)
-        syncer = Syncer(config.secrets, source, NullSink(), store, sync_settings(config), renderer=renderer)
+        # Selections as init resolves them (listed when nothing is known), before the command starts.
+        discovery = build_discovery(config, source, "exec")
+        specs = [*config.secrets, *(discovery.start() if discovery is not None else ())]
+        store = SnapshotStore(specs)
+        renderer = build_renderer(
+            config, specs=specs, origins=discovery.origins() if discovery is not None else None
+        )
+        syncer = Syncer(specs, source, NullSink(), store, sync_settings(config), renderer=renderer)
         collector.startup_done(long_running=config.exec.watch)
-        report = await syncer.bootstrap(deadline=time.monotonic() + config.timeout)
+        deadline = time.monotonic() + config.timeout
+        listing = (
+            asyncio.create_task(discovery.list_now(deadline=deadline))
+            if discovery is not None and discovery.to_list
+            else None
+        )
+        report = await syncer.bootstrap(deadline=deadline)
         remember_values(report.snapshot)  # before the first line that could quote one
-        if failed := report_failures(report, config.secrets):
+        failed = report_failures(forgive_vanished(report, discovery), specs)
+        if discovery is not None:
+            outcome = await bootstrap_selections(
+                discovery, syncer, await listing if listing is not None else None, deadline
+            )
+            remember_values(store.snapshot)
+            if outcome.errors:
+                log.error("exec: not starting %s: %s", argv[0], "; ".join(outcome.errors))
+                return 1
+            specs += outcome.added
+            failed += outcome.failed
+        if failed:
             log.error("exec: not starting %s: %d required secret(s) could not be fetched", argv[0], failed)
             return 1
-        env = child_environment(os.environ, report.snapshot, config.secrets)
+        env = child_environment(os.environ, store.snapshot, specs)
         if config.exec.watch:
-            return await _exec_watch(config, argv, syncer, env)
+            return await _exec_watch(config, argv, syncer, env, specs)
     finally:
         await source.close()
     exec_replace(argv, env)  # the agent becomes the app: nothing of it is left behind
 
 
-async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict[str, str]) -> int:
+async def _exec_watch(
+    config: Config, argv: list[str], syncer: Syncer, env: dict[str, str], specs: list[SecretSpec]
+) -> int:
     """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
     from agent.execmode.launch import child_environment
     from agent.execmode.watch import WatchedChild
@@ -85,7 +118,7 @@ async def _exec_watch(config: Config, argv: list[str], syncer: Syncer, env: dict
         def changed(snapshot: Snapshot) -> None:
             remember_values(snapshot)
             try:
-                new_env = child_environment(os.environ, snapshot, config.secrets)
+                new_env = child_environment(os.environ, snapshot, specs)
             except AgentError as error:  # e.g. a value that is not UTF-8: keep the running app as it is
                 log.error("not restarting the app for this rotation: %s", error)
                 return

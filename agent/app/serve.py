@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 from agent.app.build import (
     Mode,
     adopt_rendered,
+    build_discovery,
     build_notifiers,
     build_renderer,
     build_sink,
+    forgive_vanished,
     remember_values,
     report_failures,
     select_source,
@@ -30,6 +32,7 @@ from agent.errors import SinkError
 if TYPE_CHECKING:
     from agent.core.model import Snapshot
     from agent.core.store import SnapshotStore
+    from agent.discovery import Discovery
     from agent.observe.metrics import Liveness, Metrics
     from agent.sources import Source
     from agent.sources.dotenv import DotenvSource
@@ -129,10 +132,16 @@ async def serve_round(
     from agent.sync import Syncer
 
     output_dir = config.output_dir_for(mode)
-    store = SnapshotStore(config.secrets)
+    # Selections start from what is known without listing (the webhook's ids, .selection); what they
+    # match later comes and goes through the Syncer (discovery.run).
+    discovery = build_discovery(config, source, mode)
+    specs = [*config.secrets, *(discovery.start() if discovery is not None else ())]
+    store = SnapshotStore(specs)
     metrics = Metrics(store=store, max_staleness=config.max_staleness)
-    renderer = build_renderer(config, metrics)
-    sink = build_sink(config, renderer, mode)
+    renderer = build_renderer(
+        config, metrics, specs, origins=discovery.origins() if discovery is not None else None
+    )
+    sink = build_sink(config, renderer, mode, specs)
     adopted = adopt_rendered(sink, renderer)
     remember_values(adopted)  # last-known-good values are served (and could be logged) before any fetch
     await store.publish(adopted)
@@ -156,17 +165,20 @@ async def serve_round(
     )
     events = _events_config(config, source, mode)
     syncer = Syncer(
-        config.secrets,
+        specs,
         source,
         sink,
         store,
         sync_settings(config, polling=watched is None),
         on_change=[changed],
         metrics=metrics,
-        heartbeat=liveness.heartbeat("sync", poll_round_budget(config)),
+        heartbeat=liveness.heartbeat("sync", poll_round_budget(config, len(specs))),
         renderer=renderer,
     )
     session.syncer = syncer
+    if discovery is not None:
+        discovery.metrics = metrics
+        discovery.served = lambda name: _served(store, name)
 
     bootstrapped = asyncio.Event()
 
@@ -191,7 +203,7 @@ async def serve_round(
         bootstrapped.set()
         remember_values(report.snapshot)
         _tell_what_was_missed(report.snapshot)
-        report_failures(report, config.secrets)
+        report_failures(forgive_vanished(report, discovery), specs)
         if mode == "dev":
             log.info("%s", _dev_banner(config, source, len(report.snapshot), output_dir, session))
         else:
@@ -199,7 +211,7 @@ async def serve_round(
                 "%s: serving %d of %d secret(s) from %s",
                 mode,
                 len(report.snapshot),
-                len(config.secrets),
+                len(specs),
                 output_dir,
             )
         await syncer.poll()
@@ -209,8 +221,12 @@ async def serve_round(
         parts["reload"] = coordinator.run()
     if watched is not None:
         parts["watch"] = syncer.follow(watched)
+    if discovery is not None:
+        parts["discovery"] = discovery.run(syncer, bootstrapped)
     if events is not None:
-        parts["events"] = _follow_events(config, events, source, store, syncer, metrics, bootstrapped)
+        parts["events"] = _follow_events(
+            config, events, source, store, syncer, metrics, bootstrapped, discovery
+        )
     # The listeners bind first; the parts above (which write the files) and the token's write wait for
     # them, so an agent whose ports are taken stops before it changed anything on disk.
     listeners: dict[str, Listener] = {}
@@ -279,41 +295,62 @@ async def _follow_events(
     syncer: Syncer,
     metrics: Metrics,
     bootstrapped: asyncio.Event,
+    discovery: Discovery | None = None,
 ) -> None:
     """Follow Secret Manager's Pub/Sub events once the bootstrap has told us the service's names for our
-    secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not."""
+    secrets; poll at ``events.poll_interval`` while events flow, at ``poll_interval`` while they do not.
+    With selections, the secrets' lifecycle events go to ``discovery`` too, and the feed follows the
+    secrets it adds and removes; its safety re-list follows the events' health as polling does."""
     from agent.core.retry import Backoff
     from agent.sources.event_feed import EventFeed
 
     await bootstrapped.wait()
 
-    def served(name: str) -> str | None:
-        current = store.snapshot.get(name)
-        return current.version if current is not None else None
-
     def health(flowing: bool) -> None:
         metrics.events_health(flowing)
         syncer.set_poll_interval(events.poll_interval if flowing else config.poll_interval)
+        if discovery is not None:
+            discovery.set_events_flowing(flowing)
 
     feed = EventFeed(
         events,
-        config.secrets,
-        served,
+        list(syncer.specs.values()),
+        lambda name: _served(store, name),
         resolved=getattr(source, "resolved_secret_names", None),
         on_health=health,
         on_event=metrics.event,
         backoff=Backoff(config.gcp.backoff_initial, config.gcp.backoff_max),
+        on_secret=discovery.on_secret if discovery is not None else None,
+        selections=[
+            (select.project, select.location) for select in config.select if select.project is not None
+        ]
+        if discovery is not None
+        else (),
+        project_number=discovery.names.number_of if discovery is not None else None,
     )
+    if discovery is not None:
+        discovery.on_specs = feed.replace_specs
+        feed.replace_specs(list(syncer.specs.values()))  # what discovery added before the feed existed
     try:
-        await syncer.follow(feed, max_delay=events.max_delay)
+        await syncer.follow(feed, max_delay=events.spread_seconds(config.fleet))
     finally:
+        if discovery is not None:
+            discovery.on_specs = None
         await feed.close()
 
 
-def poll_round_budget(config: Config) -> float:
+def _served(store: SnapshotStore, name: str) -> str | None:
+    """The version of ``name`` served now, None when nothing is."""
+    current = store.snapshot.get(name)
+    return current.version if current is not None else None
+
+
+def poll_round_budget(config: Config, secrets: int | None = None) -> float:
     """How long one check round may take before /healthz calls the sync loop stuck: every batch of
-    ``concurrency`` calls may run into its timeout, plus time to write the snapshot."""
-    batches = max(1, -(-len(config.secrets) // config.concurrency))
+    ``concurrency`` calls may run into its timeout, plus time to write the snapshot. ``secrets``: how many
+    are checked (default: those configured; selections add theirs)."""
+    count = len(config.secrets) if secrets is None else secrets
+    batches = max(1, -(-count // config.concurrency))
     return batches * (config.gcp.call_timeout + 1.0) + 30.0
 
 
@@ -343,7 +380,7 @@ def _endpoint(
         max_wait=config.server.max_wait,
         metrics=metrics,
         allowed_hosts=config.server.allowed_hosts,
-        files=[plan.file for plan in syncer.renderer.plans if plan.file],
+        files=lambda: [plan.file for plan in syncer.renderer.plans if plan.file],
     )
 
     def listener(started: Callable[[int], None]) -> Part:

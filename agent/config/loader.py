@@ -28,7 +28,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from agent.config.refs import hidden_reason, parse_ref
 from agent.config.schema import (
@@ -802,6 +802,25 @@ def read_identity_section(raw: object, path: str = "gcp") -> tuple[GcpConfig, li
     return (GcpConfig() if problems else gcp), problems
 
 
+_S = TypeVar("_S")
+
+
+def read_section(cls: type[_S], raw: object, path: str) -> tuple[_S, list[Problem]]:
+    """A section of the agent's configuration read outside it (the rotation config's ``fleet``): the
+    settings of the dataclass ``cls`` from the mapping ``raw``, with the agent's parsers; unknown keys are
+    problems. Returns the section (defaults where unset, all defaults when there are problems) and every
+    problem, each with its path under ``path``."""
+    if raw is None:
+        return cls(), []
+    if not isinstance(raw, Mapping):
+        return cls(), [Problem(path, f"expected a mapping, got {describe(raw)}")]
+    reader = _Reader(env={}, flags={})
+    values = reader.section(cls, raw, path, layered=False)
+    if reader.problems:
+        return cls(), reader.problems
+    return cls(**values), []
+
+
 def _inside(root: str, path: Path) -> str | None:
     """``path`` relative to ``root`` (POSIX, ``.`` for the root itself) when it lies inside it, else None.
     Lexical, like the sink's placement of the env file: relative paths are taken from the working
@@ -820,10 +839,10 @@ def _overlaps(a: str, b: str) -> bool:
 
 def _check_files(reader: _Reader, values: Mapping[str, Any]) -> None:
     """Files the configuration names inside ``output_dir`` must not be ones the agent writes there itself:
-    the env file must not take a reserved name (``.token``, ``.notified``, ``..data``, ``..manifest.json``,
-    any ``..`` name) or a secret's file; a file the agent reads (the token file, the pid file, a ``.env``)
-    must be neither of those nor the env file (the token would be a secret's value, the signalled pid a
-    number from a secret)."""
+    the env file must not take a reserved name (``.token``, ``.notified``, ``.selection``, ``..data``,
+    ``..manifest.json``, any ``..`` name) or a secret's file; a file the agent reads (the token file, the
+    pid file, a ``.env``) must be neither of those nor the env file (the token would be a secret's value,
+    the signalled pid a number from a secret)."""
     output_dir = values.get("output_dir")
     if not isinstance(output_dir, Path):
         return

@@ -81,7 +81,10 @@ TOKEN_FILE_NAME = ".token"  # noqa: S105 - a file name
 """Where a generated endpoint token is written, under ``output_dir``: no secret's file may take it."""
 NOTIFIED_FILE_NAME = ".notified"
 """The versions the app was last told about (``agent.notify.notified``); reserved like the token file."""
-RESERVED_FILE_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME})
+SELECTION_FILE_NAME = ".selection"
+"""What each selection matched at its last listing (``agent.discovery``): ids and times, never a value; a
+restarted agent starts from it instead of listing. Reserved like the token file."""
+RESERVED_FILE_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME, SELECTION_FILE_NAME})
 """Names at the top of ``output_dir`` the agent writes itself, besides every name starting with ``..``
 (``..data``, ``..manifest.json``, the ``..<timestamp>`` snapshots): no configured file may take them."""
 
@@ -98,6 +101,8 @@ def reserved_name_reason(relative: str) -> str | None:
         return "reserved for the local endpoint's token"
     if relative == NOTIFIED_FILE_NAME:
         return "reserved for the record of what the app was told"
+    if relative == SELECTION_FILE_NAME:
+        return "reserved for the record of what the selections matched"
     return None
 
 

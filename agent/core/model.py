@@ -140,3 +140,9 @@ class Snapshot:
         merged = dict(self.items)
         merged.update({f.name: f for f in updates})
         return Snapshot(merged)
+
+    def without(self, names: Iterable[str]) -> Snapshot:
+        """A new snapshot without the values of ``names`` (names it does not hold are ignored), not rendered:
+        the outputs made from them are for the renderer to leave out."""
+        gone = set(names)
+        return Snapshot({name: f for name, f in self.items.items() if name not in gone})

@@ -3,6 +3,11 @@ local endpoint read.
 
 Only the sync loop writes here, and only after the sinks have written a snapshot successfully, so what the
 store serves is always what is on disk (last-known-good when the backend fails).
+
+The set of secrets can change while the agent runs (selections): ``add_specs`` and ``remove_specs`` change
+``specs`` and ``health`` IN PLACE, because readers hold on to them (the endpoint answers
+``store.specs.__contains__``, bound once). The sync loop changes them in the same step as it publishes the
+snapshot that adds or drops the values, so no reader sees a name without its snapshot.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from agent.config import SecretSpec
@@ -79,20 +84,44 @@ class SnapshotStore:
                     await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
         return self._generation
 
+    def add_specs(self, specs: Sequence[SecretSpec]) -> None:
+        """Serve ``specs`` too (no value yet: their health starts empty). Raises ValueError for a name that
+        is already here, before changing anything."""
+        taken = sorted(spec.name for spec in specs if spec.name in self.specs)
+        if taken:
+            raise ValueError(f"secrets already served: {', '.join(taken)}")
+        for spec in specs:
+            self.specs[spec.name] = spec
+            self.health[spec.name] = SecretHealth()
+
+    def remove_specs(self, names: Collection[str]) -> None:
+        """Stop serving ``names``: their specs and health go (names not here are ignored). The snapshot
+        without their values is published by the caller, in the same step."""
+        for name in names:
+            self.specs.pop(name, None)
+            self.health.pop(name, None)
+
+    # A check that was in flight when its secret was removed still reports: it has no health to update.
+
     def record_success(self, name: str) -> None:
-        health = self.health[name]
+        health = self.health.get(name)
+        if health is None:
+            return
         health.last_success = self._clock()
         health.last_error = None
         health.consecutive_failures = 0
 
     def record_failure(self, name: str, error: SourceError) -> None:
-        health = self.health[name]
+        health = self.health.get(name)
+        if health is None:
+            return
         health.last_error = error
         health.consecutive_failures += 1
 
     def staleness(self, name: str) -> float | None:
         """Seconds since the last successful check of ``name``; None if it never succeeded."""
-        last = self.health[name].last_success
+        health = self.health.get(name)
+        last = None if health is None else health.last_success
         return None if last is None else max(0.0, self._clock() - last)
 
     def not_ready_reasons(self, max_staleness: float) -> list[str]:

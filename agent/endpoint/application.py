@@ -16,7 +16,7 @@ same headers, 304 and long-poll), ``GET /v1/secrets`` (names and versions), ``GE
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from aiohttp import web
 
@@ -60,7 +60,7 @@ def build_endpoint_app(
     metrics: Metrics | None = None,
     ping_interval: float = SSE_PING_INTERVAL,
     allowed_hosts: Iterable[str] = (),
-    files: Iterable[str] | None = None,
+    files: Iterable[str] | Callable[[], Collection[str]] | None = None,
 ) -> web.Application:
     """The endpoint's aiohttp application; serve it with ``serve_endpoint`` (which adds the connection
     limits). ``refresh`` asks the sync loop to check the backend now (None: queued; a number: too soon,
@@ -69,8 +69,9 @@ def build_endpoint_app(
 
     ``files`` are the paths inside ``output_dir`` of every file the configuration renders (the renderer's
     plans): known up front, so that ``/v1/files/{path}`` can tell a file whose secrets are not fetched yet
-    (503, retry) from a path that will never exist (404). None: the files of the store's secrets and of
-    their ``keys``; templates' files are then answered once rendered, and 404 before."""
+    (503, retry) from a path that will never exist (404). A callable is asked at each such lookup (the set
+    of secrets changes while the agent runs when ``select`` chooses them). None: the files of the store's
+    secrets and of their ``keys``; templates' files are then answered once rendered, and 404 before."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     state = app[STATE] = EndpointState(
         store=store,
@@ -82,7 +83,9 @@ def build_endpoint_app(
         ping_interval=ping_interval,
         openapi=load_openapi(),
         hosts=endpoint_hosts(allowed_hosts),
-        files=frozenset(written_files(tuple(store.specs.values())) if files is None else files),
+        files=files
+        if callable(files)
+        else _fixed(written_files(tuple(store.specs.values())) if files is None else files),
     )
     serve, guard = Handlers(state), Guard(state)
     # No aiohttp middleware and no response hook: each would cost every request more than the gate itself
@@ -114,3 +117,8 @@ def build_endpoint_app(
 async def _on_shutdown(app: web.Application) -> None:
     app[STATE].stop()
     app[STATE].audit_trail.flush()
+
+
+def _fixed(files: Iterable[str]) -> Callable[[], Collection[str]]:
+    known = frozenset(files)
+    return lambda: known

@@ -8,7 +8,7 @@ that none of them has to import another.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -42,8 +42,8 @@ class EndpointState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the endpoint shuts down: long-polls answer and event streams end at once."""
     audit_trail: AuditLog = field(default_factory=lambda: AuditLog())
-    files: frozenset[str] = frozenset()
-    """Every file the configuration renders (paths inside ``output_dir``), rendered yet or not: what tells
+    files: Callable[[], Collection[str]] = frozenset
+    """Every file the configuration renders now (paths inside ``output_dir``), rendered yet or not: what tells
     "not rendered yet" (503) from "no such file" (404) on ``/v1/files/{path}``."""
     hosts: HostPolicy = field(default_factory=endpoint_hosts)
     """The ``Host`` values answered (loopback, plus ``server.allowed_hosts``)."""
@@ -59,7 +59,7 @@ class EndpointState:
         """Whether ``path`` is a file the configuration renders: configured, or in the current snapshot's
         outputs (which only the configuration can have put there). Exact lookups, never the file system; a
         path for which this is false is the client's free text, never echoed or logged."""
-        return path in self.files or path in self.store.snapshot.file_outputs()
+        return path in self.store.snapshot.file_outputs() or path in self.files()
 
     def _stop_future(self) -> asyncio.Future[None]:
         if self._stopped is None:

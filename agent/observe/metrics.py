@@ -149,6 +149,30 @@ class Metrics:
             "Snapshots not written because an output (a key, a template) could not be rendered.",
             registry=r,
         )
+        self.selection_matched = Gauge(
+            f"{PREFIX}_selection_matched",
+            "Secrets a selection (select[].name) delivers now (collisions and skipped secrets left out).",
+            ["selection"],
+            registry=r,
+        )
+        self.selection_last_listing = Gauge(
+            f"{PREFIX}_selection_last_listing_timestamp_seconds",
+            "Unix time of a selection's last successful listing (absent until one is made or adopted).",
+            ["selection"],
+            registry=r,
+        )
+        self.selection_listing_errors = Counter(
+            f"{PREFIX}_selection_listing_errors",
+            "Failed listings of a selection, by status code (RESOURCE_EXHAUSTED, UNAVAILABLE, ...).",
+            ["selection", "code"],
+            registry=r,
+        )
+        self.selection_collisions = Counter(
+            f"{PREFIX}_selection_collisions",
+            "Secrets a selection matched but left out because an earlier claim has their name, env or file.",
+            ["selection"],
+            registry=r,
+        )
         build = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say which agent and Python run.",
@@ -160,11 +184,26 @@ class Metrics:
         PlatformCollector(registry=r)
         if store is not None:
             r.register(StoreCollector(store, max_staleness))
-            # Known label sets start at 0, so rate() and increase() see the first event of each secret.
-            for name in store.specs:
-                self.rotations.labels(secret=name)
-                for result in FETCH_RESULTS:
-                    self.fetches.labels(secret=name, result=result)
+            self.known_secrets(store.specs)
+
+    def known_secrets(self, names: Iterable[str]) -> None:
+        """Start each secret's series at 0 (so that rate() and increase() see its first fetch and rotation):
+        the configured secrets at start, and those a selection adds later."""
+        for name in names:
+            self.rotations.labels(secret=name)
+            for result in FETCH_RESULTS:
+                self.fetches.labels(secret=name, result=result)
+
+    def forget_secret(self, name: str) -> None:
+        """``name`` is no longer served (it left a selection): its series go, so that a scrape shows only
+        the secrets the agent serves (a secret's freshness series follow the store by themselves)."""
+        with contextlib.suppress(KeyError):
+            self.secret_version.remove(name)
+        with contextlib.suppress(KeyError):
+            self.rotations.remove(name)
+        for result in FETCH_RESULTS:
+            with contextlib.suppress(KeyError):
+                self.fetches.remove(name, result)
 
     def fetch(self, secret: str, result: FetchResult | str, seconds: float) -> None:
         """One fetch or version check of ``secret``: result ``ok``/``unchanged``/``error``; its duration."""
@@ -218,6 +257,28 @@ class Metrics:
     def render_failed(self) -> None:
         """A snapshot was refused because one of its outputs failed to render."""
         self.render_failures.inc()
+
+    def known_selections(self, names: Iterable[str]) -> None:
+        """Start each selection's series (matched 0, no collision yet)."""
+        for name in names:
+            self.selection_matched.labels(selection=name).set(0)
+            self.selection_collisions.labels(selection=name)
+
+    def selection(self, name: str, matched: int) -> None:
+        """Selection ``name`` delivers ``matched`` secrets now."""
+        self.selection_matched.labels(selection=name).set(matched)
+
+    def selection_listed(self, name: str, when: float) -> None:
+        """Selection ``name`` was listed successfully at Unix time ``when``."""
+        self.selection_last_listing.labels(selection=name).set(when)
+
+    def selection_listing_failed(self, name: str, code: str) -> None:
+        """A listing of selection ``name`` failed with status ``code``."""
+        self.selection_listing_errors.labels(selection=name, code=code).inc()
+
+    def selection_collision(self, name: str) -> None:
+        """Selection ``name`` lost a secret to an earlier claim."""
+        self.selection_collisions.labels(selection=name).inc()
 
     def request(self, route: str, code: int) -> None:
         """One local endpoint request: ``route`` is the route TEMPLATE (``/v1/secrets/{name}``), never a

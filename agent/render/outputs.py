@@ -10,6 +10,10 @@ When any output fails (a missing key, a payload that is not JSON, a template err
 with a RenderError naming every failing output — never a value — and the sink keeps the last good snapshot
 whole. An output whose *required* secret is absent (not fetched yet) is left out, like that secret's own
 file; an absent optional secret is simply not in the template's ``secrets``.
+
+The set of secrets may change while the agent runs (selections): ``Renderer.replan`` plans for the new set,
+keeping what was rendered where it still applies (see there). A template sees the secrets it names, those
+of the selections it names (``select``, told by ``origins``), or with neither every secret there is now.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from agent.config import SecretSpec, TemplateSpec
@@ -114,13 +119,22 @@ class _Plan:
         return f"secret {self.owner!r}"
 
 
-def plan_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec]) -> list[_Plan]:
+def plan_outputs(
+    secrets: Sequence[SecretSpec],
+    templates: Sequence[TemplateSpec],
+    origins: Mapping[str, str] | None = None,
+) -> list[_Plan]:
     """Every output of the configuration, in order (secrets, their keys, templates). Raises ConfigError
-    with every problem the configuration alone shows: key syntax, template syntax, unknown secrets."""
+    with every problem the configuration alone shows: key syntax, template syntax, unknown secrets.
+
+    ``origins``: the selection (``select[].name``) that delivers each selected secret, by local name: a
+    template with ``select`` sees the secrets of those selections (besides its ``secrets``); one with
+    neither sees every secret."""
     problems: list[Problem] = []
     plans: list[_Plan] = []
     known = [spec.name for spec in secrets]
     by_name = {spec.name: spec for spec in secrets}
+    origins = origins or {}
     for index, spec in enumerate(secrets):
         where = f"secrets[{index}]"
         if spec.deliver:
@@ -157,10 +171,23 @@ def plan_outputs(secrets: Sequence[SecretSpec], templates: Sequence[TemplateSpec
             )
     for index, template in enumerate(templates):
         where = f"templates[{index}]"
-        visible = list(template.secrets) or known
+        unknown = [(i, name) for i, name in enumerate(template.secrets) if name not in by_name]
+        for position, name in unknown:
+            # The loader checks the configured names; a secret removed while running lands here.
+            problems.append(Problem(f"{where}.secrets[{position}]", f"no secret is named {name!r}"))
+        if unknown:
+            continue
+        selected = [name for name in known if origins.get(name) in template.select]
+        chosen = [*template.secrets, *(name for name in selected if name not in template.secrets)]
+        everything = not template.secrets and not template.select
+        visible = known if everything else chosen
         common = (template.file, template.env, template.mode, template.uid, template.gid)
         if template.format is not None:
-            names = list(template.secrets) or [spec.name for spec in secrets if spec.deliver]
+            if everything:
+                names = [spec.name for spec in secrets if spec.deliver]
+            else:  # the selected secrets as the default would take them: those delivered
+                extra = chosen[len(template.secrets) :]
+                names = [*template.secrets, *(name for name in extra if by_name[name].deliver)]
             keyed = [(by_name[name].env if template.format == "dotenv" else name, name) for name in names]
             plans.append(
                 _Plan(
@@ -226,13 +253,17 @@ class Renderer:
         secrets: Sequence[SecretSpec],
         templates: Sequence[TemplateSpec] = (),
         *,
+        origins: Mapping[str, str] | None = None,
         observe: RenderObserver | None = None,
         max_output: int = 1024 * 1024,
         max_seconds: float = 1.0,
     ) -> None:
-        """Raises ConfigError for problems the configuration alone shows (see ``plan_outputs``)."""
+        """Raises ConfigError for problems the configuration alone shows (see ``plan_outputs``, which says
+        what ``origins`` is)."""
         self.specs = {spec.name: spec for spec in secrets}
-        self.plans = plan_outputs(secrets, templates)
+        self.template_specs = tuple(templates)
+        self.origins = dict(origins or {})
+        self.plans = plan_outputs(secrets, templates, self.origins)
         self.observe = observe
         self.max_output = max_output
         self.max_seconds = max_seconds
@@ -244,6 +275,70 @@ class Renderer:
     @property
     def templates(self) -> list[str]:
         return [plan.owner for plan in self.plans if plan.kind == "template"]
+
+    def check_replan(
+        self, secrets: Sequence[SecretSpec], origins: Mapping[str, str] | None = None
+    ) -> list[_Plan]:
+        """The plans ``replan(secrets, origins)`` would take, or its ConfigError or ValueError; changes
+        nothing (safe while a render runs)."""
+        plans = plan_outputs(secrets, self.template_specs, self.origins if origins is None else origins)
+        clashes = _conflicts(plans) - _conflicts(self.plans)
+        if clashes:
+            raise ValueError("; ".join(sorted(clashes)))
+        return plans
+
+    def replan(
+        self, secrets: Sequence[SecretSpec], origins: Mapping[str, str] | None = None
+    ) -> Callable[[], None]:
+        """Render for ``secrets`` from now on (the same templates), when the set of secrets changed while
+        running (selections): their own outputs and keys come and go, and a template that sees every secret
+        (or a selection's) sees the new set. ``origins``: as ``plan_outputs`` says (default: those known).
+
+        What was rendered is kept where it still applies: an output planned as before (same fingerprint) is
+        not made again; one whose inputs changed (a template that sees one secret more) is made again, and
+        until the secrets it needs are all fetched it keeps serving what it served (last-known-good: a newly
+        selected secret that fails to fetch does not take a template's file away). The outputs of secrets no
+        longer there are dropped, with their cached values.
+
+        Raises ConfigError (a template naming a secret no longer there, a bad key) or ValueError (an output
+        of a new secret takes a file or env variable another output has) and then changes nothing. Returns
+        what undoes it (a commit that failed): the plans and caches as they were."""
+        origins = dict(self.origins if origins is None else origins)
+        plans = self.check_replan(secrets, origins)
+        before = (self.specs, self.origins, self.plans, self._cache, self._carried, self._delivered)
+        same = {_identity(plan): index for index, plan in enumerate(self.plans)}
+        place = {(plan.kind, plan.owner, plan.place): index for index, plan in enumerate(self.plans)}
+        cache: dict[int, tuple[_CacheKey, Output | str]] = {}
+        carried: dict[int, Output] = {}
+        for index, plan in enumerate(plans):
+            old = same.get(_identity(plan))
+            if old is not None:
+                if (entry := self._cache.get(old)) is not None:
+                    cache[index] = entry
+                if (kept := self._carried.get(old)) is not None:
+                    carried[index] = kept
+                continue
+            old = place.get((plan.kind, plan.owner, plan.place))
+            if old is None:
+                continue
+            # Made differently now: made again once its inputs are there; until then what it was.
+            entry = self._cache.get(old)
+            last = entry[1] if entry is not None else None
+            if isinstance(last, Output):
+                carried[index] = last
+            elif (kept := self._carried.get(old)) is not None:
+                carried[index] = kept
+        names = {spec.name for spec in secrets}
+        self.specs = {spec.name: spec for spec in secrets}
+        self.origins = {name: origin for name, origin in origins.items() if name in names}
+        self.plans = plans
+        self._cache, self._carried = cache, carried
+        self._delivered = {name: value for name, value in self._delivered.items() if name in names}
+
+        def undo() -> None:
+            self.specs, self.origins, self.plans, self._cache, self._carried, self._delivered = before
+
+        return undo
 
     def fingerprints(self) -> dict[str, str]:
         """Place -> fingerprint of the derived outputs (keys, templates): what the manifest records so that a
@@ -378,6 +473,29 @@ class Renderer:
     def _observed(self, name: str, ok: bool, seconds: float) -> None:
         if self.observe is not None:
             self.observe(name, ok, seconds)
+
+
+def _identity(plan: _Plan) -> tuple[str, str | None]:
+    """What makes two plans the same output, made the same way: the fingerprint (inputs, settings, text,
+    file) and the env variable (which the fingerprint leaves out)."""
+    return plan.fingerprint, plan.env
+
+
+def _conflicts(plans: Sequence[_Plan]) -> set[str]:
+    """Outputs that take the same file or env variable, or a file where another needs a directory."""
+    found: set[str] = set()
+    files: dict[PurePosixPath, _Plan] = {}
+    envs: dict[str, _Plan] = {}
+    for plan in plans:
+        if plan.env is not None and (other := envs.setdefault(plan.env, plan)) is not plan:
+            found.add(f"{plan.label} and {other.label} both take env {plan.env!r}")
+        if plan.file is not None and (other := files.setdefault(PurePosixPath(plan.file), plan)) is not plan:
+            found.add(f"{plan.label} and {other.label} both take file {plan.file!r}")
+    for path, plan in files.items():
+        for parent in path.parents:
+            if (owner := files.get(parent)) is not None:
+                found.add(f"{plan.label} needs {str(parent)!r} as a directory: the file of {owner.label}")
+    return found
 
 
 def _inputs_tag(inputs: Sequence[Fetched]) -> str:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from agent.config import NOTIFIED_FILE_NAME, TOKEN_FILE_NAME, SecretSpec
+from agent.config import NOTIFIED_FILE_NAME, SELECTION_FILE_NAME, TOKEN_FILE_NAME, SecretSpec
 from agent.core.atomicfile import (
     make_directories,
     read_regular_file_status,
@@ -48,7 +48,7 @@ MANIFEST = "..manifest.json"
 MANIFEST_FORMAT = 1
 ENV_DIR_MODE = 0o755
 """Mode of the directories created for an env file outside ``output_dir`` (as the output directory's)."""
-RESERVED_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME})
+RESERVED_NAMES = frozenset({TOKEN_FILE_NAME, NOTIFIED_FILE_NAME, SELECTION_FILE_NAME})
 ENV_PLACE = "..env:"
 """How the manifest names an output that is only an env variable: ``..env:NAME`` (never a file name)."""
 MAX_ENV_FILE_BYTES = 16 * 1024 * 1024
@@ -121,7 +121,7 @@ class SnapshotSink:
         manifest: dict[str, dict[str, object]] = {}
         env_entries: list[tuple[str, str, bytes]] = []
         left_out: set[tuple[str, str]] = set()
-        by_name = {spec.name: spec for spec in self.specs}
+        by_name = self.renderer.specs  # the secrets served now: select adds and removes some
         for output in snapshot.outputs or ():
             if output.file is not None:
                 files[output.file] = FileEntry(output.data, output.mode, output.uid, output.gid)
@@ -185,7 +185,7 @@ class SnapshotSink:
             self._carry_derived(_parse_derived(manifest_data))
             wanted = [
                 spec
-                for spec in self.specs
+                for spec in self.renderer.specs.values()
                 if _adoptable(spec)
                 and (entry := recorded.get(spec.name)) is not None
                 and entry.get("ref") == str(spec.ref)

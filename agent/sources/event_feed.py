@@ -14,6 +14,14 @@ filtered on ``attributes.secretId``, with an expiration policy and a short reten
 the Pub/Sub emulator stores filters but does not apply them, and a long list of secrets does not fit
 Pub/Sub's 256-byte filter limit (the feed then falls back to per-project prefixes, or to no filter).
 
+Selections: given ``on_secret``, every ``SECRET_CREATE`` / ``SECRET_UPDATE`` / ``SECRET_DELETE`` (with the
+secret's labels, ``events.event_listing``), and every version event of a secret that is not (yet) one of
+its targets, is also handed to ``on_secret(event, listing)``: ``agent.discovery`` decides what a selection
+takes. ``replace_specs`` changes the targets when the set of secrets changes; with ``selections`` (their
+projects and locations) the filter of a created subscription lets through every secret of those projects
+(a prefix per project; no filter while the service's number for a project is not known, since events name
+it so).
+
 Health: while the subscription is unreachable (connection failing, subscription gone, creation refused)
 ``on_health(False)`` lets the Syncer poll at its normal interval; the feed reconnects with backoff (and
 re-creates its subscription), then ``on_health(True)``. A newly created subscription holds nothing that was
@@ -32,15 +40,19 @@ from typing import Final
 from agent.config import EventsConfig, SecretSpec
 from agent.core.retry import Backoff
 from agent.sources.events import (
+    FETCH_EVENTS,
     KNOWN_EVENTS,
+    LIFECYCLE_EVENTS,
     EventTargets,
     SecretEvent,
     decide,
+    event_listing,
     new_subscription_name,
     parse_event,
     subscription_filter,
 )
 from agent.sources.pubsub import Connected, Message, NewSubscription, Subscription
+from agent.sources.selection import SecretListing
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,10 @@ MESSAGE_RETENTION_SECONDS: Final = 600
 subscription lives and dies with its agent, and a reconnect is followed by a catch-up check anyway."""
 DEFAULT_BACKOFF: Final = Backoff(1.0, 60.0)
 """Between reconnection attempts, unless the agent passes its configured schedule (``gcp.backoff_*``)."""
+
+OnSecret = Callable[[SecretEvent, SecretListing | None], None]
+"""``on_secret(event, listing)``: a lifecycle event (``listing`` with labels, None when its data could not
+be read), or a version event of a secret the feed has no target for (``listing`` without labels)."""
 
 
 class EventFeed:
@@ -59,6 +75,8 @@ class EventFeed:
     whenever the subscription is (re)connected, so a secret fetched late is matched by its service name too).
     ``on_health(True|False)``: events flow / do not (the Syncer picks its poll interval from it).
     ``on_event(type, action)``: one call per event and configured secret it concerns (metrics).
+    ``on_secret``, ``selections`` (project, location) and ``project_number`` (the service's number of a
+    project, None while unknown): see the module docstring.
     """
 
     def __init__(
@@ -72,14 +90,20 @@ class EventFeed:
         on_event: Callable[[str, str], None] | None = None,
         backoff: Backoff | None = None,
         hostname: str | None = None,
+        on_secret: OnSecret | None = None,
+        selections: Sequence[tuple[str, str | None]] = (),
+        project_number: Callable[[str], str | None] | None = None,
     ) -> None:
         if not config.enabled:
             raise ValueError("EventFeed needs events.topic or events.subscription")
         self.config = config
         self.specs = list(specs)
         self._resolved = resolved if resolved is not None else {}
+        self._on_secret = on_secret
+        self._selections = list(dict.fromkeys(selections))
+        self._project_number = project_number
         self.targets = EventTargets(self.specs, self._resolved)
-        self.filter = subscription_filter(self.targets.secret_names)
+        self.filter = self._filter()
         """The filter a created subscription gets (None: too many secrets for 256 bytes, see above)."""
         self.creates = config.subscription is None
         """Whether this feed creates (and deletes) its subscription."""
@@ -121,8 +145,30 @@ class EventFeed:
     def _refresh_targets(self) -> None:
         # Names the source learned since (a secret fetched late); read here, in the loop's thread.
         self.targets = EventTargets(self.specs, self._resolved)
-        self.filter = subscription_filter(self.targets.secret_names)
+        self.filter = self._filter()
         self._pubsub.create = self._new_subscription()
+
+    def _filter(self) -> str | None:
+        """The filter of a created subscription: our secrets' names, and the selections' projects."""
+        prefixes: list[str] = []
+        for project, location in self._selections:
+            forms = {project}
+            if not project.isdigit():
+                number = self._project_number(project) if self._project_number is not None else None
+                if number is None:
+                    # Google's events name the project by number: an id prefix would keep them all out.
+                    return None
+                forms.add(number)
+            where = f"/locations/{location}" if location else ""
+            prefixes += [f"projects/{form}{where}/secrets/" for form in sorted(forms)]
+        return subscription_filter(self.targets.secret_names, prefixes)
+
+    def replace_specs(self, specs: Sequence[SecretSpec]) -> None:
+        """Follow ``specs`` from now on (selected secrets came or went): the targets and the filter of a
+        subscription created from now on. An existing subscription keeps its filter (Pub/Sub cannot change
+        one), which lets the selections' projects through already."""
+        self.specs = list(specs)
+        self._refresh_targets()
 
     # -- the ChangeFeed --------------------------------------------------------------------------
 
@@ -177,6 +223,10 @@ class EventFeed:
             return set()
         kind = event.event_type if event.event_type in KNOWN_EVENTS else "OTHER"
         specs = self.targets.specs_for(event.secret)
+        if self._on_secret is not None and (
+            event.event_type in LIFECYCLE_EVENTS or (not specs and event.event_type in FETCH_EVENTS)
+        ):
+            self._on_secret(event, event_listing(event))
         if not specs:
             # The Pub/Sub emulator does not apply filters, and a filter may be a prefix or absent.
             log.debug("events: %s for %s, not one of our secrets", kind, event.secret)

@@ -15,6 +15,10 @@ an event means for one configured secret:
 * ``SECRET_VERSION_DISABLE`` / ``DESTROY`` of the version being served, and ``SECRET_DELETE``: a warning;
   the last known good value stays (fetching would only fail). Anything else: nothing to do.
 
+Selections (``select``) follow the secrets' lifecycle: ``SECRET_CREATE``, ``SECRET_UPDATE`` and
+``SECRET_DELETE`` carry the Secret resource, whose name and labels ``event_listing`` reads (bounded in size
+and nesting) for ``agent.discovery`` to match.
+
 ``EventTargets`` finds the configured secrets an event is about (events name the project by number,
 configurations mostly by id); ``subscription_filter`` lets only their events through a subscription, and
 ``new_subscription_name`` names a subscription of ours on an events topic.
@@ -35,6 +39,7 @@ from typing import Final, Literal
 from agent.config import SecretSpec
 from agent.config.refs import LATEST
 from agent.sources.pubsub import MAX_FILTER_BYTES
+from agent.sources.selection import SecretListing
 
 FETCH_EVENTS: Final = frozenset({"SECRET_VERSION_ADD", "SECRET_VERSION_ENABLE"})
 LOSS_EVENTS: Final = frozenset(
@@ -52,6 +57,14 @@ KNOWN_EVENTS: Final = (
     }
 )
 """The event types Secret Manager documents; anything else is counted as ``OTHER``."""
+LIFECYCLE_EVENTS: Final = frozenset({"SECRET_CREATE", "SECRET_UPDATE", "SECRET_DELETE"})
+"""Events about the secret itself (its data: the Secret, with its labels): what selections follow."""
+MAX_RESOURCE_BYTES: Final = 256 * 1024
+"""Largest event data read as a Secret resource (labels, annotations of at most 16 KiB, topics...)."""
+MAX_RESOURCE_DEPTH: Final = 16
+"""Deepest nesting of objects and arrays read in event data (a Secret nests about five levels)."""
+MAX_LABELS: Final = 64
+"""Labels read from a Secret resource: Google allows 64 per resource."""
 
 Action = Literal["fetch", "warn", "ignore"]
 
@@ -161,6 +174,62 @@ def _aliases_of(data: bytes) -> dict[str, str] | None:
     return {str(alias): str(number) for alias, number in aliases.items()}
 
 
+def json_depth_within(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests objects and arrays at most ``limit`` deep (strings skipped),
+    checked before it is parsed, so that hostile data cannot make the parser recurse deeply."""
+    depth, in_string, escaped = 0, False, False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return True
+
+
+def secret_resource(data: bytes) -> tuple[str, dict[str, str]] | None:
+    """(name, labels) of a Secret resource in event data (the proto3 JSON mapping), or None when it is not
+    one: too large, nested too deep, not JSON, no name, or labels that are not a map of strings."""
+    if not data or len(data) > MAX_RESOURCE_BYTES or not json_depth_within(data, MAX_RESOURCE_DEPTH):
+        return None
+    try:
+        resource = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(resource, dict):
+        return None
+    name = resource.get("name")
+    labels = resource.get("labels", {})  # proto3 JSON leaves an empty map out
+    if not isinstance(name, str) or not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        return None
+    if not all(isinstance(key, str) and isinstance(value, str) for key, value in labels.items()):
+        return None
+    return name, dict(labels)
+
+
+def event_listing(event: SecretEvent) -> SecretListing | None:
+    """The secret an event is about, for selections: with its labels for ``SECRET_CREATE`` and
+    ``SECRET_UPDATE`` (read from the Secret in the data; None when that cannot be read or names another
+    secret), without labels (None) for every other event. The project is the event's: a number from the
+    service (``agent.sources.listing.ProjectNames`` maps it back)."""
+    if event.event_type in ("SECRET_CREATE", "SECRET_UPDATE"):
+        resource = secret_resource(event.data)
+        if resource is None or resource[0] != event.secret:
+            return None
+        return SecretListing.from_name(event.secret, resource[1])
+    return SecretListing.from_name(event.secret)
+
+
 _PROJECT_PART = re.compile(r"projects/([^/]+)/")
 
 
@@ -204,20 +273,27 @@ class EventTargets:
         return self._by_name.get(secret, ())
 
 
-def subscription_filter(secret_names: Collection[str]) -> str | None:
-    """A Pub/Sub filter that lets through only events of ``secret_names``, within 256 bytes.
+def subscription_filter(secret_names: Collection[str], prefixes: Collection[str] = ()) -> str | None:
+    """A Pub/Sub filter that lets through only events of ``secret_names`` and of every secret whose name
+    starts with one of ``prefixes`` (``projects/P/secrets/``: a selection's project, whose secrets come
+    and go), within 256 bytes.
 
-    Exact names when they fit (``attributes.secretId = "..." OR ...``), else one prefix per project and
-    location (``hasPrefix(attributes.secretId, "projects/P/secrets/")``), else None (no filter: the agent
-    filters every message itself anyway).
+    Exact names when they fit (``attributes.secretId = "..." OR ...``, with the prefixes), else one prefix
+    per project and location (``hasPrefix(attributes.secretId, "projects/P/secrets/")``), else None (no
+    filter: the agent filters every message itself anyway).
     """
-    if not secret_names:
+    wanted = sorted(set(prefixes))
+    names = sorted(name for name in set(secret_names) if not any(name.startswith(p) for p in wanted))
+    if not names and not wanted:
         return None
-    exact = " OR ".join(f'attributes.secretId = "{name}"' for name in sorted(secret_names))
+    exact = " OR ".join(
+        [f'attributes.secretId = "{name}"' for name in names]
+        + [f'hasPrefix(attributes.secretId, "{prefix}")' for prefix in wanted]
+    )
     if len(exact.encode()) <= MAX_FILTER_BYTES:
         return exact
-    prefixes = sorted({name.rsplit("/secrets/", 1)[0] + "/secrets/" for name in secret_names})
-    by_prefix = " OR ".join(f'hasPrefix(attributes.secretId, "{prefix}")' for prefix in prefixes)
+    all_prefixes = sorted({name.rsplit("/secrets/", 1)[0] + "/secrets/" for name in names} | set(wanted))
+    by_prefix = " OR ".join(f'hasPrefix(attributes.secretId, "{prefix}")' for prefix in all_prefixes)
     if len(by_prefix.encode()) <= MAX_FILTER_BYTES:
         return by_prefix
     return None

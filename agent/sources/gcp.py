@@ -36,6 +36,7 @@ endpoints are Google's own (``*.googleapis.com``), so the universe-domain check 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ from agent.sources.identity import CLOUD_PLATFORM_SCOPE as CLOUD_PLATFORM_SCOPE 
 from agent.sources.identity import Principal, base_credentials, carries_quota_project, identity_credentials
 from agent.sources.identity_errors import explain_call_error, identity_error
 from agent.sources.identity_model import CredentialFile, Identity, IdentitySettings, read_credential_file
+from agent.sources.selection import SecretListing
 
 GLOBAL_ENDPOINT = "secretmanager.googleapis.com"
 REGIONAL_ENDPOINT = "secretmanager.{location}.rep.googleapis.com"
@@ -73,6 +75,13 @@ _SERVICE = "/google.cloud.secretmanager.v1.SecretManagerService"
 _ACCESS_REQUEST = service.AccessSecretVersionRequest.pb()
 _ACCESS_RESPONSE = service.AccessSecretVersionResponse.pb()
 _GET_REQUEST = service.GetSecretVersionRequest.pb()
+_LIST_REQUEST = service.ListSecretsRequest.pb()
+_LIST_RESPONSE = service.ListSecretsResponse.pb()
+LIST_PAGE_SIZE = 25_000
+"""Secrets asked per ListSecrets page: the service's cap, so a project costs one read call per 25,000."""
+MAX_LIST_PAGES = 400
+"""Most pages one listing follows (10 million secrets): a service that kept answering with a next page
+token would otherwise hold the listing forever."""
 _VERSION = SecretVersion.pb()
 _ENABLED = int(SecretVersion.State.ENABLED)
 Metadata = tuple[tuple[str, str], ...]
@@ -94,6 +103,8 @@ class _Calls:
     """AccessSecretVersion, a ``grpc.aio.UnaryUnaryMultiCallable``."""
     get: Any
     """GetSecretVersion, likewise."""
+    list: Any = None
+    """ListSecrets, likewise (``agent.sources.listing``: selections)."""
     principal: Principal | None = None
     """The identity whose credentials the channel carries (refreshed before calls), or None."""
     extra: Metadata = ()
@@ -117,7 +128,12 @@ class _Calls:
             request_serializer=_GET_REQUEST.SerializeToString,
             response_deserializer=_VERSION.FromString,
         )
-        return cls(client, access, get, principal, extra)
+        listing = channel.unary_unary(
+            f"{_SERVICE}/ListSecrets",
+            request_serializer=_LIST_REQUEST.SerializeToString,
+            response_deserializer=_LIST_RESPONSE.FromString,
+        )
+        return cls(client, access, get, listing, principal, extra)
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,9 @@ class GcpSource:
         """Canonical secret name (``projects/my-project/secrets/S``) -> the name the service returned for it
         (``projects/123456/secrets/S``: Secret Manager answers with the project NUMBER). Pub/Sub events name
         secrets the service's way, so the events feed matches both."""
+        self.listed_projects: dict[str, str] = {}
+        """Project as a listing named it (``my-project``) -> as the service's answer named it (``123456``),
+        when they differ: learned by ``list_secrets``, for the events of selected secrets."""
 
     async def fetch(self, spec: SecretSpec) -> Fetched:
         """AccessSecretVersion of ``spec.ref``, checksum verified; the version number is the resolved one."""
@@ -235,6 +254,62 @@ class GcpSource:
                 hint=hint_for("FAILED_PRECONDITION"),
             )
         return number
+
+    async def list_secrets(
+        self,
+        project: str,
+        location: str | None = None,
+        filter: str = "",
+        *,
+        impersonate: str | None = None,
+        delegates: tuple[str, ...] = (),
+    ) -> list[SecretListing]:
+        """ListSecrets of ``projects/<project>[/locations/<location>]`` with ``filter`` (Google's list-filter
+        syntax, see ``agent.sources.selection.server_filter``), every page followed (``LIST_PAGE_SIZE`` per
+        call, each call counted against the project's READ quota), as ``impersonate`` (with ``delegates``)
+        or the agent's identity. Each listing names the project as ``project`` does, whatever the service
+        answers with (its project number). Regional secrets are listed at their location's endpoint.
+        Raises SourceError (``agent.sources.errors.translate``: RESOURCE_EXHAUSTED is transient)."""
+        parent = f"projects/{project}" + (f"/locations/{location}" if location else "")
+        identity: Identity | None = None
+        if self._authenticated:
+            identity = (
+                Identity(self.identity.credentials_file, impersonate, tuple(delegates))
+                if impersonate is not None
+                else self._base_identity
+            )
+        key: _Key = (None if self.endpoint is not None else location or None, identity)
+        calls = self._calls.get(key) or await self._calls_for(key, parent)
+        client_header = DEFAULT_CLIENT_INFO.to_grpc_metadata()  # type: ignore[no-untyped-call]
+        routing = routing_header.to_grpc_metadata((("parent", parent),))  # type: ignore[no-untyped-call]
+        metadata: Metadata = (client_header, routing, *calls.extra)
+        found: list[SecretListing] = []
+        token = ""
+        for _ in range(MAX_LIST_PAGES):
+            if calls.principal is not None:
+                await calls.principal.fresh(parent)
+            request = _LIST_REQUEST(parent=parent, filter=filter, page_size=LIST_PAGE_SIZE, page_token=token)
+            try:
+                async with asyncio.timeout(self.call_timeout + OUTER_TIMEOUT_GRACE):
+                    response = await calls.list(request, timeout=self.call_timeout, metadata=metadata)
+            except TRANSLATABLE as error:
+                raise self._call_error(error, parent, calls) from error
+            for secret in response.secrets:
+                listing = SecretListing.from_name(secret.name, dict(secret.labels))
+                if listing is None or (listing.location or None) != (location or None):
+                    continue  # not a secret of this parent: nothing a selection could take
+                if listing.project != project:
+                    self.listed_projects[project] = listing.project
+                found.append(dataclasses.replace(listing, project=project))
+            token = response.next_page_token
+            if not token:
+                return found
+        raise TransientSourceError(
+            f"{parent}: ABORTED: the listing did not end after {MAX_LIST_PAGES} pages",
+            code="ABORTED",
+            ref=parent,
+            hint=hint_for("ABORTED"),
+        )
 
     async def close(self) -> None:
         """Close every channel; the source is not used afterwards."""

@@ -55,7 +55,7 @@ def describe_identities(config: Config) -> list[str]:
     """The credential path of ``config``'s gcp source, one line each (for ``check-config`` and the start
     log): which identity, per-secret identities, the endpoint and the quota project. No secret, no token."""
     gcp = config.gcp
-    settings = IdentitySettings.from_config(gcp, config.secrets)
+    settings = IdentitySettings.from_config(gcp, [*config.secrets, *config.select])
     lines: list[str] = []
     if gcp.endpoint is not None and not settings.endpoint_credentials:
         lines.append(
@@ -75,6 +75,12 @@ def describe_identities(config: Config) -> list[str]:
         for identity, names in per_secret.items():
             label = "secret" if len(names) == 1 else "secrets"
             lines.append(f"identity of {label} {', '.join(names)}: {describe_identity(identity, file)}")
+        for select in config.select:
+            if select.impersonate_service_account is not None:
+                identity = Identity(
+                    gcp.credentials_file, select.impersonate_service_account, select.delegates
+                )
+                lines.append(f"identity of select {select.name!r}: {describe_identity(identity, file)}")
         if settings.iam_endpoint is not None:
             lines.append(f"impersonation tokens from {settings.iam_endpoint}")
     if gcp.quota_project is not None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import GcpConfig, SecretSpec
+from agent.config import GcpConfig, SecretSpec, SelectSpec
 
 MAX_CREDENTIAL_FILE_BYTES = 1024 * 1024
 CREDENTIAL_TYPES = (
@@ -60,8 +60,8 @@ class IdentitySettings:
     endpoint_tls: bool = False
 
     @classmethod
-    def from_config(cls, gcp: GcpConfig, secrets: Sequence[SecretSpec] = ()) -> IdentitySettings:
-        """The settings of ``gcp`` (and of the ``secrets`` that name their own identity)."""
+    def from_config(cls, gcp: GcpConfig, secrets: Sequence[SecretSpec | SelectSpec] = ()) -> IdentitySettings:
+        """The settings of ``gcp`` (and of the ``secrets`` and selections that name their own identity)."""
         return cls(
             credentials_file=gcp.credentials_file,
             impersonate=gcp.impersonate_service_account,
