@@ -735,9 +735,9 @@ class SelectSpec:
     known: tuple[str, ...] = field(
         default=(), metadata=setting(_secret_ids, dump=_list, from_env=False, omit_default=True)
     )
-    """Secret ids this selection matched when the pod was admitted (the webhook writes them): the agent
-    starts with them instead of listing, so a fleet restarting at once does not spend the read quota.
-    Users normally leave it out. Default: none."""
+    """Secret ids this selection is known to match, resolved ahead of time by whatever deploys the pod (one
+    listing for the whole fleet): the agent starts with them instead of listing, so a fleet restarting at
+    once does not spend the read quota. The webhook does not write them yet. Default: none."""
     known_at: float | None = field(
         default=None, metadata=setting(_optional_timestamp, from_env=False, omit_default=True)
     )
@@ -1002,7 +1002,7 @@ minutes. Also the cap of the automatic start jitter."""
 @dataclass(frozen=True)
 class FleetConfig:
     """How many agents share the project's quotas, so that each paces itself (YAML section ``fleet``; read
-    by the agent and by ``rotate``). The webhook injects ``size``."""
+    by the agent and by ``rotate``). Set ``size`` to the number of pods sharing the project."""
 
     size: int = field(default=1, metadata=setting(_at_least(1)))
     """Pods (agents) that list and fetch from the same project at once (>= 1). Default 1."""
