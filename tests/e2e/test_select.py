@@ -340,6 +340,28 @@ def test_run_finds_a_new_secret_at_the_safety_relist_and_lets_a_relabelled_one_g
     assert agent.alive()
 
 
+def test_a_secret_known_at_start_and_relabelled_is_gone_from_the_endpoint_not_pending(
+    agents: Agents, upstream: Upstream, output_dir: Path, tmp_path: Path
+) -> None:
+    """The endpoint's idea of which files exist follows the selection: a removed file answers 404, not the
+    503 "not rendered yet" of a file that is still coming."""
+    seed(upstream)
+    known = {**PAYMENTS, "known": ["api-key", "db"], "known_at": time.time()}
+    config = config_file(
+        tmp_path, output_dir, [known], discovery={"relist_interval": "1s", "grace_period": "1s"}
+    )
+    agent = start_run(agents, config)
+    agent.wait_until(lambda: read_file(output_dir, "api-key") == b"api-value", within=15, what="start")
+    assert endpoint_status(agent, output_dir, "/v1/files/api-key") == 200
+
+    relabel(upstream, "api-key", {"app": "other"})
+    agent.wait_until(lambda: read_file(output_dir, "api-key") is None, within=15, what="the removal")
+
+    assert endpoint_status(agent, output_dir, "/v1/files/api-key") == 404
+    assert endpoint_status(agent, output_dir, "/v1/secrets/api-key") == 404
+    assert endpoint_status(agent, output_dir, "/v1/files/db") == 200
+
+
 def test_a_secret_selected_while_running_is_adopted_by_the_next_run_while_the_backend_is_down(
     agents: Agents, upstream: Upstream, output_dir: Path, tmp_path: Path
 ) -> None:
