@@ -151,7 +151,8 @@ def parse(argv: Sequence[str] | None, env: Mapping[str, str]) -> Invocation:
         file = file or args.config_file
         args.config_source = config_source(file, env)
     config = load_config_with_flags(file, args, env)
-    if command == "init" and not args.allow_empty and not (config.secrets or config.templates or config.select):
+    something = config.secrets or config.templates or config.select
+    if command == "init" and not args.allow_empty and not something:
         raise ConfigError(_nothing_to_fetch(config_source(file, env)))
     return Invocation(command, config, program, args)
 
