@@ -173,7 +173,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, object]:
 
 CONFIG_FILE_ENV = "SECRETS_AGENT_CONFIG"
 CONFIG_YAML_ENV = "SECRETS_AGENT_CONFIG_YAML"
-ROTATION_CONFIG_KEYS = ("project", "topics", "subscription", "secrets", "gcp")
+ROTATION_CONFIG_KEYS = ("project", "topics", "subscription", "secrets", "gcp", "fleet")
 """The top-level keys of a rotation config (``agent.rotation.config.TOP_LEVEL_KEYS``, which the agent does
 not import): a file with only these, shaped the rotation way, was meant for ``rotate``."""
 

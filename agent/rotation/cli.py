@@ -1,8 +1,10 @@
 """``secrets-agent rotate ...``, ``secrets-agent rotate --listen`` and ``secrets-agent rotation status``.
 
 Parsing only, then one entry point each. Exit codes: 0 when every secret was rotated, skipped, not due or
-locked by another rotation in progress; 1 when any failed or was rolled back; 2 for usage and configuration
-errors (raised as ConfigError, printed by ``agent.cli.main``).
+locked by another rotation in progress; 1 when any failed, was rolled back or was stopped (SIGTERM/SIGINT
+before its turn: not started); 2 for usage and configuration errors (raised as ConfigError, printed by
+``agent.cli.main``). ``rotate`` paces its rotations to the fleet (``--fleet-size``, ``--access-per-minute``,
+the config's ``fleet``: ``agent.rotation.pacing``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from agent.secrets.types import SELECTORS
 
 if TYPE_CHECKING:  # the rotation machinery (providers, drivers) is imported only by those who rotate
     from agent.rotation.config import RotationConfig
+    from agent.rotation.pacing import Pacing
     from agent.rotation.results import RotationOptions
     from agent.secrets.interface import SecretsBackend
 
@@ -47,6 +50,7 @@ _CONFIG_SHAPE = (
     "  secrets:\n"
     "    db-password: {provider: postgres, role: app, admin_dsn_env: ADMIN_DSN}\n"
     "    stripe-key: {type: api-key, provider: command, generate: [./mint-key]}\n"
+    "  fleet: {size: 10000, access_per_minute: 45000}   # the pods fetching them: paces rotations\n"
     "It is not the agent's configuration (the file of init and run)."
 )
 
@@ -58,8 +62,10 @@ def _rotate_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argu
         description="Rotate secrets with their providers: back up, generate, apply, add a version, "
         "validate; roll back on failure. A TARGET is a group of secrets by their secret-type label (all, "
         "database, api-keys...) or a secret id. Prints a table of what happened (--output json for "
-        "scripts). Exit 0 when all rotated/skipped/not due/locked elsewhere, 1 when any failed or was "
-        "rolled back, 2 for usage errors.\n\n" + _CONFIG_SHAPE,
+        "scripts). Rotations are paced to the fleet that fetches them (--fleet-size). SIGTERM/SIGINT: the "
+        "rotation in progress finishes, the rest are not started. Exit 0 when all rotated/skipped/not "
+        "due/locked elsewhere, 1 when any failed, was rolled back or was not started, 2 for usage "
+        "errors.\n\n" + _CONFIG_SHAPE,
         epilog="examples:\n"
         "  secrets-agent rotate --project my-proj --dry-run all\n"
         "  secrets-agent rotate --project my-proj -c rotation.yaml --due-only database api-keys\n"
@@ -80,6 +86,20 @@ def _rotate_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argu
         default="15m",
         metavar="DURATION",
         help="a rotation lock not updated for this long is stale and is resumed (default %(default)s)",
+    )
+    pacing = p.add_argument_group("pacing: rotations start 60 * fleet size / access-per-minute seconds apart")
+    pacing.add_argument(
+        "--fleet-size",
+        metavar="N",
+        help="pods (agents) that fetch the rotated secrets, not the whole cluster (default: the config's "
+        "fleet.size, else 1)",
+    )
+    pacing.add_argument(
+        "--access-per-minute",
+        metavar="N",
+        help="access calls per minute the fleet's fetches may use (default: the config's "
+        "fleet.access_per_minute, else 45000: half of the 90,000/min quota). At least 0.1 s between "
+        "rotations and at most 25 a minute whatever the fleet (the write quota)",
     )
     listen = p.add_argument_group("listen mode: rotate on Secret Manager's SECRET_ROTATE events")
     listen.add_argument("--listen", action="store_true", help="subscribe and rotate until SIGTERM/SIGINT")
@@ -195,6 +215,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     _configure_logging(args, quiet_on_terminal=False)
     config = _load_config(args.config)
     _check_rotate_usage(args, config)
+    pacing = _pacing(args, config)
     if args.backup_dir is not None and not args.dry_run:
         try:
             check_backup_dir(args.backup_dir)
@@ -208,6 +229,7 @@ def run_rotate(args: argparse.Namespace) -> int:
         due_only=args.due_only,
         now=_parse_now(args.now),
         lock_timeout=_parse_lock_timeout(args.lock_timeout),
+        pacing=pacing,
     )
     backend = make_backend(
         dotenv=args.dotenv,
@@ -244,18 +266,31 @@ async def _rotate(
     args: argparse.Namespace, config: RotationConfig | None, backend: SecretsBackend, options: RotationOptions
 ) -> int:
     from agent.rotation.engine import rotate_many
+    from agent.rotation.pacing import announce
     from agent.rotation.report import results_json, results_table
     from agent.rotation.selection import select_secrets
+    from agent.supervisor import signal_handlers
 
+    stop = asyncio.Event()
+    pacing = options.pacing
     try:
-        ids = await select_secrets(backend, args.targets, config)
-        results = await rotate_many(backend, ids, options)
+        # SIGTERM/SIGINT: the rotation in progress finishes, the rest are not started (`stopped`).
+        with signal_handlers(stop):
+            ids = await select_secrets(backend, args.targets, config)
+            if pacing is not None and not options.dry_run:
+                announce(pacing, len(ids))
+            results = await rotate_many(backend, ids, options, stop=stop)
     finally:
         await backend.close()
+    # The plan's pacing: the rotations it would make (planned), never waited for.
+    planned = sum(r.result == "planned" for r in results) if options.dry_run else 0
     if _output(args, "text") == "json":
-        sys.stdout.write(results_json(results))
+        plan = pacing.to_json(planned) if pacing is not None and options.dry_run else None
+        sys.stdout.write(results_json(results, pacing=plan))
     elif results:
         sys.stdout.write(results_table(results))
+        if pacing is not None and pacing.notable(planned):
+            sys.stdout.write("\n" + pacing.describe(planned) + "\n")
     else:
         sys.stdout.write(f"no secrets selected by: {' '.join(args.targets)}\n")
     sys.stdout.flush()
@@ -372,6 +407,27 @@ def _check_rotate_usage(args: argparse.Namespace, config: RotationConfig | None)
             problems.append(Problem("rotate", "--subscription and --topic only apply with --listen"))
     if problems:
         raise ConfigError(problems)
+
+
+_PACING_FLAGS = {"size": "--fleet-size", "access_per_minute": "--access-per-minute"}
+
+
+def _pacing(args: argparse.Namespace, config: RotationConfig | None) -> Pacing:
+    """The config's ``fleet`` (else its defaults) with ``--fleet-size`` and ``--access-per-minute`` over it,
+    checked by the same parsers (a problem names the flag)."""
+    import dataclasses
+
+    from agent.config import FleetConfig
+    from agent.config.loader import read_section
+    from agent.rotation.pacing import Pacing
+
+    fleet = config.fleet if config is not None else FleetConfig()
+    given = {"size": args.fleet_size, "access_per_minute": args.access_per_minute}
+    flags = {key: value for key, value in given.items() if value is not None}
+    parsed, problems = read_section(FleetConfig, flags, "")
+    if problems:
+        raise ConfigError([Problem(_PACING_FLAGS.get(p.path, p.path), p.message) for p in problems])
+    return Pacing(dataclasses.replace(fleet, **{key: getattr(parsed, key) for key in flags}))
 
 
 def _parse_now(text: str | None) -> datetime | None:

@@ -19,6 +19,9 @@
       credentials_file: /var/run/gcp/credentials.json
       impersonate_service_account: rotator@my-project.iam.gserviceaccount.com
       quota_project: platform-billing
+    fleet:                              # the pods that fetch the rotated secrets: rotate paces itself to them
+      size: 10000
+      access_per_minute: 45000
 
 A secret's provider settings come from, in this order: its entry here, else its labels
 (``settings_from_labels``), else its type's default (``default_settings_for``). Each entry's keys besides
@@ -29,8 +32,10 @@ error naming its path (``secrets.db-password.provider``), an unknown top-level k
 ``project``, ``topics`` and ``subscription`` follow the rules of the agent's ``project``, ``events.topic``
 and ``events.subscription``. ``gcp`` takes the agent's identity settings (``credentials_file``,
 ``impersonate_service_account``, ``delegates``, ``iam_endpoint``, ``quota_project``), read by the agent's
-own loader (``read_identity_section``): same parsers, same rules. Every problem is reported at once, in one
-ConfigError (exit code 2).
+own loader (``read_identity_section``): same parsers, same rules. ``fleet`` is the agent's ``fleet`` section
+(``FleetConfig``: ``size``, ``reads_per_minute``, ``access_per_minute``), read by the agent's section reader
+(``read_section``); ``rotate`` paces its rotations with it (``agent.rotation.pacing``). Every problem is
+reported at once, in one ConfigError (exit code 2).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 
 from agent.config import (
     DuplicateKey,
+    FleetConfig,
     GcpConfig,
     describe,
     load_yaml,
@@ -50,11 +56,11 @@ from agent.config import (
     read_text_file,
     unknown_key,
 )
-from agent.config.loader import read_identity_section
+from agent.config.loader import read_identity_section, read_section
 from agent.errors import ConfigError, Problem
 from agent.secrets.types import SecretType
 
-TOP_LEVEL_KEYS = ("project", "topics", "subscription", "secrets", "gcp")
+TOP_LEVEL_KEYS = ("project", "topics", "subscription", "secrets", "gcp", "fleet")
 
 # The agent's own rules for these names (events.topic, events.subscription, project): one rule each.
 _topic = pubsub_name("topics")
@@ -82,6 +88,9 @@ class RotationConfig:
     gcp: GcpConfig = field(default_factory=GcpConfig)
     """Who the rotator is to Secret Manager: the identity settings of the agent's ``gcp`` section
     (``GcpConfig.explicit_identity()`` false: Application Default Credentials)."""
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    """The pods that fetch the rotated secrets (the agent's ``fleet`` section): ``rotate`` starts its
+    rotations ``60 * size / access_per_minute`` seconds apart (``agent.rotation.pacing``)."""
 
 
 def load_rotation_config(path: Path) -> RotationConfig:
@@ -120,6 +129,9 @@ def _check(data: object, source: str, duplicates: Sequence[DuplicateKey]) -> Rot
             problem(unknown.path, unknown.message)
     gcp, identity_problems = read_identity_section(data.get("gcp"), "gcp")
     for found in identity_problems:
+        problem(found.path, found.message)
+    fleet, fleet_problems = read_section(FleetConfig, data.get("fleet"), "fleet")
+    for found in fleet_problems:
         problem(found.path, found.message)
     project = _read(data, "project", optional_project, problem)
     topics = _read_topics(data.get("topics"), problem)
@@ -164,6 +176,7 @@ def _check(data: object, source: str, duplicates: Sequence[DuplicateKey]) -> Rot
         types=types,
         source=source,
         gcp=gcp,
+        fleet=fleet,
     )
 
 

@@ -19,6 +19,10 @@ Any failure from ``apply`` on rolls back (``rollback``):
    and moves the whole fleet back through the usual SECRET_VERSION_ADD path;
 3. the failed version is disabled (kept, not destroyed: it is evidence, and can be inspected).
 
+Pacing: with a ``Pacer`` (``rotate_many``, the listener), a rotation takes its turn just before its first
+write, the lock, and tells the pacer of every version it adds (``agent.rotation.pacing``): what is skipped,
+not due or only planned never waits, and a stop during the wait leaves the secret untouched (``stopped``).
+
 Resuming: a lock that is stale (no update for ``lock_timeout``, or its process on this host is gone) is
 taken over by the next rotation of that secret, which carries on from the recorded step: interrupted
 before ``apply`` -> start afresh; during ``apply`` or ``add`` before the version exists -> roll back (the
@@ -52,6 +56,7 @@ from agent.rotation.lock import (
     state_of,
 )
 from agent.rotation.marks import ROLLED_BACK, RolledBack, value_since
+from agent.rotation.pacing import Pacer, Stopped
 from agent.rotation.providers.base import Provider, ProviderConfigError, RotationContext
 from agent.rotation.results import Outcome, RotationOptions, RotationResult
 from agent.secrets.audit import audit_event
@@ -65,17 +70,26 @@ T = TypeVar("T")
 ADDED_VERSION_SLACK: Final = timedelta(minutes=5)
 """On resume, a version created this long before the interrupted run started still counts as its own
 (the run's start is from its host's clock, the version's from the service's)."""
+NOT_STARTED: Final = "not started: rotate was stopped (SIGTERM/SIGINT); nothing was changed"
 
 
 async def rotate_one(
-    backend: SecretsBackend, secret_id: str, options: RotationOptions | None = None
+    backend: SecretsBackend,
+    secret_id: str,
+    options: RotationOptions | None = None,
+    *,
+    pacer: Pacer | None = None,
 ) -> RotationResult:
     """Rotate ``secret_id`` (or plan it, resume it, or say why not). Never raises for a rotation problem:
-    the result says what happened. Logs one line (``agent.rotation.engine``) and one audit event."""
+    the result says what happened. Logs one line (``agent.rotation.engine``) and one audit event.
+    ``pacer``: wait for this rotation's turn before its first write (``stopped`` when its stop is set
+    first)."""
     options = options or RotationOptions()
-    rotation = _Rotation(backend, secret_id, options)
+    rotation = _Rotation(backend, secret_id, options, pacer)
     try:
         result = await rotation.run()
+    except Stopped:
+        result = rotation.result("stopped", NOT_STARTED)
     except (SecretsError, LockError, ProviderConfigError) as error:
         result = rotation.result("failed", _one_line(error))
     except Exception as error:  # a bug: report it for this secret and carry on with the others
@@ -88,11 +102,29 @@ async def rotate_one(
 
 
 async def rotate_many(
-    backend: SecretsBackend, secret_ids: Iterable[str], options: RotationOptions | None = None
+    backend: SecretsBackend,
+    secret_ids: Iterable[str],
+    options: RotationOptions | None = None,
+    *,
+    stop: asyncio.Event | None = None,
 ) -> list[RotationResult]:
     """``rotate_one`` for each secret, one after the other (a database is not rotated in parallel with
-    itself, and the order of the table is the order asked)."""
-    return [await rotate_one(backend, secret_id, options) for secret_id in secret_ids]
+    itself, and the order of the table is the order asked), paced by ``options.pacing``.
+
+    ``stop`` set (SIGTERM/SIGINT): the rotation in progress finishes, a wait for the next turn ends, and
+    every secret not started is ``stopped``, untouched.
+    """
+    options = options or RotationOptions()
+    pacer = Pacer(options.pacing, stop) if options.pacing is not None else None
+    results: list[RotationResult] = []
+    for secret_id in secret_ids:
+        if stop is not None and stop.is_set():
+            result = RotationResult(secret_id, None, None, None, "stopped", NOT_STARTED)
+            _report(backend, result, options)
+            results.append(result)
+            continue
+        results.append(await rotate_one(backend, secret_id, options, pacer=pacer))
+    return results
 
 
 def _one_line(error: BaseException) -> str:
@@ -101,7 +133,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _report(backend: SecretsBackend, result: RotationResult, options: RotationOptions) -> None:
-    level = logging.INFO if result.ok else logging.ERROR
+    level = logging.INFO if result.ok else logging.WARNING if result.result == "stopped" else logging.ERROR
     log.log(
         level,
         "rotation %s: %s %s",
@@ -134,10 +166,13 @@ def _report(backend: SecretsBackend, result: RotationResult, options: RotationOp
 class _Rotation:
     """One call of ``rotate_one``: the state of the rotation of one secret in this process."""
 
-    def __init__(self, backend: SecretsBackend, secret_id: str, options: RotationOptions) -> None:
+    def __init__(
+        self, backend: SecretsBackend, secret_id: str, options: RotationOptions, pacer: Pacer | None = None
+    ) -> None:
         self.backend = backend
         self.secret_id = secret_id
         self.options = options
+        self.pacer = pacer
         self.secret_type: SecretType | None = None
         self.choice: ProviderChoice | None = None
         self.old_version: str | None = None
@@ -178,6 +213,11 @@ class _Rotation:
     def now(self) -> datetime:
         return (self.options.now or datetime.now(UTC)).astimezone(UTC)
 
+    def _added(self) -> None:
+        """A version was added (or an add tried): the fleet fetches it, the pacing counts from now."""
+        if self.pacer is not None:
+            self.pacer.added()
+
     # -- deciding ----------------------------------------------------------------------------------
 
     async def run(self) -> RotationResult:
@@ -210,6 +250,10 @@ class _Rotation:
         provider = self.choice.build(self.secret_type)
         if self.options.dry_run:
             return self._plan(info, current, existing, stale)
+        if self.pacer is not None:
+            # The first write is next: wait for this rotation's turn. The secret as read may have moved
+            # meanwhile; the lock's etag check and the look after it (_locked) catch that.
+            await self.pacer.turn(self.secret_id)
         acquired = await RotationLock.acquire(
             self.backend,
             self.secret_id,
@@ -306,7 +350,10 @@ class _Rotation:
             await self._guarded(provider.apply(ctx, new_value))
             failed_step = "add"
             await lock.update(step="add")
-            added = await self.backend.add_version(self.secret_id, new_value)
+            try:
+                added = await self.backend.add_version(self.secret_id, new_value)
+            finally:
+                self._added()
             self.new_version = added.version
             failed_step = "validate"
             await lock.update(step="validate", new_version=added.version)
@@ -423,7 +470,10 @@ class _Rotation:
         if newest.version != self.new_version:
             newer = newest.version.isdigit() and self.new_version.isdigit()
             return newest.version if newer and int(newest.version) > int(self.new_version) else None
-        added = await self.backend.add_version(self.secret_id, ctx.old_value)
+        try:
+            added = await self.backend.add_version(self.secret_id, ctx.old_value)
+        finally:
+            self._added()
         return added.version
 
     # -- resuming ----------------------------------------------------------------------------------

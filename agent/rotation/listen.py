@@ -18,7 +18,11 @@ rotates nothing itself. The listener subscribes and rotates the secret each even
 * A subscription that cannot be set up at start is an error (exit non-zero, with the reason). Later
   failures (Pub/Sub unreachable, the stream ending, our subscription gone) are logged as warnings and
   retried with backoff; ours is created again if it is gone.
-* SIGTERM/SIGINT: stop pulling, let the rotation in progress finish, give unhandled messages back, exit 0.
+* Rotations are paced as ``rotate``'s are (``RotationOptions.pacing``, ``agent.rotation.pacing``): events
+  that arrive together (several secrets falling due in the same minute) are rotated ``spacing`` apart, so
+  the fleet's fetches of the new versions stay within its access budget.
+* SIGTERM/SIGINT: stop pulling, let the rotation in progress finish (one waiting for its turn is not
+  started, and its event is given back), give unhandled messages back, exit 0.
 
 The subscription itself (create, pull, reconnect, give back, delete) is ``agent.sources.pubsub``'s
 ``Subscription``, the agent's own event feed's too; this module only says which events mean "rotate this
@@ -43,6 +47,7 @@ from agent.core.retry import Backoff
 from agent.errors import AgentError
 from agent.observe.logs import fields
 from agent.rotation.engine import rotate_one
+from agent.rotation.pacing import Pacer
 from agent.rotation.results import RotationOptions, RotationResult
 from agent.secrets.interface import SecretsBackend
 from agent.sources.events import new_subscription_name, parse_event
@@ -105,11 +110,14 @@ class Listener:
         self._inbox: asyncio.Queue[tuple[Subscription, Message]] = asyncio.Queue()
         self.ready = asyncio.Event()
         """Set once every subscription exists and is being pulled (tests wait on it)."""
+        self._pacer: Pacer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         require_pubsub()
+        pacing = self.options.rotation.pacing
+        self._pacer = Pacer(pacing, stop) if pacing is not None else None
         self._subscriptions = self._new_subscriptions()
         pumps: list[asyncio.Task[None]] = []
         try:
@@ -226,7 +234,10 @@ class Listener:
             if secret_id is not None:
                 published = _publish_time(message)
                 options = replace(self.options.rotation, skip_if_rotated_after=published)
-                result = await rotate_one(self.backend, secret_id, options)
+                result = await rotate_one(self.backend, secret_id, options, pacer=self._pacer)
+                if result.result == "stopped":
+                    message.nack()  # never started: another listener (or this one, restarted) rotates it
+                    return
                 self.handled += 1
                 if self.on_result is not None:
                     self.on_result(result)

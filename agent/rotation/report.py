@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.rotation.results import RotationResult
 from agent.rotation.status import STATUS_HEADERS, StatusRow
@@ -47,17 +47,19 @@ def results_table(results: Sequence[RotationResult]) -> str:
     return table(RESULT_HEADERS, rows)
 
 
-def results_json(results: Sequence[RotationResult]) -> str:
+def results_json(results: Sequence[RotationResult], pacing: Mapping[str, object] | None = None) -> str:
+    """``{"results", "summary", "ok"}``, and ``pacing`` when given (the plan of ``--dry-run``)."""
     summary: dict[str, int] = {}
     for r in results:
         summary[r.result] = summary.get(r.result, 0) + 1
-    return (
-        json.dumps(
-            {"results": [r.to_json() for r in results], "summary": summary, "ok": all(r.ok for r in results)},
-            indent=2,
-        )
-        + "\n"
-    )
+    document: dict[str, object] = {
+        "results": [r.to_json() for r in results],
+        "summary": summary,
+        "ok": all(r.ok for r in results),
+    }
+    if pacing is not None:
+        document["pacing"] = dict(pacing)
+    return json.dumps(document, indent=2) + "\n"
 
 
 def status_table(rows: Sequence[StatusRow]) -> str:

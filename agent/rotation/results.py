@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Final, Literal
 
 from agent.rotation.config import RotationConfig
+from agent.rotation.pacing import Pacing
 from agent.secrets.types import SecretType
 
-Outcome = Literal["rotated", "rolled-back", "failed", "skipped", "not-due", "locked", "planned"]
+Outcome = Literal["rotated", "rolled-back", "failed", "skipped", "not-due", "locked", "planned", "stopped"]
 OK_OUTCOMES: Final = frozenset({"rotated", "skipped", "not-due", "locked", "planned"})
 """Results that do not make ``rotate`` exit non-zero. ``locked``: another run is rotating that secret right
-now; that is not a failure of this run (the table says who holds it)."""
+now; that is not a failure of this run (the table says who holds it). ``stopped`` (SIGTERM/SIGINT came before
+the secret's turn: nothing of it was changed) is not OK: the run did not do all it was asked."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class RotationOptions:
     duplicate SECRET_ROTATE for a secret that was rotated since)."""
     heartbeat: timedelta | None = None
     """How often the lock is refreshed while a step runs; default a third of ``lock_timeout``."""
+    pacing: Pacing | None = None
+    """Start consecutive rotations this far apart (``agent.rotation.pacing``: ``rotate_many`` and the
+    listener keep the schedule); None = no pacing (one rotation: the Python API)."""
 
 
 @dataclass(frozen=True)
