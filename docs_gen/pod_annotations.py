@@ -43,6 +43,45 @@ MEANINGS: dict[str, tuple[str | None, str]] = {
     ),
     "image": ("image reference", "Image of the injected containers. Default: the webhook's ``--image``."),
     "project": (None, "Default project for short secret references. Default: the webhook's ``--project``."),
+    "gcp-credentials-configmap": (
+        "ConfigMap name",
+        "Workload Identity Federation off GKE: the ConfigMap (in the pod's namespace) whose "
+        f"``{settings.CREDENTIALS_KEY}`` is the credential configuration (what ``gcloud iam "
+        "workload-identity-pools create-cred-config`` writes). Its volume "
+        f"``{settings.CREDENTIALS_VOLUME}`` (that key only) is mounted read-only at "
+        f"``{settings.CREDENTIALS_DIR}`` in the injected containers, never the app's, and the agent reads "
+        f"``{settings.CREDENTIALS_FILE}``. Not with ``gcp-credentials-file``.",
+    ),
+    "gcp-token-audience": (
+        "audience",
+        "A projected service account token with this audience (the pool provider's, by default "
+        "``https://iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/"
+        f"PROVIDER``), rewritten by the kubelet (``expirationSeconds: {settings.TOKEN_EXPIRATION}``): the "
+        f"volume ``{settings.TOKEN_VOLUME}``, mounted read-only at ``{settings.TOKEN_DIR}`` in the injected "
+        f"containers. The credential configuration must read ``{settings.TOKEN_FILE}`` (``create-cred-config "
+        f"--credential-source-file={settings.TOKEN_FILE}``). Needs ``gcp-credentials-configmap`` or "
+        "``gcp-credentials-file``.",
+    ),
+    "gcp-credentials-file": (
+        "absolute path in the agent's containers",
+        "A credential configuration or key file the injected containers have already (built into a custom "
+        "``image``); for one in a ConfigMap, ``gcp-credentials-configmap`` instead.",
+    ),
+    "gcp-impersonate-service-account": (
+        None,
+        "Call Secret Manager as this service account, impersonated with the pod's own credentials (which "
+        "need ``roles/iam.serviceAccountTokenCreator`` on it).",
+    ),
+    "gcp-delegates": (
+        "service account emails, separated by commas or spaces",
+        "The delegation chain to ``gcp-impersonate-service-account``, in order; needs it.",
+    ),
+    "gcp-quota-project": (None, "The project Secret Manager calls count against (quota and billing)."),
+    "gcp-iam-endpoint": (
+        None,
+        "Where impersonation asks for tokens instead of Google's IAM Credentials (a private endpoint); only "
+        "with an impersonated account. A refusal never quotes it.",
+    ),
     "output-path": (
         "absolute directory",
         "Where the memory-backed volume is mounted, in the agent and in every container that gets it. "
@@ -109,6 +148,16 @@ MEANINGS: dict[str, tuple[str | None, str]] = {
         "``true`` | ``false``",
         "``false``: no file or variable of its own; the secret only feeds its key outputs and the templates.",
     ),
+    "secret-<name>-impersonate-service-account": (
+        None,
+        "Fetch this secret as this service account (a secret another team owns), in place of "
+        "``gcp-impersonate-service-account``. The annotation's name leaves 28 characters for ``<name>``.",
+    ),
+    "secret-<name>-delegates": (
+        "service account emails, separated by commas or spaces",
+        "The delegation chain to the secret's own account, in order (``gcp-delegates`` is not inherited); "
+        "needs ``-impersonate-service-account``.",
+    ),
     "secret-<name>-key-outputs": (
         "YAML or JSON list",
         "More outputs from the same payload: a list of mappings with "
@@ -130,8 +179,10 @@ MEANINGS: dict[str, tuple[str | None, str]] = {
     ),
 }
 
-# The settings the per-item annotations set that agent_config writes without a table of its own.
+# The settings the per-item annotations (and gcp-credentials-configmap) set that agent_config writes without
+# a table of its own.
 _ITEM_SETTINGS = {
+    "gcp-credentials-configmap": ("gcp.credentials_file",),
     "secret-<name>": ("secrets[].name", "secrets[].ref"),
     "secret-<name>-deliver": ("secrets[].deliver",),
     "secret-<name>-key-outputs": ("secrets[].keys",),

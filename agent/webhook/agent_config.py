@@ -20,6 +20,7 @@ from agent.config import CONFIG_YAML_ENV, Config, load_config
 from agent.errors import ConfigError
 from agent.webhook.limits import MAX_SECRETS, shown_value
 from agent.webhook.problems import Located, Problems, prefixed, translate
+from agent.webhook.settings import CREDENTIALS_FILE
 from agent.webhook.shaping import (
     KEY_OUTPUT_FIELDS,
     SECRET_KEY,
@@ -44,6 +45,11 @@ _CONFIG_PATHS = {
     "notify.command": "reload-command",
     "output_dir": "output-path",
     "env_file": "env-file",
+    "gcp.credentials_file": "gcp-credentials-file",
+    "gcp.impersonate_service_account": "gcp-impersonate-service-account",
+    "gcp.delegates": "gcp-delegates",
+    "gcp.quota_project": "gcp-quota-project",
+    "gcp.iam_endpoint": "gcp-iam-endpoint",
 }
 _SECRET_SETTINGS = {
     "env": "env",
@@ -52,8 +58,12 @@ _SECRET_SETTINGS = {
     "key-path": "key",
     "format": "format",
     "decode": "decode",
+    "impersonate-service-account": "impersonate_service_account",
+    "delegates": "delegates",
 }
-"""Per-secret options whose value is the setting's value, text for text: option -> setting."""
+"""Per-secret options whose value is the setting's value, text for text: option -> setting. A delegation
+chain stays the text of its annotation (emails separated by commas or spaces), which the agent's loader
+reads as it reads ``SECRETS_AGENT_GCP_DELEGATES``: one reading of it, the agent's."""
 _PLACEHOLDER_REF = "projects/placeholder-project/secrets/refused"
 """The reference of a secret whose annotations were refused already: it stays in the configuration the
 loader checks (not delivered, so it claims no file and no variable), so that the templates naming it are
@@ -103,6 +113,18 @@ def agent_config(
     if "events-topic" in ours:
         config["events"] = {"topic": ours["events-topic"]}
     located = Located({path: (key, "") for path, key in _CONFIG_PATHS.items() if key in ours})
+    gcp = {
+        path[len("gcp.") :]: ours[key]
+        for path, key in _CONFIG_PATHS.items()
+        if path.startswith("gcp.") and key in ours
+    }
+    if "gcp-credentials-configmap" in ours:
+        # Mounted by the webhook (mutate); a gcp-credentials-file beside it is refused (annotations).
+        gcp["credentials_file"] = CREDENTIALS_FILE
+        located.paths["gcp.credentials_file"] = ("gcp-credentials-configmap", "")
+    if gcp:
+        config["gcp"] = gcp
+    _check_identities({name: s for name, s in secrets.items() if not s.refused}, problems)
     config["secrets"] = [
         _secret_item(f"secrets[{index}]", secret, delivered, key_outputs, default_mode, located)
         for index, secret in enumerate(secrets.values())
@@ -195,6 +217,19 @@ def _template_item(where: str, template: Item, default_mode: str, located: Locat
         for path in [f"{where}.secrets"] + [f"{where}.secrets[{i}]" for i in range(len(names))]:
             located.paths[path] = (f"{base}-secrets", "")
     return item
+
+
+def _check_identities(secrets: Mapping[str, Item], problems: Problems) -> None:
+    """A secret's ``-delegates`` without its ``-impersonate-service-account``, named by annotation (the
+    loader would name the configuration's paths)."""
+    for secret in secrets.values():
+        if "delegates" in secret.options and "impersonate-service-account" not in secret.options:
+            base = SECRET_KEY + secret.name
+            problems.add(
+                f"{base}-delegates",
+                f"needs {prefixed(base + '-impersonate-service-account')}: a delegation chain leads to an "
+                "impersonated account",
+            )
 
 
 def _env_file(value: str, secrets: Mapping[str, Item], problems: Problems) -> str:

@@ -3,7 +3,8 @@ annotation (pure: no I/O, no clock). The entry point of the webhook's reading of
 
 This module reads what applies to the whole pod: the bounds on all our annotations together, the checks
 every annotation gets (``limits``), the pod-wide keys (``GLOBAL_KEYS``: mode, image, output path, mounted
-containers, resources, reload), the ids the injected containers run as, and unknown keys. The rest has a
+containers, resources, reload, the Google identity), the volumes the webhook adds (and the pod's own volumes
+of the same names), the ids the injected containers run as, and unknown keys. The rest has a
 module of its own: the per-secret and per-template annotations (``shaping``), the agent configuration the
 plan carries and its check by the agent's own loader (``agent_config``), and the problems, with the
 translation of the configuration's problem paths back to annotation names (``problems``).
@@ -38,10 +39,18 @@ from agent.webhook.quantity import parse_quantity
 from agent.webhook.settings import (
     AGENT_CONTAINER,
     AGENT_USER,
+    CREDENTIALS_DIR,
+    CREDENTIALS_FILE,
+    CREDENTIALS_KEY,
+    CREDENTIALS_VOLUME,
     INIT_CONTAINER,
     INJECTED,
     INJECTION_MODES,
     PREFIX,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    TOKEN_VOLUME,
+    VOLUME,
     InjectionMode,
     InjectorSettings,
     Resources,
@@ -63,6 +72,13 @@ GLOBAL_KEYS = (
     "mode",
     "image",
     "project",
+    "gcp-credentials-configmap",
+    "gcp-token-audience",
+    "gcp-credentials-file",
+    "gcp-impersonate-service-account",
+    "gcp-delegates",
+    "gcp-quota-project",
+    "gcp-iam-endpoint",
     "output-path",
     "env-file",
     "containers",
@@ -85,6 +101,20 @@ _RESOURCE_KEYS = {
     "memory-limit": "memory_limit",
 }
 _IMAGE = re.compile(r"[^\s]+")
+_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+"""A ConfigMap's name (a DNS subdomain: at most 253 characters, ``limits.MAX_VALUE``)."""
+_IMPERSONATES = "-impersonate-service-account"
+_VOLUME_KEYS = {
+    VOLUME: "inject",
+    CREDENTIALS_VOLUME: "gcp-credentials-configmap",
+    TOKEN_VOLUME: "gcp-token-audience",
+}
+"""The volumes the webhook adds -> the annotation that asks for each."""
+_VOLUME_USES = {
+    VOLUME: "its volume for the secrets",
+    CREDENTIALS_VOLUME: "its volume for the credential configuration",
+    TOKEN_VOLUME: "its volume for the projected service account token",
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +137,12 @@ class Injection:
     """The injected containers' user and group (see ``_identity``)."""
     size_limit: str = "16Mi"
     """``sizeLimit`` of the memory-backed volume."""
+    credentials_configmap: str | None = None
+    """A ConfigMap whose ``credentials.json`` is mounted read-only at ``CREDENTIALS_DIR`` in the injected
+    containers (``gcp-credentials-configmap``); the configuration's ``gcp.credentials_file`` names it."""
+    token_audience: str | None = None
+    """The audience of a projected service account token mounted read-only at ``TOKEN_DIR`` in the injected
+    containers (``gcp-token-audience``), the subject token of Workload Identity Federation."""
     warnings: tuple[str, ...] = ()
     """Shown to whoever created the pod (AdmissionResponse warnings)."""
 
@@ -189,6 +225,9 @@ class _Reader:
         output_path = self._output_path(ours.get("output-path", DEFAULT_OUTPUT_PATH))
         mounted = self._mounted(ours.get("containers"), output_path)
         resources = self._resources(ours)
+        warnings: list[str] = []
+        self._identity_settings(ours, output_path, warnings)
+        self._volumes(ours, output_path)
         if "reload-signal" in self.present and "reload-process" not in self.present:
             self.problems.add(
                 "reload-signal",
@@ -203,7 +242,6 @@ class _Reader:
         user = app_user or AGENT_USER
         group = fs_group or app_group or AGENT_USER
         private = app_user is not None or app_group is not None or fs_group is not None
-        warnings: list[str] = []
         if not private:
             warnings.append(
                 "secrets-agent: the pod declares no runAsUser, runAsGroup or fsGroup, so secret files are "
@@ -232,6 +270,8 @@ class _Reader:
             user=user,
             group=group,
             size_limit=self.settings.volume_size,
+            credentials_configmap=ours.get("gcp-credentials-configmap"),
+            token_audience=ours.get("gcp-token-audience"),
             warnings=tuple(warnings),
         )
 
@@ -276,13 +316,7 @@ class _Reader:
         return self.settings.default_mode
 
     def _output_path(self, value: str) -> str:
-        if (
-            not value.startswith("/")
-            or value == "/"
-            or value.startswith("//")  # normpath keeps a leading "//" (POSIX leaves its meaning open)
-            or posixpath.normpath(value) != value
-            or ".." in value.split("/")
-        ):
+        if not _normal_absolute(value):
             self.problems.add(
                 "output-path",
                 f"expected an absolute, normalised directory such as /secrets, got {shown_value(value)}",
@@ -319,6 +353,110 @@ class _Reader:
                     )
         return mounted
 
+    def _identity_settings(self, ours: Mapping[str, str], output_path: str, warnings: list[str]) -> None:
+        """The ``gcp-*`` annotations' checks that the agent's loader cannot make: what the pod must hold
+        (a ConfigMap's name, a token's audience, a file's path in the pod) and which of them go together.
+        The values of the settings themselves (emails, a project, a URL) are the loader's to check."""
+        configmap = ours.get("gcp-credentials-configmap")
+        if configmap is not None and not _CONFIGMAP_NAME.fullmatch(configmap):
+            self.problems.add(
+                "gcp-credentials-configmap",
+                "expected the name of a ConfigMap in the pod's namespace (lowercase letters, digits, '-' "
+                f"and '.'), got {shown_value(configmap)}",
+            )
+        if "gcp-credentials-configmap" in self.present and "gcp-credentials-file" in self.present:
+            self.problems.add(
+                "gcp-credentials-file",
+                f"set either this or {prefixed('gcp-credentials-configmap')} (whose {CREDENTIALS_KEY} the "
+                f"agent reads at {CREDENTIALS_FILE}), not both",
+            )
+        file = ours.get("gcp-credentials-file")
+        if file is not None:
+            if not _normal_absolute(file):
+                self.problems.add(
+                    "gcp-credentials-file",
+                    "expected an absolute, normalised path in the agent's containers such as "
+                    f"/etc/gcp/credentials.json, got {shown_value(file)}",
+                )
+            elif file == output_path or file.startswith(output_path.rstrip("/") + "/"):
+                self.problems.add(
+                    "gcp-credentials-file",
+                    f"{shown_value(file)} is inside the output path {output_path}, which holds only what the "
+                    "agent writes",
+                )
+        audience = ours.get("gcp-token-audience")
+        if audience is not None:
+            if not _IMAGE.fullmatch(audience):
+                self.problems.add(
+                    "gcp-token-audience",
+                    "expected the audience the workload identity pool provider allows, without spaces, "
+                    f"such as https://iam.googleapis.com/projects/NUMBER/locations/global/"
+                    f"workloadIdentityPools/POOL/providers/PROVIDER, got {shown_value(audience)}",
+                )
+            elif audience.startswith("//iam.googleapis.com/"):
+                # The credential configuration's audience, not the token's: the commonest mix-up of the two.
+                warnings.append(
+                    f"secrets-agent: {prefixed('gcp-token-audience')} starts with //iam.googleapis.com/, as "
+                    "the credential configuration's audience does; a pool provider allows tokens for "
+                    "https://iam.googleapis.com/ + its name unless it was given other --allowed-audiences"
+                )
+        credentials = {"gcp-credentials-configmap", "gcp-credentials-file"} & self.present
+        if "gcp-token-audience" in self.present and not credentials:
+            self.problems.add(
+                "gcp-token-audience",
+                f"needs {prefixed('gcp-credentials-configmap')} (or {prefixed('gcp-credentials-file')}): "
+                f"the credential configuration tells google-auth to read the token at {TOKEN_FILE}",
+            )
+        if "gcp-delegates" in self.present and "gcp-impersonate-service-account" not in self.present:
+            self.problems.add(
+                "gcp-delegates",
+                f"needs {prefixed('gcp-impersonate-service-account')}: a delegation chain leads to an "
+                "impersonated account",
+            )
+        impersonates = any(
+            key == "gcp-impersonate-service-account"
+            or (key.startswith(SECRET_KEY) and key.endswith(_IMPERSONATES))
+            for key in self.present
+        )
+        if "gcp-iam-endpoint" in self.present and not impersonates:
+            self.problems.add(
+                "gcp-iam-endpoint",
+                f"only used to impersonate a service account ({prefixed('gcp-impersonate-service-account')} "
+                f"or {prefixed('secret-<name>' + _IMPERSONATES)})",
+            )
+
+    def _volumes(self, ours: Mapping[str, str], output_path: str) -> None:
+        """A pod volume named like one the webhook adds is refused, naming the annotation that asks for
+        ours: two volumes of one name are a pod the API server refuses, less clearly. So is an output path
+        at or around the identity's mounts in the agent's containers (one mount inside the directory the
+        agent swaps its snapshots in, or two at one path)."""
+        wanted = [VOLUME]
+        wanted += [CREDENTIALS_VOLUME] if "gcp-credentials-configmap" in ours else []
+        wanted += [TOKEN_VOLUME] if "gcp-token-audience" in ours else []
+        for volume, directory in ((CREDENTIALS_VOLUME, CREDENTIALS_DIR), (TOKEN_VOLUME, TOKEN_DIR)):
+            if volume in wanted and _overlap(output_path, directory):
+                self.problems.add(
+                    "output-path",
+                    f"{output_path} and {directory}, where {prefixed(_VOLUME_KEYS[volume])} mounts "
+                    f"{_VOLUME_USES[volume]} in the agent's containers, would be one "
+                    "inside the other",
+                )
+        spec = self.pod.get("spec") or {}
+        volumes = spec.get("volumes")
+        # Whatever a pod holds (the API server checks the shape after us): only names that are text count.
+        names = {
+            volume.get("name")
+            for volume in (volumes if isinstance(volumes, list) else [])
+            if isinstance(volume, Mapping) and isinstance(volume.get("name"), str)
+        }
+        for volume in wanted:
+            if volume in names:
+                self.problems.add(
+                    _VOLUME_KEYS[volume],
+                    f"the pod already has a volume named {shown_value(volume)}, which the webhook gives "
+                    f"{_VOLUME_USES[volume]}: rename the pod's volume",
+                )
+
     def _resources(self, ours: Mapping[str, str]) -> Resources:
         defaults = self.settings.resources
         values: dict[str, str | None] = {
@@ -346,6 +484,23 @@ class _Reader:
                     f"{values[f'{resource}_limit']}",
                 )
         return Resources(**values)
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Two absolute directories that are one, or one inside the other."""
+    a, b = first.rstrip("/") + "/", second.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
+def _normal_absolute(value: str) -> bool:
+    """An absolute, normalised path other than ``/``."""
+    return (
+        value.startswith("/")
+        and value != "/"
+        and not value.startswith("//")  # normpath keeps a leading "//" (POSIX leaves its meaning open)
+        and posixpath.normpath(value) == value
+        and ".." not in value.split("/")
+    )
 
 
 def _suggestion(key: str) -> str | None:

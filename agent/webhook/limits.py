@@ -39,9 +39,9 @@ filter chains) took 95 to 135 ms; 1 KiB keeps the review under the 100 ms of ``b
 MAX_PATH_PARTS = 16
 """Components of a file path (``secret-<name>-file``, ``env-file``): checking that no path lies inside
 another costs the square of the depth."""
-OPTIONS_PER_SECRET = 8
-"""``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``
-(``shaping.SECRET_OPTIONS``)."""
+OPTIONS_PER_SECRET = 10
+"""``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``,
+``-impersonate-service-account``, ``-delegates`` (``shaping.SECRET_OPTIONS``)."""
 OPTIONS_PER_TEMPLATE = 5
 """``-env``, ``-file``, ``-mode``, ``-format``, ``-secrets`` (``shaping.TEMPLATE_OPTIONS``)."""
 MAX_KEY_LENGTH = 63
@@ -66,11 +66,18 @@ MAX_VALUE: dict[str, int] = {
     # (1,000 '(' exhaust its stack), and the agent's loader compiles the pattern.
     "reload-url": 2048,
     "reload-command": 4096,
+    "gcp-credentials-file": 1024,
+    "gcp-credentials-configmap": 253,  # a ConfigMap's name: a DNS subdomain
+    "gcp-token-audience": 1024,
+    "gcp-iam-endpoint": 2048,
+    # A delegation chain: at most 16 emails (the agent's MAX_DELEGATES) of 254 characters, and separators.
+    "gcp-delegates": 4096,
     # Per-secret and per-template annotations, by their pattern (``shaping.pattern_of``).
     "secret-<name>-key-path": 1024,  # the agent's own limit of a key path (MAX_KEY_PATH_CHARS)
     "secret-<name>-key-outputs": 4096,  # a YAML or JSON list of about 64 short items
     "template-<name>": MAX_TEMPLATE_TEXT,
     "template-<name>-secrets": 4096,  # comma-separated secret names of about 60 characters
+    "secret-<name>-delegates": 4096,  # as gcp-delegates
 }
 MAX_REFERENCE = 512
 """A ``secret-<name>`` reference: ``projects/<30>/locations/<L>/secrets/<255>/versions/<V>`` fits."""

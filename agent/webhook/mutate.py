@@ -11,7 +11,12 @@ What a pod that asked for injection gets:
   complete, because native sidecars do not keep a pod alive;
 * ``init`` mode: only the init container;
 * the agent configuration as ``SECRETS_AGENT_CONFIG_YAML``, a restricted security context, resources,
-  probes; ``shareProcessNamespace`` when a signal reload was asked for; the ``status: injected`` marker.
+  probes; ``shareProcessNamespace`` when a signal reload was asked for; the ``status: injected`` marker;
+* Workload Identity Federation off GKE, mounted read-only into the injected containers only (the app never
+  sees them): the ConfigMap of ``gcp-credentials-configmap`` (its ``credentials.json`` only) at
+  ``/etc/secrets-agent``, and for ``gcp-token-audience`` a ``projected`` service account token with that
+  audience at ``/var/run/secrets/tokens/gcp/token``, the paths of the hand-written manifests
+  (k8s/examples/workload-identity-federation), so that one credential configuration serves both.
 """
 
 from __future__ import annotations
@@ -29,10 +34,17 @@ from agent.webhook.annotations import (
 )
 from agent.webhook.settings import (
     AGENT_CONTAINER,
+    CREDENTIALS_DIR,
+    CREDENTIALS_KEY,
+    CREDENTIALS_VOLUME,
     INIT_CONTAINER,
     INJECTED,
     PROBES_PORT,
     STATUS_ANNOTATION,
+    TOKEN_DIR,
+    TOKEN_EXPIRATION,
+    TOKEN_PATH,
+    TOKEN_VOLUME,
     VOLUME,
     InjectorSettings,
 )
@@ -79,8 +91,28 @@ def _operations(pod: Mapping[str, Any], injection: Injection) -> list[Operation]
                 ops.append(
                     _append(f"/spec/{field_name}/{index}/volumeMounts", container.get("volumeMounts"), mount)
                 )
-    volume = {"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": injection.size_limit}}
-    ops.append(_append("/spec/volumes", spec.get("volumes"), volume))
+    volumes: list[dict[str, Any]] = [
+        {"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": injection.size_limit}}
+    ]
+    if injection.credentials_configmap is not None:
+        items = [{"key": CREDENTIALS_KEY, "path": CREDENTIALS_KEY}]  # a missing key: the kubelet says so
+        volumes.append(
+            {
+                "name": CREDENTIALS_VOLUME,
+                "configMap": {"name": injection.credentials_configmap, "items": items},
+            }
+        )
+    if injection.token_audience is not None:
+        token = {
+            "audience": injection.token_audience,
+            "expirationSeconds": TOKEN_EXPIRATION,
+            "path": TOKEN_PATH,
+        }
+        volumes.append({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}})
+    if isinstance(spec.get("volumes"), list):
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": volume} for volume in volumes]
+    else:
+        ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
     if injection.mode in ("sidecar", "init"):
         ops.append(_prepend("/spec/initContainers", spec.get("initContainers"), _init_container(injection)))
     if injection.mode == "native":
@@ -133,10 +165,20 @@ def _base(name: str, command: str, injection: Injection) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": VOLUME, "mountPath": injection.output_path}],
+        "volumeMounts": _agent_mounts(injection),
         # `init` prints one line per failed secret: `kubectl describe pod` shows them.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def _agent_mounts(injection: Injection) -> list[dict[str, Any]]:
+    """The injected containers' mounts: the secrets' volume (written), and the identity's (read-only)."""
+    mounts: list[dict[str, Any]] = [{"name": VOLUME, "mountPath": injection.output_path}]
+    if injection.credentials_configmap is not None:
+        mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    if injection.token_audience is not None:
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
+    return mounts
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from agent.webhook.limits import MAX_PROBLEM_TEXT, MAX_SHOWN, shortened
 from agent.webhook.settings import PREFIX
 
 NOT_SHOWN = "(value not shown)"
-_UNQUOTED = ("reload-url", "reload-command")
+_UNQUOTED = ("reload-url", "reload-command", "gcp-iam-endpoint")
 """Annotations whose value may carry a credential (a URL's user:password, a token on a command line); the
 ``secret-<name>`` references join them (``Located.references``), since a secret's value pasted in place of
 its reference is the likeliest mistake of all. A refusal names these annotations without quoting their

@@ -21,6 +21,30 @@ INIT_CONTAINER = "secrets-agent-init"
 VOLUME = "secrets-agent"
 """The memory-backed emptyDir the secrets are written to."""
 
+# Workload Identity Federation off GKE (``gcp-credentials-configmap``, ``gcp-token-audience``): the volumes
+# go into the injected containers only, at the paths of the hand-written manifests
+# (k8s/examples/workload-identity-federation), so that one credential configuration serves both ways.
+CREDENTIALS_VOLUME = "secrets-agent-gcp-credentials"
+"""The ConfigMap volume holding the credential configuration (``gcp-credentials-configmap``)."""
+CREDENTIALS_KEY = "credentials.json"
+"""The ConfigMap's key that holds the credential configuration (the only one mounted)."""
+CREDENTIALS_DIR = "/etc/secrets-agent"
+"""Where the ConfigMap volume is mounted, read-only, in the injected containers."""
+CREDENTIALS_FILE = f"{CREDENTIALS_DIR}/{CREDENTIALS_KEY}"
+"""``gcp.credentials_file`` of a pod with ``gcp-credentials-configmap``."""
+TOKEN_VOLUME = "secrets-agent-gcp-token"  # noqa: S105 - a name, not a token
+"""The projected service account token volume (``gcp-token-audience``)."""
+TOKEN_DIR = "/var/run/secrets/tokens/gcp"  # noqa: S105 - a name, not a token
+"""Where the token volume is mounted, read-only, in the injected containers."""
+TOKEN_PATH = "token"  # noqa: S105 - a name, not a token
+"""The token's file name in its volume."""
+TOKEN_FILE = f"{TOKEN_DIR}/{TOKEN_PATH}"
+"""The projected token: the ``credential_source.file`` the credential configuration must name
+(``gcloud iam workload-identity-pools create-cred-config --credential-source-file=...``)."""
+TOKEN_EXPIRATION = 3600
+"""``expirationSeconds`` of the projected token; the kubelet rewrites it at 80 % of that, and google-auth
+reads the file again at every refresh."""
+
 AGENT_USER = 65532
 """The image's non-root user and group, used unless the app's own user or group is known."""
 PROBES_PORT = 8731

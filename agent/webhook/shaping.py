@@ -8,6 +8,9 @@ one annotation per setting of the agent's configuration where a setting is one v
 * ``secret-<name>-key-path``, ``-format``, ``-decode``, ``-deliver``: a secret's ``key``, ``format``,
   ``decode`` and ``deliver``. Not ``-key``: ``secret-api-key`` is a secret named ``api-key`` in every pod
   that uses one, and each option is a suffix a secret's name can no longer end with (``SECRET_OPTIONS``);
+* ``secret-<name>-impersonate-service-account``, ``-delegates``: the identity the secret is fetched as
+  (a secret another team owns), the secret's ``impersonate_service_account`` and ``delegates`` (emails
+  separated by commas or spaces, read by the agent's loader as it reads ``SECRETS_AGENT_GCP_DELEGATES``);
 * ``secret-<name>-key-outputs``: the secret's ``keys``, as one YAML or JSON list
   (``[{key: username, file: db/username, env: DB_USER}]``), the agent's own words for it. One annotation
   per output was the other way, but a key path (``labels["app.kubernetes.io/name"]``, ``/db/0``) cannot
@@ -49,10 +52,24 @@ from agent.webhook.limits import (
 from agent.webhook.problems import Problems, prefixed
 
 SECRET_KEY = "secret-"  # noqa: S105 - an annotation name prefix
-SECRET_OPTIONS = ("env", "file", "mode", "key-path", "format", "decode", "deliver", "key-outputs")
+SECRET_OPTIONS = (
+    "env",
+    "file",
+    "mode",
+    "key-path",
+    "format",
+    "decode",
+    "deliver",
+    "key-outputs",
+    "impersonate-service-account",
+    "delegates",
+)
 """Per-secret options: ``secret-<name>-env`` etc. A secret's own name therefore cannot end in any of them
-(``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``):
-``secret-db-format`` is always the ``format`` of secret ``db``."""
+(``-env``, ``-file``, ``-mode``, ``-key-path``, ``-format``, ``-decode``, ``-deliver``, ``-key-outputs``,
+``-impersonate-service-account``, ``-delegates``): ``secret-db-format`` is always the ``format`` of secret
+``db``. The identity options are the settings' own names, at the cost of the name's length: an annotation
+name has 63 characters after the prefix, so ``secret-<name>-impersonate-service-account`` leaves 28 for
+the secret's name."""
 TEMPLATE_KEY = "template-"
 TEMPLATE_OPTIONS = ("env", "file", "mode", "format", "secrets")
 """Per-template options: ``template-<name>-file`` etc.; a template's name cannot end in any of them."""
@@ -308,9 +325,9 @@ def check_templates(templates: Mapping[str, Item], problems: Problems) -> None:
 
 
 def check_files(secrets: Mapping[str, Item], problems: Problems) -> None:
-    """Secret files the agent keeps for itself (``.token``, ``.notified``, ``..``-names). The loader
-    refuses such an explicit ``file``, but a file named after the secret (``secret-.token``) is never
-    checked as a file, and a path inside a reserved name (``.token/x``) is not a reserved name."""
+    """Secret files the agent keeps for itself (``.token``, ``.notified``, ``.selection``, ``..``-names).
+    The loader refuses such an explicit ``file``, but a file named after the secret (``secret-.token``) is
+    never checked as a file, and a path inside a reserved name (``.token/x``) is not a reserved name."""
     for secret in secrets.values():
         explicit = "file" in secret.options
         path = secret.options.get("file", secret.name)
