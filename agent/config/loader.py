@@ -25,7 +25,7 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
@@ -368,13 +368,32 @@ def _read_keys(
     reader: _Reader, values: dict[str, Any], path: str, claims: list[_Claim]
 ) -> tuple[KeySpec, ...] | None:
     """The ``keys`` of one secret as KeySpecs (claiming their env and file), or None when absent/invalid."""
+
+    def claim(where: str, key_values: Mapping[str, Any]) -> None:
+        claims.append(_Claim(where, {k: v for k in ("env", "file") if (v := key_values.get(k)) is not None}))
+
+    return _read_key_list(reader, values, path, KeySpec, claim)
+
+
+_KeyItem = TypeVar("_KeyItem", KeySpec, SelectKeySpec)
+
+
+def _read_key_list(
+    reader: _Reader,
+    values: dict[str, Any],
+    path: str,
+    kind: type[_KeyItem],
+    claim: Callable[[str, Mapping[str, Any]], None] | None = None,
+) -> tuple[_KeyItem, ...] | None:
+    """``values["keys"]`` (popped) read as ``kind`` items, each with file or env; None when absent/invalid.
+    ``claim`` is told each item's path and values (the env and file it takes), valid or not."""
     raw = values.pop("keys", None)
     if raw is None:
         return None
     if not isinstance(raw, list):
         reader.problems.append(Problem(f"{path}.keys", f"expected a list of keys, got {describe(raw)}"))
         return None
-    keys: list[KeySpec] = []
+    keys: list[_KeyItem] = []
     for index, item in enumerate(raw):
         where = f"{path}.keys[{index}]"
         if not isinstance(item, Mapping):
@@ -383,16 +402,17 @@ def _read_keys(
             )
             continue
         before = len(reader.problems)
-        key_values = reader.section(KeySpec, item, where, layered=False)
+        key_values = reader.section(kind, item, where, layered=False)
         if (
             "key" in key_values
             and not ({"file", "env"} & key_values.keys())
             and len(reader.problems) == before
         ):
             reader.problems.append(Problem(where, "set file, env or both: where should this key go?"))
-        claims.append(_Claim(where, {k: v for k in ("env", "file") if (v := key_values.get(k)) is not None}))
+        if claim is not None:
+            claim(where, key_values)
         if len(reader.problems) == before:
-            keys.append(KeySpec(**key_values))
+            keys.append(kind(**key_values))
     return tuple(keys)
 
 
@@ -516,31 +536,7 @@ def _read_select_keys(
     reader: _Reader, values: dict[str, Any], where: str
 ) -> tuple[SelectKeySpec, ...] | None:
     """A selection's ``keys``, each with file or env."""
-    raw = values.pop("keys", None)
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        reader.problems.append(Problem(f"{where}.keys", f"expected a list of keys, got {describe(raw)}"))
-        return None
-    keys: list[SelectKeySpec] = []
-    for index, item in enumerate(raw):
-        path = f"{where}.keys[{index}]"
-        if not isinstance(item, Mapping):
-            reader.problems.append(
-                Problem(path, f"expected a mapping with key and file or env, got {describe(item)}")
-            )
-            continue
-        before = len(reader.problems)
-        key_values = reader.section(SelectKeySpec, item, path, layered=False)
-        if (
-            "key" in key_values
-            and not ({"file", "env"} & key_values.keys())
-            and len(reader.problems) == before
-        ):
-            reader.problems.append(Problem(path, "set file, env or both: where should this key go?"))
-        if len(reader.problems) == before:
-            keys.append(SelectKeySpec(**key_values))
-    return tuple(keys)
+    return _read_key_list(reader, values, where, SelectKeySpec)
 
 
 def _read_templates(
