@@ -222,32 +222,31 @@ def _optional_choice(*options: str) -> Callable[[object], object]:
     return lambda value: None if value is None else choose(value)
 
 
-def _name_list(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"expected a list of secret names, got {describe(value)}")
-    if len(value) > MAX_TEMPLATE_SECRETS:
-        raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
-    names = tuple(_local_name(item) for item in value)
-    if len(set(names)) != len(names):
-        raise ValueError("a name is listed twice")
-    return names
+def _names_of(what: str) -> Callable[[object], tuple[str, ...]]:
+    """The reader of a template's list of ``what`` names (secrets, selections): local names, at most
+    MAX_TEMPLATE_SECRETS, none twice."""
+
+    def read(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list of {what} names, got {describe(value)}")
+        if len(value) > MAX_TEMPLATE_SECRETS:
+            raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
+        names = tuple(_local_name(item) for item in value)
+        if len(set(names)) != len(names):
+            raise ValueError("a name is listed twice")
+        return names
+
+    return read
+
+
+_name_list = _names_of("secret")
+_selection_list = _names_of("selection")
 
 
 def parse_relative_file(value: object) -> str:
     """A file path inside ``output_dir`` as the loader checks ``secrets[].file`` (relative, no ``..``, no
     reserved name, no backslash), normalised; ValueError naming what is wrong."""
     return _relative_file(value)
-
-
-def _selection_list(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"expected a list of selection names, got {describe(value)}")
-    if len(value) > MAX_TEMPLATE_SECRETS:
-        raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
-    names = tuple(_local_name(item) for item in value)
-    if len(set(names)) != len(names):
-        raise ValueError("a name is listed twice")
-    return names
 
 
 def _file_prefix(value: object) -> str:
