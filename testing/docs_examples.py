@@ -673,8 +673,10 @@ def classify_yaml(document: object) -> tuple[str | None, str]:
     if "apiVersion" in document and "kind" in document:
         return "kubernetes", "apiVersion and kind"
     keys = {str(k) for k in document}
-    agent_only = keys & (_agent_keys() - {"project", "secrets"})
-    rotation_only = keys & (set(ROTATION_KEYS) - {"project", "secrets"})
+    # Keys both files take (project, secrets, gcp, fleet) say nothing about which of the two this is.
+    shared = _agent_keys() & set(ROTATION_KEYS)
+    agent_only = keys & (_agent_keys() - shared)
+    rotation_only = keys & (set(ROTATION_KEYS) - shared)
     faults_only = keys & _fault_keys()
     if agent_only and not rotation_only and not faults_only:
         return "agent-config", f"agent settings {sorted(agent_only)}"

@@ -167,6 +167,28 @@ def test_a_lone_misspelt_setting_is_still_read_as_the_agent_config(
     assert "did you mean 'poll_interval'" in failures(report)
 
 
+def test_an_agent_config_with_settings_the_rotation_config_shares_is_still_the_agents(
+    tmp_path: Path, example_checks: Checks
+) -> None:
+    # fleet (and gcp, project) are keys of both files: they must not make this read as a rotation config.
+    report = run(
+        tmp_path,
+        example_checks,
+        """
+        ```yaml
+        project: demo-project
+        select:
+          - {name: payments, labels: {team: payments}}
+        fleet: {size: 10000}
+        discovery: {grace_period: 5 parsecs}
+        ```
+        """,
+    )
+    text = failures(report)
+    assert "the agent's loader refuses it" in text
+    assert "discovery.grace_period" in text
+
+
 def test_tested_by_a_missing_test_fails_and_an_existing_one_passes(
     tmp_path: Path, example_checks: Checks
 ) -> None:
