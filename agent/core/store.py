@@ -42,6 +42,9 @@ class SnapshotStore:
         self._generation = 0
         self._next_change: asyncio.Future[None] | None = None
         self.health: dict[str, SecretHealth] = {name: SecretHealth() for name in self.specs}
+        self.removal_listeners: list[Callable[[Collection[str]], None]] = []
+        """Called with the names ``remove_specs`` took, in the same step: whoever keeps something per
+        secret (the endpoint's prepared responses, which hold the value) lets it go."""
 
     @property
     def snapshot(self) -> Snapshot:
@@ -100,6 +103,8 @@ class SnapshotStore:
         for name in names:
             self.specs.pop(name, None)
             self.health.pop(name, None)
+        for listener in self.removal_listeners:
+            listener(names)
 
     # A check that was in flight when its secret was removed still reports: it has no health to update.
 

@@ -22,7 +22,7 @@ import base64
 import email.utils
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -219,6 +219,16 @@ class Handlers:
         """Per secret name: the Representation of what was last served."""
         self._files: dict[str, Representation] = {}
         """The same per file path, apart: a path may spell a secret's name (the file of ``db`` is ``db``)."""
+        self._store.removal_listeners.append(self._forget)
+
+    def _forget(self, names: Collection[str]) -> None:
+        """Drop what was prepared for secrets that are no longer served (a selection let them go): their
+        Representations hold the value, which must not outlive the secret in this process. Which files a
+        removed secret made (its own, its keys', templates') is the renderer's business, so every file's is
+        dropped; they are made again on their next read (removals are rare)."""
+        for name in names:
+            self._secrets.pop(name, None)
+        self._files.clear()
 
     def answer_secret(self, request: web.Request, name: str) -> ReadResult | None:
         """What ``get_secret`` answers, when that needs no waiting and no options: a 404, or the value;

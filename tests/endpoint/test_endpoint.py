@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import gc
 import json
+import weakref
 from datetime import datetime
 from importlib.resources import files
+from typing import Any
 
 import aiohttp
 import pytest
 
-from agent.core.model import crc32c
+from agent.core.model import Output, Snapshot, crc32c
 from agent.core.store import SnapshotStore
 from agent.endpoint.application import build_endpoint_app
 from agent.endpoint.handlers import parse_wait
@@ -26,6 +29,7 @@ from tests.endpoint.conftest import (
     Endpoint,
     fetched,
     running_endpoint,
+    spec,
     stop,
 )
 
@@ -424,3 +428,27 @@ async def test_listening_beyond_loopback_logs_a_warning(logs: pytest.LogCaptureF
         await stop(task)
     warnings = [r.getMessage() for r in logs.records if r.levelname == "WARNING"]
     assert any("0.0.0.0, which is not a loopback address" in message for message in warnings)
+
+
+async def test_a_secret_no_longer_served_leaves_no_value_behind(http: aiohttp.ClientSession) -> None:
+    # A selection lets a secret go: what the endpoint prepared for its reads held its value, and must go too.
+    value = b"canary-removed-secret-7f1a"
+    gone = fetched("gone", value, "1")
+    output = Output("secret", "gone", value, "1", crc32c(value), file="gone", fetched_at=FETCHED_AT)
+    watched: list[weakref.ref[Any]] = [weakref.ref(gone), weakref.ref(output)]
+    db = fetched("db", CANARY, "3")
+    db_output = Output("secret", "db", CANARY, "3", crc32c(CANARY), file="db", fetched_at=FETCHED_AT)
+    async with running_endpoint(specs=[spec("db"), spec("gone")], initial=Snapshot()) as endpoint:
+        await endpoint.store.publish(Snapshot({"db": db, "gone": gone}).with_outputs([db_output, output]))
+        del gone, output, value
+        for path in ("/v1/secrets/gone", "/v1/files/gone", "/v1/secrets/db", "/v1/files/db"):
+            async with http.get(endpoint.url(path), headers=endpoint.auth()) as response:
+                assert response.status == 200, path
+        endpoint.store.remove_specs(["gone"])
+        await endpoint.store.publish(Snapshot({"db": db}).with_outputs([db_output]))
+        async with http.get(endpoint.url("/v1/secrets/gone"), headers=endpoint.auth()) as response:
+            assert response.status == 404
+        async with http.get(endpoint.url("/v1/files/db"), headers=endpoint.auth()) as response:
+            assert await response.read() == CANARY
+        gc.collect()
+        assert [ref() for ref in watched] == [None, None], "the endpoint still holds the removed value"
