@@ -172,7 +172,8 @@ async def serve_round(
         sync_settings(config, polling=watched is None),
         on_change=[changed],
         metrics=metrics,
-        heartbeat=liveness.heartbeat("sync", poll_round_budget(config, len(specs))),
+        # Asked at every round: selections add and remove secrets while the agent runs.
+        heartbeat=liveness.heartbeat("sync", lambda: poll_round_budget(config, len(store.specs))),
         renderer=renderer,
     )
     session.syncer = syncer

@@ -341,23 +341,32 @@ class StoreCollector(Collector):
 class Heartbeat:
     """One loop's proof of life. The loop calls ``beat(then_wait)`` each iteration, saying how long it is
     about to wait on purpose; the next beat is then due within ``then_wait + budget`` seconds, where
-    ``budget`` (given at registration) bounds the work of one iteration (e.g. one poll round's calls).
+    ``budget`` (given at registration) bounds the work of one iteration (e.g. one poll round's calls); it
+    may be a function, asked at every beat, for work that grows while the agent runs (a selection adding
+    secrets to the round).
 
     ``then_wait=None`` means the loop now waits for an outside event (a refresh request, a file edit) with
     no deadline: an idle loop is alive. A loop is judged from its first beat on, so a slow start (the
     bootstrap, bounded by its own deadline) never makes the agent look dead.
     """
 
-    def __init__(self, name: str, budget: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if budget <= 0:
-            raise ValueError(f"budget must be positive, got {budget}")
+    def __init__(
+        self, name: str, budget: float | Callable[[], float], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._budget = budget if callable(budget) else (lambda: budget)
+        if self.budget <= 0:
+            raise ValueError(f"budget must be positive, got {self.budget}")
         self.name = name
-        self.budget = budget
         self._clock = clock
         self.last_beat: float | None = None
         """``clock()`` time of the last beat; None before the first."""
         self.due: float | None = None
         """``clock()`` time by which the next beat must come; None before the first beat and while idle."""
+
+    @property
+    def budget(self) -> float:
+        """Seconds one iteration may take, now."""
+        return self._budget()
 
     def beat(self, then_wait: float | None = 0.0) -> None:
         """Alive now; the loop waits ``then_wait`` seconds (None: for an outside event) before working."""
@@ -382,7 +391,7 @@ class Liveness:
         self._clock = clock
         self._hearts: dict[str, Heartbeat] = {}
 
-    def heartbeat(self, name: str, budget: float) -> Heartbeat:
+    def heartbeat(self, name: str, budget: float | Callable[[], float]) -> Heartbeat:
         """Register loop ``name`` (one per name); ``budget`` as in ``Heartbeat``."""
         if name in self._hearts:
             raise ValueError(f"a heartbeat named {name!r} is already registered")

@@ -121,6 +121,23 @@ async def test_healthz_fails_while_a_heartbeat_is_overdue_and_recovers_with_the_
         assert await get_json(base + "/healthz") == (200, {"status": "ok"})
 
 
+def test_a_budget_that_follows_the_work_is_asked_at_every_beat() -> None:
+    # run's sync loop: a selection that adds secrets makes each round longer, and /healthz must allow it.
+    clock = Clock(0.0)
+    liveness = Liveness(clock)
+    secrets = ["db"]
+    heart = liveness.heartbeat("sync", budget=lambda: 5.0 * len(secrets))
+    heart.beat()
+    clock.advance(6.0)
+    assert liveness.problems()[0].startswith("sync: no heartbeat for 6.0s")
+    secrets += ["payments-db", "payments-api"]
+    heart.beat()
+    clock.advance(15.0)
+    assert liveness.problems() == []
+    clock.advance(0.5)
+    assert liveness.problems()[0].startswith("sync: no heartbeat for 15.5s")
+
+
 async def test_healthz_reports_a_poll_loop_stuck_on_a_backend_that_does_not_answer(
     rig: Rig, emulator: EmulatorEndpoints
 ) -> None:
