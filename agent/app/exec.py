@@ -20,12 +20,13 @@ from agent.app.build import (
     select_source,
     sync_settings,
 )
-from agent.config import Config, SecretSpec
+from agent.config import Config
 from agent.core import collector
 from agent.errors import AgentError
 
 if TYPE_CHECKING:
     from agent.core.model import Snapshot
+    from agent.discovery import Discovery
     from agent.sync import Syncer
 
 log = logging.getLogger("agent")
@@ -98,16 +99,18 @@ async def _exec(config: Config, argv: list[str]) -> int:
             return 1
         env = child_environment(os.environ, store.snapshot, specs)
         if config.exec.watch:
-            return await _exec_watch(config, argv, syncer, env, specs)
+            return await _exec_watch(config, argv, syncer, env, discovery)
     finally:
         await source.close()
     exec_replace(argv, env)  # the agent becomes the app: nothing of it is left behind
 
 
 async def _exec_watch(
-    config: Config, argv: list[str], syncer: Syncer, env: dict[str, str], specs: list[SecretSpec]
+    config: Config, argv: list[str], syncer: Syncer, env: dict[str, str], discovery: Discovery | None
 ) -> int:
-    """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal)."""
+    """Supervise the app: it gets every signal; on rotation it is restarted (or sent reload_signal). With
+    selections, their safety re-lists go on (no events here): a secret that comes or goes is a change too,
+    and the app is restarted with the environment of the secrets selected then."""
     from agent.execmode.launch import child_environment
     from agent.execmode.watch import WatchedChild
 
@@ -118,7 +121,7 @@ async def _exec_watch(
         def changed(snapshot: Snapshot) -> None:
             remember_values(snapshot)
             try:
-                new_env = child_environment(os.environ, snapshot, specs)
+                new_env = child_environment(os.environ, snapshot, list(syncer.specs.values()))
             except AgentError as error:  # e.g. a value that is not UTF-8: keep the running app as it is
                 log.error("not restarting the app for this rotation: %s", error)
                 return
@@ -128,9 +131,12 @@ async def _exec_watch(
 
         syncer.on_change.append(changed)
         # The child owns SIGTERM/SIGHUP here (they are forwarded to the app), so polling is the only part.
-        poller = asyncio.create_task(syncer.poll(), name="sync")
+        parts = [asyncio.create_task(syncer.poll(), name="sync")]
+        if discovery is not None:
+            parts.append(asyncio.create_task(discovery.run(syncer), name="discovery"))
         try:
             return await child.wait()
         finally:
-            poller.cancel()
-            await asyncio.gather(poller, *rotations, return_exceptions=True)
+            for part in parts:
+                part.cancel()
+            await asyncio.gather(*parts, *rotations, return_exceptions=True)

@@ -471,6 +471,36 @@ def test_exec_resolves_the_selections_into_the_environment_before_the_app_starts
     assert not dump.exists()  # the app never ran
 
 
+def test_exec_watch_follows_the_selection_and_restarts_the_app_with_a_new_secret(
+    agents: Agents, upstream: Upstream, output_dir: Path, tmp_path: Path
+) -> None:
+    seed(upstream)
+    starts = tmp_path / "starts.jsonl"
+    # The app writes its PAY_ variables once per start, and stops on SIGTERM (the watch's restart).
+    app = (
+        "import json, os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "pay = {k: v for k, v in os.environ.items() if k.startswith('PAY_')}\n"
+        f"open({str(starts)!r}, 'a').write(json.dumps(pay) + '\\n')\n"
+        "time.sleep(120)\n"
+    )
+    config = config_file(tmp_path, output_dir, [PAYMENTS], discovery={"relist_interval": "1s"})
+
+    def started() -> list[dict[str, str]]:
+        return [json.loads(line) for line in starts.read_text().splitlines()] if starts.exists() else []
+
+    agent = agents.start("exec", "-c", config, "--watch", "--", sys.executable, "-c", app)
+    agent.wait_until(lambda: len(started()) == 1, within=20, what="the app")
+    assert started()[0] == {"PAY_DB": "db-value", "PAY_API_KEY": "api-value"}
+
+    create(upstream, "token", "token-value", {"app": "payments"})
+    agent.wait_until(lambda: len(started()) == 2, within=15, what="the app restarted with the new secret")
+    assert started()[1] == {"PAY_DB": "db-value", "PAY_API_KEY": "api-value", "PAY_TOKEN": "token-value"}
+    assert upstream.calls("ListSecrets") >= 2  # the start's listing, then the re-list that found it
+    agent.stop()
+    assert not (output_dir / SELECTION_FILE_NAME).exists()  # exec writes nothing, watching or not
+
+
 def test_dev_on_a_dotenv_file_refuses_selections_as_a_configuration_error(
     agents: Agents, upstream: Upstream, output_dir: Path, tmp_path: Path
 ) -> None:
