@@ -51,7 +51,7 @@ from agent.sources.events import (
     parse_event,
     subscription_filter,
 )
-from agent.sources.pubsub import Connected, Message, NewSubscription, Subscription
+from agent.sources.pubsub import MAX_FILTER_BYTES, Connected, Message, NewSubscription, Subscription
 from agent.sources.selection import SecretListing
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,9 @@ class EventFeed:
         self._selections = list(dict.fromkeys(selections))
         self._project_number = project_number
         self.targets = EventTargets(self.specs, self._resolved)
-        self.filter = self._filter()
-        """The filter a created subscription gets (None: too many secrets for 256 bytes, see above)."""
+        self.filter, self._unfiltered = self._filter()
+        """The filter a created subscription gets (None: too many secrets for 256 bytes, or a selection's
+        project whose number is not known yet; see above), and why there is none."""
         self.creates = config.subscription is None
         """Whether this feed creates (and deletes) its subscription."""
         self.subscription = config.subscription or self._created_name(config.topic, hostname)
@@ -140,16 +141,18 @@ class EventFeed:
             ttl_seconds=self.config.subscription_ttl,
             retention_seconds=MESSAGE_RETENTION_SECONDS,
             filter=self.filter,
+            unfiltered=self._unfiltered,
         )
 
     def _refresh_targets(self) -> None:
         # Names the source learned since (a secret fetched late); read here, in the loop's thread.
         self.targets = EventTargets(self.specs, self._resolved)
-        self.filter = self._filter()
+        self.filter, self._unfiltered = self._filter()
         self._pubsub.create = self._new_subscription()
 
-    def _filter(self) -> str | None:
-        """The filter of a created subscription: our secrets' names, and the selections' projects."""
+    def _filter(self) -> tuple[str | None, str]:
+        """The filter of a created subscription: our secrets' names, and the selections' projects; and why
+        there is none, when there is none."""
         prefixes: list[str] = []
         for project, location in self._selections:
             forms = {project}
@@ -157,11 +160,12 @@ class EventFeed:
                 number = self._project_number(project) if self._project_number is not None else None
                 if number is None:
                     # Google's events name the project by number: an id prefix would keep them all out.
-                    return None
+                    return None, f"the number of project {project!r} (selected) is not known yet"
                 forms.add(number)
             where = f"/locations/{location}" if location else ""
             prefixes += [f"projects/{form}{where}/secrets/" for form in sorted(forms)]
-        return subscription_filter(self.targets.secret_names, prefixes)
+        too_many = f"too many secrets for {MAX_FILTER_BYTES} bytes"
+        return subscription_filter(self.targets.secret_names, prefixes), too_many
 
     def replace_specs(self, specs: Sequence[SecretSpec]) -> None:
         """Follow ``specs`` from now on (selected secrets came or went): the targets and the filter of a

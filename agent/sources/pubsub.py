@@ -96,6 +96,8 @@ class NewSubscription:
     """How long unacknowledged messages are kept (Pub/Sub's minimum: 600)."""
     filter: str | None = None
     """A Pub/Sub filter (at most ``MAX_FILTER_BYTES``); None: every message of the topic."""
+    unfiltered: str = f"too many secrets for {MAX_FILTER_BYTES} bytes"
+    """Why there is no filter, for the log line (when ``filter`` is None)."""
 
     def request(self, name: str) -> dict[str, object]:
         """The CreateSubscription request for ``name``."""
@@ -286,7 +288,7 @@ class Subscription:
             "created subscription %s on %s (filter: %s; expires after %s unused)",
             self.name,
             new.topic,
-            new.filter or f"none, too many secrets for {MAX_FILTER_BYTES} bytes",
+            new.filter or f"none, {new.unfiltered}",
             _human_seconds(new.ttl_seconds),
         )
         return True

@@ -201,6 +201,9 @@ async def test_the_filter_of_a_selection_waits_for_the_project_number() -> None:
         project_number=numbers.get,
     )
     assert feed.filter is None  # Google's events name the project by number, which is not known yet
+    created = feed._new_subscription()
+    assert created is not None  # what the log line of its creation says: not "too many secrets"
+    assert created.unfiltered == "the number of project 'my-project' (selected) is not known yet"
     numbers["my-project"] = "123456"
     feed.replace_specs(feed.specs)
     assert feed.filter is not None
