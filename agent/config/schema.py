@@ -222,25 +222,25 @@ def _optional_choice(*options: str) -> Callable[[object], object]:
     return lambda value: None if value is None else choose(value)
 
 
-def _names_of(what: str) -> Callable[[object], tuple[str, ...]]:
-    """The reader of a template's list of ``what`` names (secrets, selections): local names, at most
+def _names(value: object, what: str) -> tuple[str, ...]:
+    """A template's list of ``what`` names (secrets, selections): local names, at most
     MAX_TEMPLATE_SECRETS, none twice."""
-
-    def read(value: object) -> tuple[str, ...]:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"expected a list of {what} names, got {describe(value)}")
-        if len(value) > MAX_TEMPLATE_SECRETS:
-            raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
-        names = tuple(_local_name(item) for item in value)
-        if len(set(names)) != len(names):
-            raise ValueError("a name is listed twice")
-        return names
-
-    return read
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of {what} names, got {describe(value)}")
+    if len(value) > MAX_TEMPLATE_SECRETS:
+        raise ValueError(f"at most {MAX_TEMPLATE_SECRETS} names, got {len(value)}")
+    names = tuple(_local_name(item) for item in value)
+    if len(set(names)) != len(names):
+        raise ValueError("a name is listed twice")
+    return names
 
 
-_name_list = _names_of("secret")
-_selection_list = _names_of("selection")
+def _name_list(value: object) -> tuple[str, ...]:
+    return _names(value, "secret")
+
+
+def _selection_list(value: object) -> tuple[str, ...]:
+    return _names(value, "selection")
 
 
 def parse_relative_file(value: object) -> str:
@@ -734,13 +734,15 @@ class SelectSpec:
     known: tuple[str, ...] = field(
         default=(), metadata=setting(_secret_ids, dump=_list, from_env=False, omit_default=True)
     )
-    """Secret ids this selection is known to match, resolved ahead of time by whatever deploys the pod (one
-    listing for the whole fleet): the agent starts with them instead of listing, so a fleet restarting at
-    once does not spend the read quota. The webhook does not write them yet. Default: none."""
+    """Secret ids this selection is known to match, resolved ahead of time by whatever deploys the pod: the
+    admission webhook writes them for the pods it injects when it runs with ``--resolve-selections`` (one
+    listing per distinct selection, shared by the fleet), or a deployment tool does. The agent starts with
+    them instead of listing, so a fleet restarting at once does not spend the read quota. Default: none."""
     known_at: float | None = field(
         default=None, metadata=setting(_optional_timestamp, from_env=False, omit_default=True)
     )
-    """When the listing ``known`` comes from was made, in seconds since the epoch. Default: none."""
+    """When the listing ``known`` comes from was made, in seconds since the epoch (the webhook writes the
+    time its listing started, which may be up to ``--selection-cache-ttl`` old or more). Default: none."""
 
     @property
     def label_selector(self) -> dict[str, str]:
@@ -1004,7 +1006,9 @@ class FleetConfig:
     by the agent and by ``rotate``). Set ``size`` to the number of pods sharing the project."""
 
     size: int = field(default=1, metadata=setting(_at_least(1)))
-    """Pods (agents) that list and fetch from the same project at once (>= 1). Default 1."""
+    """Pods (agents) that list and fetch from the same project at once (>= 1): set it in the fleet's
+    configuration, or let the admission webhook write it (``--fleet-size``) into every pod with a selection.
+    Default 1."""
     reads_per_minute: int = field(default=300, metadata=setting(_at_least(1)))
     """Share of Secret Manager's read quota (600 requests per minute per project: listings, metadata)
     the fleet's listings may use together (>= 1). Default 300."""
