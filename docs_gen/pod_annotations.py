@@ -177,6 +177,30 @@ MEANINGS: dict[str, tuple[str | None, str]] = {
         "comma-separated secret names",
         "The secrets the template may see. Default: all.",
     ),
+    "select-<name>": (
+        "labels: ``team=payments,env=*``",
+        "A selection named ``<name>``: every secret with these labels (``*``: has the label); empty with "
+        "``-name-prefix`` or ``-name-regex``. Resolved at admission with ``--resolve-selections`` "
+        "(``known`` ids).",
+    ),
+    **{
+        f"select-<name>-{option}": (None, f"The selection's ``{setting}``, for each secret it selects.")
+        for option, setting in (
+            ("name-prefix", "name_prefix"),
+            ("name-regex", "name_regex"),
+            ("project", "project"),
+            ("location", "location"),
+            ("env-prefix", "env_prefix"),
+            ("file-prefix", "file_prefix"),
+            ("required", "required"),
+            ("version", "version"),
+            ("mode", "mode"),
+            ("format", "format"),
+            ("key-path", "key"),
+            ("decode", "decode"),
+            ("deliver", "deliver"),
+        )
+    },
 }
 
 # The settings the per-item annotations (and gcp-credentials-configmap) set that agent_config writes without
@@ -192,6 +216,11 @@ _ITEM_SETTINGS = {
         for option in ("env", "file", "mode", "format")
     },
     "template-<name>-secrets": ("templates[].secrets",),
+    "select-<name>": ("select[].name", "select[].labels"),
+    **{
+        f"select-<name>-{option}": (f"select[].{setting}",)
+        for option, setting in agent_config._SELECT_SETTINGS.items()
+    },
 }
 
 
@@ -225,6 +254,9 @@ def patterns() -> list[str]:
     ]
     found += [shaping.TEMPLATE_KEY + "<name>"] + [
         f"{shaping.TEMPLATE_KEY}<name>-{o}" for o in shaping.TEMPLATE_OPTIONS
+    ]
+    found += [shaping.SELECT_KEY + "<name>"] + [
+        f"{shaping.SELECT_KEY}<name>-{o}" for o in shaping.SELECT_OPTIONS
     ]
     return found
 
@@ -278,6 +310,8 @@ def _row(entry: Annotation) -> list[str]:
 _LIMITS = (
     "MAX_SECRETS",
     "MAX_TEMPLATES",
+    "MAX_SELECTIONS",
+    "MAX_KNOWN_CHARS",
     "MAX_KEY_OUTPUTS",
     "MAX_TOTAL",
     "MAX_TEMPLATE_TEXT",
@@ -307,6 +341,7 @@ def render() -> str:
     pod_wide = [entry for entry in every if entry.pattern in webhook.GLOBAL_KEYS]
     secret = [entry for entry in every if entry.pattern.startswith(shaping.SECRET_KEY)]
     template = [entry for entry in every if entry.pattern.startswith(shaping.TEMPLATE_KEY)]
+    selection = [entry for entry in every if entry.pattern.startswith(shaping.SELECT_KEY)]
     headers = ["Annotation", "Value", "Sets", "Longest value", "Meaning"]
     prefix = settings.PREFIX
     intro = (
@@ -329,6 +364,10 @@ def render() -> str:
         "## Per template {#per-template}",
         f"One `{prefix}template-<name>` per template, with options named after it.",
         table(headers, [_row(entry) for entry in template]),
+        "## Per selection {#per-selection}",
+        f"One `{prefix}select-<name>` per selection (a label selector), with options named after it "
+        f"(`{prefix}select-payments-env-prefix`).",
+        table(headers, [_row(entry) for entry in selection]),
         "## Limits {#limits}",
         "What one pod's annotations may hold (the webhook answers every pod of the cluster, under the API "
         "server's timeout: what a review costs must not be the pod's to choose).",

@@ -11,12 +11,13 @@ the annotation it came from as the text is written (``problems.Located``), so th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
-from agent.config import CONFIG_YAML_ENV, Config, load_config
+from agent.config import CONFIG_YAML_ENV, Config, SelectSpec, load_config
 from agent.errors import ConfigError
 from agent.webhook.limits import MAX_SECRETS, shown_value
 from agent.webhook.problems import Located, Problems, prefixed, translate
@@ -24,6 +25,7 @@ from agent.webhook.settings import CREDENTIALS_FILE
 from agent.webhook.shaping import (
     KEY_OUTPUT_FIELDS,
     SECRET_KEY,
+    SELECT_KEY,
     TEMPLATE_KEY,
     Item,
     check_files,
@@ -64,6 +66,24 @@ _SECRET_SETTINGS = {
 """Per-secret options whose value is the setting's value, text for text: option -> setting. A delegation
 chain stays the text of its annotation (emails separated by commas or spaces), which the agent's loader
 reads as it reads ``SECRETS_AGENT_GCP_DELEGATES``: one reading of it, the agent's."""
+_SELECT_SETTINGS = {
+    "name-prefix": "name_prefix",
+    "name-regex": "name_regex",
+    "project": "project",
+    "location": "location",
+    "env-prefix": "env_prefix",
+    "file-prefix": "file_prefix",
+    "required": "required",
+    "version": "version",
+    "mode": "mode",
+    "format": "format",
+    "key-path": "key",
+    "decode": "decode",
+    "deliver": "deliver",
+}
+"""Per-selection options, each the text of one setting of ``select[]``: option -> setting. The label
+selector is the value of ``select-<name>`` itself (``labels`` as text, as the agent reads it from an
+annotation or a variable)."""
 _PLACEHOLDER_REF = "projects/placeholder-project/secrets/refused"
 """The reference of a secret whose annotations were refused already: it stays in the configuration the
 loader checks (not delivered, so it claims no file and no variable), so that the templates naming it are
@@ -76,6 +96,16 @@ secrets (three quarters of the review's time); the text the webhook writes is fl
 and is read back here to the very mapping it was written from, so both read the same settings."""
 
 
+@dataclass(frozen=True)
+class Written:
+    """The agent's configuration for one pod: the YAML text, the mapping it was written from, and the
+    selections as the agent's loader read them (empty when it refused the configuration)."""
+
+    text: str
+    config: dict[str, Any] = field(default_factory=dict)
+    selections: tuple[SelectSpec, ...] = ()
+
+
 def agent_config(
     ours: Mapping[str, str],
     secrets: Mapping[str, Item],
@@ -84,10 +114,15 @@ def agent_config(
     default_mode: str,
     default_project: str | None,
     problems: Problems,
-) -> str:
-    """The agent's configuration as YAML; problems of the per-secret and per-template annotations
+    *,
+    selections: Mapping[str, Item] | None = None,
+    fleet_size: int | None = None,
+) -> Written:
+    """The agent's configuration; problems of the per-secret, per-template and per-selection annotations
     (``shaping``), of the agent's loader and of its check of the outputs (key paths, templates) are added
-    to ``problems``, on annotations."""
+    to ``problems``, on annotations. ``fleet_size`` is written as ``fleet.size`` when there is a
+    selection."""
+    selections = selections or {}
     delivered = delivered_secrets(secrets, problems)
     key_outputs = read_key_outputs(secrets, problems)
     written = {name: s for name, s in secrets.items() if not s.refused and name in delivered}
@@ -135,11 +170,20 @@ def agent_config(
             _template_item(f"templates[{index}]", template, default_mode, located)
             for index, template in enumerate(chosen)
         ]
-    text = yaml.dump(config, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    selected = [selection for selection in selections.values() if not selection.refused]
+    if selected:
+        config["select"] = [
+            _select_item(f"select[{index}]", selection, default_mode, located)
+            for index, selection in enumerate(selected)
+        ]
+        if fleet_size is not None:
+            config["fleet"] = {"size": fleet_size}
+    text = dump(config)
     if len(secrets) > MAX_SECRETS:
-        return text  # refused already; the loader's cost grows with the secrets
+        return Written(text)  # refused already; the loader's cost grows with the secrets
     reported = problems.annotations()
-    located.references = {SECRET_KEY + name for name in secrets}
+    # A value pasted in place of a reference or a label selector is never quoted back.
+    located.references = {SECRET_KEY + name for name in secrets} | {SELECT_KEY + name for name in selections}
     document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (libyaml's when present)
     if document != config:  # never seen; then the agent's own reading of the text decides
         document = None
@@ -147,14 +191,21 @@ def agent_config(
         loaded = load_config(None, {CONFIG_YAML_ENV: text}, {}, document=document)
     except ConfigError as error:
         translate(error.problems, located, ours, reported, problems)
-        return text
+        return Written(text)
     if _shapes_outputs(loaded):
         # Key paths and templates (their syntax, the secrets they name) are understood by the agent's
         # renderer, loaded only for the pods that need it, as the agent's CLI does.
         from agent.render.outputs import check_outputs
 
         translate(check_outputs(loaded.secrets, loaded.templates), located, ours, reported, problems)
-    return text
+    return Written(text, config, loaded.select)
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    """The configuration's YAML text, as the injected container gets it."""
+    return yaml.dump(
+        dict(config), Dumper=_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
 
 
 def _secret_item(
@@ -216,6 +267,24 @@ def _template_item(where: str, template: Item, default_mode: str, located: Locat
         item["secrets"] = names
         for path in [f"{where}.secrets"] + [f"{where}.secrets[{i}]" for i in range(len(names))]:
             located.paths[path] = (f"{base}-secrets", "")
+    return item
+
+
+def _select_item(where: str, selection: Item, default_mode: str, located: Located) -> dict[str, Any]:
+    """One item of the configuration's ``select``, its paths noted in ``located``."""
+    base = SELECT_KEY + selection.name
+    located.labels[where] = prefixed(base)
+    for path in (where, f"{where}.name", f"{where}.labels"):
+        located.paths[path] = (base, "")
+    item: dict[str, Any] = {"name": selection.name}
+    labels = (selection.value or "").strip()
+    if labels:
+        item["labels"] = labels  # text: the agent's loader reads KEY=VALUE,KEY=* itself
+    for option, setting in _SELECT_SETTINGS.items():
+        if option in selection.options:
+            item[setting] = selection.options[option]
+        located.paths[f"{where}.{setting}"] = (f"{base}-{option}", "")
+    item.setdefault("mode", default_mode)
     return item
 
 

@@ -19,9 +19,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config import SelectSpec
 from agent.webhook.agent_config import agent_config
 from agent.webhook.limits import (
     MAX_SECRETS,
+    MAX_SELECTIONS,
     MAX_SHOWN,
     MAX_TEMPLATES,
     MAX_TOTAL,
@@ -58,6 +60,8 @@ from agent.webhook.settings import (
 from agent.webhook.shaping import (
     SECRET_KEY,
     SECRET_OPTIONS,
+    SELECT_KEY,
+    SELECT_OPTIONS,
     TEMPLATE_KEY,
     TEMPLATE_OPTIONS,
     pattern_of,
@@ -65,7 +69,7 @@ from agent.webhook.shaping import (
 )
 
 # Pod-wide annotations (after the prefix). Per-secret ones are "secret-<name>[-<option>]", per-template
-# ones "template-<name>[-<option>]".
+# ones "template-<name>[-<option>]", per-selection ones "select-<name>[-<option>]".
 GLOBAL_KEYS = (
     "inject",
     "status",
@@ -145,6 +149,12 @@ class Injection:
     containers (``gcp-token-audience``), the subject token of Workload Identity Federation."""
     warnings: tuple[str, ...] = ()
     """Shown to whoever created the pod (AdmissionResponse warnings)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The mapping ``config_text`` was written from (``agent.webhook.selections`` adds the ids it resolves
+    to its ``select`` items and writes it again)."""
+    selections: tuple[SelectSpec, ...] = ()
+    """The selections of the configuration as the agent's loader read them (project filled in), in the
+    order of ``config["select"]``."""
 
 
 def injection_requested(pod: Mapping[str, Any]) -> bool:
@@ -199,8 +209,9 @@ class _Reader:
             self.problems.add(
                 "*",
                 f"{len(ours)} annotations under {PREFIX}; at most {limit} are allowed (the pod-wide ones, "
-                f"{MAX_SECRETS} secrets with their {len(SECRET_OPTIONS)} options and {MAX_TEMPLATES} "
-                f"templates with their {len(TEMPLATE_OPTIONS)})",
+                f"{MAX_SECRETS} secrets with their {len(SECRET_OPTIONS)} options, {MAX_TEMPLATES} "
+                f"templates with their {len(TEMPLATE_OPTIONS)} and {MAX_SELECTIONS} selections with "
+                f"their {len(SELECT_OPTIONS)})",
             )
             return None
         total = sum(len(key) + len(value) for key, value in ours.items())
@@ -212,10 +223,11 @@ class _Reader:
             )
             return None
         ours = self._checked(ours)
-        secrets, templates, unknown = read_items(
+        items = read_items(
             [key for key in sorted(self.present) if key not in GLOBAL_KEYS], ours, self.problems
         )
-        self._report_unknown(unknown)
+        secrets, templates, selections = items.secrets, items.templates, items.selections
+        self._report_unknown(items.unknown)
         mode = self._mode(ours.get("mode"))
         image = ours.get("image", self.settings.image)
         if not _IMAGE.fullmatch(image):
@@ -234,9 +246,11 @@ class _Reader:
                 f"needs {prefixed('reload-process')} (a regular expression matching the app's command "
                 "line) to know which process to signal",
             )
-        if not secrets:
+        if not secrets and not selections:
             self.problems.add(
-                "inject", f"no secret to deliver: add {prefixed('secret-<name>')}: <reference> annotations"
+                "inject",
+                f"no secret to deliver: add {prefixed('secret-<name>')}: <reference> annotations, or "
+                f"{prefixed('select-<name>')}: <labels> ones",
             )
         app_user, app_group, fs_group = _identity(self.pod, mounted)
         user = app_user or AGENT_USER
@@ -254,8 +268,16 @@ class _Reader:
                 f"{AGENT_USER} and can signal only processes of that user"
             )
         default_mode = "0440" if private else "0444"
-        config_text = agent_config(
-            ours, secrets, templates, output_path, default_mode, self.settings.project, self.problems
+        written = agent_config(
+            ours,
+            secrets,
+            templates,
+            output_path,
+            default_mode,
+            self.settings.project,
+            self.problems,
+            selections=selections,
+            fleet_size=self.settings.fleet_size,
         )
         if self.problems:
             return None
@@ -265,7 +287,7 @@ class _Reader:
             output_path=output_path,
             mounted=mounted,
             resources=resources,
-            config_text=config_text,
+            config_text=written.text,
             share_process_namespace="reload-process" in ours,
             user=user,
             group=group,
@@ -273,6 +295,8 @@ class _Reader:
             credentials_configmap=ours.get("gcp-credentials-configmap"),
             token_audience=ours.get("gcp-token-audience"),
             warnings=tuple(warnings),
+            config=written.config,
+            selections=written.selections,
         )
 
     # -- single annotations -----------------------------------------------------------------------------
@@ -508,11 +532,12 @@ def _suggestion(key: str) -> str | None:
     comparing every unknown key with every key a pod sends is what made reviews quadratic)."""
     head, dash, rest = key.partition("-")
     if dash and rest:
-        # First: no pod-wide key starts like these, and templat-url is not reload-url. In turn: most near
-        # misses are of secret-.
-        for family in (SECRET_KEY, TEMPLATE_KEY):
-            if difflib.get_close_matches(head, [family[:-1]], n=1):
-                return family + rest  # secert-db, secrets-db -> secret-db; templat-url -> template-url
+        # First: no pod-wide key starts like these, and templat-url is not reload-url. The closest family
+        # wins: secert-db, secrets-db -> secret-db; templat-url -> template-url; selct-db -> select-db.
+        families = {family[:-1]: family for family in (SECRET_KEY, TEMPLATE_KEY, SELECT_KEY)}
+        close = difflib.get_close_matches(head, list(families), n=1)
+        if close:
+            return families[close[0]] + rest
     close = difflib.get_close_matches(key, GLOBAL_KEYS, n=1)
     return close[0] if close else None
 

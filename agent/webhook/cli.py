@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from agent.config import LOG_LEVELS, parse_delay, parse_duration, split_listen
 from agent.config.refs import project_problem
 from agent.errors import ConfigError, Problem
 from agent.webhook.quantity import parse_quantity
-from agent.webhook.settings import DEFAULT_IMAGE, INJECTION_MODES, InjectorSettings, Resources, WebhookOptions
+from agent.webhook.settings import (
+    DEFAULT_IMAGE,
+    INJECTION_MODES,
+    MAX_LISTING_TIMEOUT,
+    InjectorSettings,
+    ResolverSettings,
+    Resources,
+    WebhookOptions,
+)
+
+EMULATOR_HOST_ENV = "SECRET_MANAGER_EMULATOR_HOST"
+"""The fallback of ``--secret-manager-endpoint``, as of the agent's ``gcp.endpoint``."""
 
 _RESOURCE_FLAGS = {
     "cpu_request": "--cpu-request",
@@ -78,6 +91,47 @@ def build_parser(
         metavar="DURATION",
         help="keep answering this long after SIGTERM while endpoints are updated (default: %(default)s)",
     )
+    p.add_argument(
+        "--resolve-selections",
+        action="store_true",
+        help="list the selections of pods (secrets-agent.io/select-<name>) at admission and inject the ids "
+        "they match (select[].known), so that their agents start without listing; needs the webhook's own "
+        "identity to hold secretmanager.secrets.list (roles/secretmanager.viewer) on the projects, and "
+        "egress to Secret Manager (default: off)",
+    )
+    p.add_argument(
+        "--secret-manager-endpoint",
+        metavar="HOST:PORT",
+        help=f"where listings go: a loopback address is the plaintext emulator, any other gets TLS and the "
+        f"webhook's credentials (default: ${EMULATOR_HOST_ENV}, else Google)",
+    )
+    p.add_argument(
+        "--selection-cache-ttl",
+        default="60s",
+        metavar="DURATION",
+        help="how long a listing is served before it is refreshed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--listings-per-minute",
+        type=int,
+        default=30,
+        metavar="N",
+        help="most listings this replica makes in any minute, all pods together (default: %(default)s)",
+    )
+    p.add_argument(
+        "--listing-timeout",
+        default="2s",
+        metavar="DURATION",
+        help=f"how long a review waits for a listing it has none of, at most {MAX_LISTING_TIMEOUT:g}s "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--fleet-size",
+        type=int,
+        metavar="N",
+        help="written as fleet.size into the configuration of every pod with a selection, for the agents' "
+        "relist_interval: auto and start jitter (default: not written)",
+    )
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: %(default)s")
     p.add_argument(
         "--log-format",
@@ -89,8 +143,10 @@ def build_parser(
     return p
 
 
-def options_from(args: argparse.Namespace) -> WebhookOptions:
-    """The WebhookOptions the flags ask for; raises ConfigError naming every bad flag."""
+def options_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WebhookOptions:
+    """The WebhookOptions the flags ask for (``environ``: ``SECRET_MANAGER_EMULATOR_HOST``, default the
+    process's); raises ConfigError naming every bad flag."""
+    environ = os.environ if environ is None else environ
     problems: list[Problem] = []
 
     def check(flag: str, ok: bool, message: str) -> None:
@@ -105,6 +161,8 @@ def options_from(args: argparse.Namespace) -> WebhookOptions:
     for flag, name, parse in (
         ("--tls-reload-interval", "tls_reload_interval", parse_duration),
         ("--shutdown-delay", "shutdown_delay", parse_delay),  # 0: stop at once
+        ("--selection-cache-ttl", "selection_cache_ttl", parse_duration),
+        ("--listing-timeout", "listing_timeout", parse_duration),
     ):
         try:
             durations[name] = parse(getattr(args, name))
@@ -130,14 +188,38 @@ def options_from(args: argparse.Namespace) -> WebhookOptions:
     )
     if args.project is not None and (problem := project_problem(args.project)):
         problems.append(Problem("--project", problem))
+    if "listing_timeout" in durations:
+        check(
+            "--listing-timeout",
+            durations["listing_timeout"] <= MAX_LISTING_TIMEOUT,
+            f"at most {MAX_LISTING_TIMEOUT:g}s: a review must be answered within the API server's timeout",
+        )
+    check("--listings-per-minute", args.listings_per_minute >= 1, "expected a whole number >= 1")
+    check("--fleet-size", args.fleet_size is None or args.fleet_size >= 1, "expected a whole number >= 1")
+    endpoint = args.secret_manager_endpoint or environ.get(EMULATOR_HOST_ENV) or None
+    if endpoint is not None:
+        try:
+            split_listen(endpoint)
+        except ValueError:
+            flag = "--secret-manager-endpoint" if args.secret_manager_endpoint else EMULATOR_HOST_ENV
+            problems.append(Problem(flag, f"expected HOST:PORT such as 127.0.0.1:8780, got {endpoint!r}"))
     if problems:
         raise ConfigError(problems)
+    resolver = None
+    if args.resolve_selections:
+        resolver = ResolverSettings(
+            endpoint=endpoint,
+            cache_ttl=durations["selection_cache_ttl"],
+            listings_per_minute=args.listings_per_minute,
+            listing_timeout=durations["listing_timeout"],
+        )
     injector = InjectorSettings(
         image=args.image,
         default_mode=args.default_mode,
         project=args.project,
         resources=Resources(**resources),
         volume_size=args.volume_size,
+        fleet_size=args.fleet_size,
     )
     return WebhookOptions(
         listen=args.listen,
@@ -146,6 +228,7 @@ def options_from(args: argparse.Namespace) -> WebhookOptions:
         injector=injector,
         reload_interval=durations["tls_reload_interval"],
         shutdown_delay=durations["shutdown_delay"],
+        resolver=resolver,
     )
 
 

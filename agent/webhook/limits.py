@@ -17,6 +17,15 @@ MAX_SECRETS = 64
 """Secrets (``secret-<name>`` annotations) per pod."""
 MAX_TEMPLATES = 32
 """Templates (``template-<name>`` annotations) per pod."""
+MAX_SELECTIONS = 16
+"""Selections (``select-<name>`` annotations) per pod: each may cost the webhook a listing at admission
+(``agent.webhook.selections``), so a pod can make it list at most this many keys (and the replica's
+``--listings-per-minute`` bounds the listings of all pods together)."""
+MAX_KNOWN_CHARS = 32 * 1024
+"""Characters of the ``known`` ids the webhook writes into one pod's configuration, all selections together
+(about 1,000 ids of 30 characters): the configuration is in the pod's spec twice (the init container and
+the sidecar), and a pod is at most 1.5 MiB. A selection whose ids would not fit is left for the agent to
+list, with a warning."""
 MAX_KEY_OUTPUTS = 64
 """Items of all the ``secret-<name>-key-outputs`` lists of a pod together: as many more outputs as there
 may be secrets."""
@@ -44,6 +53,10 @@ OPTIONS_PER_SECRET = 10
 ``-impersonate-service-account``, ``-delegates`` (``shaping.SECRET_OPTIONS``)."""
 OPTIONS_PER_TEMPLATE = 5
 """``-env``, ``-file``, ``-mode``, ``-format``, ``-secrets`` (``shaping.TEMPLATE_OPTIONS``)."""
+OPTIONS_PER_SELECTION = 13
+"""``-name-prefix``, ``-name-regex``, ``-project``, ``-location``, ``-env-prefix``, ``-file-prefix``,
+``-required``, ``-version``, ``-mode``, ``-format``, ``-key-path``, ``-decode``, ``-deliver``
+(``shaping.SELECT_OPTIONS``)."""
 MAX_KEY_LENGTH = 63
 """An annotation name after the ``secrets-agent.io/`` prefix, as Kubernetes limits the name part."""
 MAX_PROBLEM_TEXT = 512
@@ -78,6 +91,9 @@ MAX_VALUE: dict[str, int] = {
     "template-<name>": MAX_TEMPLATE_TEXT,
     "template-<name>-secrets": 4096,  # comma-separated secret names of about 60 characters
     "secret-<name>-delegates": 4096,  # as gcp-delegates
+    "select-<name>": 2048,  # a label selector: the agent's MAX_LABELS pairs of short keys and values
+    "select-<name>-key-path": 1024,  # as secret-<name>-key-path
+    # select-<name>-name-regex keeps the default, as reload-process does (the loader compiles it).
 }
 MAX_REFERENCE = 512
 """A ``secret-<name>`` reference: ``projects/<30>/locations/<L>/secrets/<255>/versions/<V>`` fits."""
@@ -158,9 +174,14 @@ def shortened(text: str, limit: int) -> str:
 
 
 def max_annotations(global_keys: int) -> int:
-    """The most annotations of ours a pod may carry: every pod-wide one, each secret with its options and
-    each template with its options."""
-    return global_keys + MAX_SECRETS * (1 + OPTIONS_PER_SECRET) + MAX_TEMPLATES * (1 + OPTIONS_PER_TEMPLATE)
+    """The most annotations of ours a pod may carry: every pod-wide one, each secret, each template and
+    each selection with its options."""
+    return (
+        global_keys
+        + MAX_SECRETS * (1 + OPTIONS_PER_SECRET)
+        + MAX_TEMPLATES * (1 + OPTIONS_PER_TEMPLATE)
+        + MAX_SELECTIONS * (1 + OPTIONS_PER_SELECTION)
+    )
 
 
 # -- template code ------------------------------------------------------------------------------------------

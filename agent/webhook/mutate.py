@@ -10,7 +10,8 @@ What a pod that asked for injection gets:
   ``run``, whose startup probe on ``/readyz`` holds the app back until every secret is written; Jobs still
   complete, because native sidecars do not keep a pod alive;
 * ``init`` mode: only the init container;
-* the agent configuration as ``SECRETS_AGENT_CONFIG_YAML``, a restricted security context, resources,
+* the agent configuration as ``SECRETS_AGENT_CONFIG_YAML``, its selections resolved when the webhook
+  resolves them (``known`` ids, ``agent.webhook.selections``), a restricted security context, resources,
   probes; ``shareProcessNamespace`` when a signal reload was asked for; the ``status: injected`` marker;
 * Workload Identity Federation off GKE, mounted read-only into the injected containers only (the app never
   sees them): the ConfigMap of ``gcp-credentials-configmap`` (its ``credentials.json`` only) at
@@ -32,6 +33,8 @@ from agent.webhook.annotations import (
     injection_requested,
     read_injection,
 )
+from agent.webhook.listings import Resolver
+from agent.webhook.selections import with_known
 from agent.webhook.settings import (
     AGENT_CONTAINER,
     CREDENTIALS_DIR,
@@ -64,20 +67,33 @@ class Mutation:
     warnings: tuple[str, ...] = ()
     mode: str | None = None
     """The injection mode, when the pod was changed."""
+    resolved: tuple[str, ...] = ()
+    """The selections given ``known`` ids at admission."""
+    unresolved: tuple[str, ...] = ()
+    """The selections left to their agent to list (each with a warning)."""
 
 
-def mutate(pod: Mapping[str, Any], settings: InjectorSettings) -> list[Operation]:
+def mutate(
+    pod: Mapping[str, Any], settings: InjectorSettings, resolver: Resolver | None = None
+) -> list[Operation]:
     """The JSONPatch for ``pod``; empty when it did not ask for injection or already has it.
     Raises InvalidAnnotations (naming each bad annotation) when it asked in a way we cannot honour."""
-    return list(review_pod(pod, settings).patch)
+    return list(review_pod(pod, settings, resolver).patch)
 
 
-def review_pod(pod: Mapping[str, Any], settings: InjectorSettings) -> Mutation:
-    """``mutate`` with the warnings: the whole decision for one pod."""
+def review_pod(
+    pod: Mapping[str, Any], settings: InjectorSettings, resolver: Resolver | None = None
+) -> Mutation:
+    """``mutate`` with the warnings: the whole decision for one pod. ``resolver``: where its selections'
+    listings come from (``agent.webhook.listings.ListingCache``); None: they are not resolved."""
     if not injection_requested(pod) or already_injected(pod):
         return Mutation()
     injection = read_injection(pod, settings)
-    return Mutation(tuple(_operations(pod, injection)), injection.warnings, injection.mode)
+    done = with_known(injection, resolver)
+    injection = done.injection
+    return Mutation(
+        tuple(_operations(pod, injection)), injection.warnings, injection.mode, done.resolved, done.unresolved
+    )
 
 
 def _operations(pod: Mapping[str, Any], injection: Injection) -> list[Operation]:

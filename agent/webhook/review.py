@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.webhook.limits import MAX_LOGGED, MAX_SHOWN, shortened
+from agent.webhook.listings import Resolver
 from agent.webhook.mutate import Mutation, review_pod
 from agent.webhook.problems import AnnotationProblem, InvalidAnnotations
 from agent.webhook.settings import PREFIX, InjectorSettings
@@ -36,8 +37,9 @@ class Answer:
     log_fields: dict[str, object] = field(default_factory=dict)
 
 
-def answer_review(raw: bytes, settings: InjectorSettings) -> Answer:
-    """Decode, decide, encode. Never raises for any input."""
+def answer_review(raw: bytes, settings: InjectorSettings, resolver: Resolver | None = None) -> Answer:
+    """Decode, decide, encode. Never raises for any input. ``resolver``: the listings a pod's selections
+    are resolved from (``review_pod``); it may wait for one, at most its own timeout."""
     try:
         request = _request(raw)
     except BadReview as error:
@@ -58,7 +60,7 @@ def answer_review(raw: bytes, settings: InjectorSettings) -> Answer:
     refused: InvalidAnnotations | None = None
     if request["operation"] == "CREATE":  # a pod's containers cannot change after creation
         try:
-            mutation = review_pod(pod, settings)
+            mutation = review_pod(pod, settings, resolver)
         except InvalidAnnotations as error:
             refused = error
         except RecursionError:
@@ -81,6 +83,11 @@ def answer_review(raw: bytes, settings: InjectorSettings) -> Answer:
         log_fields["mode"] = mutation.mode
     if mutation.warnings:
         response["warnings"] = list(mutation.warnings)
+    if mutation.resolved:
+        log_fields["selections_resolved"] = list(mutation.resolved)
+    if mutation.unresolved:
+        # Names only; the reasons are in the warnings and in the listing's own log line.
+        log_fields["selections_unresolved"] = list(mutation.unresolved)
     log_fields["allowed"] = response["allowed"]
     log_fields["patch_ops"] = len(mutation.patch)
     return Answer(200, {"apiVersion": API_VERSION, "kind": KIND, "response": response}, log_fields)

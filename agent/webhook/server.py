@@ -13,8 +13,9 @@ from agent.config import split_listen
 from agent.core.serving import serve_site
 from agent.observe.logs import fields
 from agent.supervisor import Listener, Part, signal_handlers, supervise
+from agent.webhook.listings import ListingCache, Resolver
 from agent.webhook.review import answer_review
-from agent.webhook.settings import InjectorSettings, WebhookOptions
+from agent.webhook.settings import InjectorSettings, ResolverSettings, WebhookOptions
 from agent.webhook.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,25 @@ REVIEW_THREADS = 1
 probes) and the TLS handshakes of other requests are answered while a review runs. One: a review is pure
 Python and holds the GIL, so a second thread would not decide more reviews per second, only make the event
 loop wait for the GIL behind two threads instead of one."""
+RESOLVING_REVIEW_THREADS = 8
+"""Reviews decided at once when selections are resolved (``--resolve-selections``): a review waiting for a
+listing (at most ``--listing-timeout``) holds its thread but not the GIL, and the reviews behind it must
+not wait for it."""
 REVIEW_DEADLINE = 4.0
 """Seconds a review may wait for a thread and run: the API server gives up after the webhook's
 ``timeoutSeconds`` (5), so a later answer helps nobody. A review that has not started by then never
 starts; one that has (its cost is bounded by ``agent.webhook.limits``) finishes in its thread."""
 
 
-def build_app(settings: InjectorSettings) -> web.Application:
-    """The routes; TLS is the listener's business."""
-    reviews = ThreadPoolExecutor(max_workers=REVIEW_THREADS, thread_name_prefix="webhook-review")
+def build_app(settings: InjectorSettings, resolver: Resolver | None = None) -> web.Application:
+    """The routes; TLS is the listener's business. ``resolver``: where pods' selections are resolved
+    (``listing_cache``); None: they are not."""
+    threads = REVIEW_THREADS if resolver is None else RESOLVING_REVIEW_THREADS
+    reviews = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook-review")
 
     async def mutate(request: web.Request) -> web.StreamResponse:
         raw = await request.read()  # at most MAX_BODY (client_max_size), else 413
-        decided = asyncio.get_running_loop().run_in_executor(reviews, answer_review, raw, settings)
+        decided = asyncio.get_running_loop().run_in_executor(reviews, answer_review, raw, settings, resolver)
         try:
             answer = await asyncio.wait_for(decided, REVIEW_DEADLINE)
         except TimeoutError:
@@ -125,6 +132,26 @@ async def serve(
     )
 
 
+def listing_cache(settings: ResolverSettings) -> tuple[ListingCache, Callable[[], None]]:
+    """The cache of listings ``settings`` ask for, on Secret Manager (the Google client is loaded here),
+    and what closes it."""
+    from agent.webhook.lister import SecretManagerLister
+
+    lister = SecretManagerLister(settings.endpoint)
+    cache = ListingCache(
+        lister,
+        ttl=settings.cache_ttl,
+        per_minute=settings.listings_per_minute,
+        timeout=settings.listing_timeout,
+        max_entries=settings.max_entries,
+    )
+    return cache, lister.close
+
+
+def _nothing() -> None:
+    return None
+
+
 async def run_webhook(options: WebhookOptions) -> None:
     """The webhook until SIGTERM: the HTTPS server and the certificate watcher."""
     certificate = ReloadingCertificate(options.cert_file, options.key_file)
@@ -137,7 +164,19 @@ async def run_webhook(options: WebhookOptions) -> None:
         await asyncio.sleep(options.shutdown_delay)
         stop.set()
 
-    app = build_app(options.injector)
+    resolver: ListingCache | None = None
+    close_resolver: Callable[[], None] = _nothing
+    if options.resolver is not None:
+        resolver, close_resolver = listing_cache(options.resolver)
+        log.info(
+            "resolving selections at admission",
+            extra=fields(
+                endpoint=options.resolver.endpoint or "Google",
+                ttl=options.resolver.cache_ttl,
+                listings_per_minute=options.resolver.listings_per_minute,
+            ),
+        )
+    app = build_app(options.injector, resolver)
 
     def server(started: Callable[[int], None]) -> Part:
         return serve(app, host, port, certificate, started=started)
@@ -152,3 +191,4 @@ async def run_webhook(options: WebhookOptions) -> None:
             await supervise(parts, stop, grace=5.0, listeners=listeners)
     finally:
         delayed.cancel()
+        await asyncio.to_thread(close_resolver)

@@ -94,6 +94,33 @@ class InjectorSettings:
     """Default requests and limits (annotations ``cpu-request`` etc. override them)."""
     volume_size: str = "16Mi"
     """``sizeLimit`` of the memory-backed volume: secrets are small (64 KiB at most each)."""
+    fleet_size: int | None = None
+    """``fleet.size`` written into the configuration of every pod with a selection (``--fleet-size``), so
+    that the agents' ``relist_interval: auto`` and start jitter know the fleet; None: not written."""
+
+
+MAX_LISTING_TIMEOUT = 3.0
+"""Longest ``--listing-timeout``: a review is answered within 4 s (``server.REVIEW_DEADLINE``, under the API
+server's 5), and the rest of it needs some of that."""
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    """How the webhook resolves selections at admission (``--resolve-selections`` and the flags after it;
+    ``agent.webhook.selections``)."""
+
+    endpoint: str | None = None
+    """``HOST:PORT`` of Secret Manager (``--secret-manager-endpoint``): a loopback address is the plaintext
+    emulator, any other is spoken to over TLS with the webhook's credentials; None: Google."""
+    cache_ttl: float = 60.0
+    """Seconds a listing is served without being refreshed (``--selection-cache-ttl``)."""
+    listings_per_minute: int = 30
+    """Most listings this replica makes in any 60 seconds, all selections together
+    (``--listings-per-minute``)."""
+    listing_timeout: float = 2.0
+    """Seconds a review waits for a listing it has no entry for (``--listing-timeout``)."""
+    max_entries: int = 256
+    """Listings kept (least recently used evicted)."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +136,5 @@ class WebhookOptions:
     shutdown_delay: float = 5.0
     """Seconds the webhook keeps answering after SIGTERM, while the Service stops sending it requests
     (endpoints are removed asynchronously; a request refused meanwhile would fail a pod creation)."""
+    resolver: ResolverSettings | None = None
+    """Resolve selections at admission (``--resolve-selections``); None: off, the agents list."""

@@ -28,7 +28,11 @@ one annotation per setting of the agent's configuration where a setting is one v
   what it may cost to compile is bounded by the characters of code in the pod's templates
   (``limits.MAX_TEMPLATE_CODE``), the text around the code costing next to nothing. A template that is
   valid Jinja2 but reaches for what the sandbox forbids (``''.__class__``) is admitted: the agent's
-  sandbox refuses it when it renders, and the pod's own agent is the one that pays.
+  sandbox refuses it when it renders, and the pod's own agent is the one that pays;
+* ``select-<name>``: a selection's label selector (``team=payments,env=*``, the agent's ``labels`` as text;
+  empty with ``-name-prefix`` or ``-name-regex``), with the options of ``SELECT_OPTIONS``, each one setting
+  of the selection. At most ``limits.MAX_SELECTIONS`` per pod: each may cost the webhook a listing at
+  admission (``agent.webhook.selections``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from agent.config import RESERVED_FILE_NAMES, reserved_name_reason
 from agent.webhook.limits import (
     MAX_KEY_OUTPUTS,
     MAX_SECRETS,
+    MAX_SELECTIONS,
     MAX_TEMPLATE_CODE,
     MAX_TEMPLATES,
     path_problem,
@@ -73,6 +78,27 @@ the secret's name."""
 TEMPLATE_KEY = "template-"
 TEMPLATE_OPTIONS = ("env", "file", "mode", "format", "secrets")
 """Per-template options: ``template-<name>-file`` etc.; a template's name cannot end in any of them."""
+SELECT_KEY = "select-"
+SELECT_OPTIONS = (
+    "name-prefix",
+    "name-regex",
+    "project",
+    "location",
+    "env-prefix",
+    "file-prefix",
+    "required",
+    "version",
+    "mode",
+    "format",
+    "key-path",
+    "decode",
+    "deliver",
+)
+"""Per-selection options: ``select-<name>-name-prefix`` etc., the settings of a selection (``select[]``)
+that are one value each; a selection's name cannot end in any of them. Not the ones a selection's secrets
+would need a list for (``rewrite``, ``keys``), nor its own identity (``impersonate_service_account``): the
+webhook resolves a selection by listing it as itself (``agent.webhook.selections``), and the listing of a
+selection made as another account is that account's to make."""
 KEY_OUTPUT_FIELDS = ("key", "file", "env", "mode")
 """The fields of an item of ``secret-<name>-key-outputs``: the agent's ``keys[]`` without ``uid`` and
 ``gid``, which annotations never set (the webhook decides who owns the files, ``annotations._identity``)."""
@@ -82,21 +108,22 @@ _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 @dataclass
 class Item:
-    """A secret or a template: its main annotation's value (a reference, a template's text) and options."""
+    """A secret, a template or a selection: its main annotation's value (a reference, a template's text,
+    a label selector) and options."""
 
     name: str
     value: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     refused: bool = False
     """One of its annotations was refused already (too long, a control character, an unreadable list): a
-    secret is then a placeholder in the agent configuration (``agent_config``), a template is left out,
-    since the loader would only repeat the problem."""
+    secret is then a placeholder in the agent configuration (``agent_config``), a template or a selection
+    is left out, since the loader would only repeat the problem."""
 
 
 def parts(key: str) -> tuple[str, str, str | None] | None:
     """``secret-db-key-path`` -> (``secret-``, ``db``, ``key-path``), ``template-url`` -> (``template-``,
     ``url``, None); None for a key that is neither a secret's nor a template's."""
-    for family, options in ((SECRET_KEY, SECRET_OPTIONS), (TEMPLATE_KEY, TEMPLATE_OPTIONS)):
+    for family, options in _FAMILIES:
         if key.startswith(family) and key != family:
             rest = key[len(family) :]
             for option in options:
@@ -104,6 +131,10 @@ def parts(key: str) -> tuple[str, str, str | None] | None:
                     return family, rest[: -len(option) - 1], option
             return family, rest, None
     return None
+
+
+_FAMILIES = ((SECRET_KEY, SECRET_OPTIONS), (TEMPLATE_KEY, TEMPLATE_OPTIONS), (SELECT_KEY, SELECT_OPTIONS))
+_NOUNS = {SECRET_KEY: "secret", TEMPLATE_KEY: "template", SELECT_KEY: "selection"}
 
 
 def pattern_of(key: str) -> str:
@@ -116,13 +147,21 @@ def pattern_of(key: str) -> str:
     return family + "<name>" + ("" if option is None else "-" + option)
 
 
-def read_items(
-    keys: Iterable[str], ours: Mapping[str, str], problems: Problems
-) -> tuple[dict[str, Item], dict[str, Item], list[str]]:
-    """``secret-<name>`` and ``template-<name>`` with their options, by name, from ``keys`` (well-formed
-    keys that are not pod-wide; ``ours`` holds the accepted values); and the keys that are neither, in the
-    order of ``keys``."""
-    found: dict[str, dict[str, Item]] = {SECRET_KEY: {}, TEMPLATE_KEY: {}}
+@dataclass(frozen=True)
+class Items:
+    """A pod's per-item annotations, each family by name (sorted), and the keys of none of them."""
+
+    secrets: dict[str, Item]
+    templates: dict[str, Item]
+    selections: dict[str, Item]
+    unknown: list[str]
+
+
+def read_items(keys: Iterable[str], ours: Mapping[str, str], problems: Problems) -> Items:
+    """``secret-<name>``, ``template-<name>`` and ``select-<name>`` with their options, by name, from
+    ``keys`` (well-formed keys that are not pod-wide; ``ours`` holds the accepted values); and the keys
+    that are none of them, in the order of ``keys``."""
+    found: dict[str, dict[str, Item]] = {family: {} for family, _ in _FAMILIES}
     unknown: list[str] = []
     options: list[tuple[str, str, str, str, str | None]] = []  # (key, family, name, option, value)
     for key in keys:
@@ -140,9 +179,7 @@ def read_items(
     for key, family, name, option, value in options:
         items = found[family]
         if name not in items:
-            noun, choices = (
-                ("secret", SECRET_OPTIONS) if family == SECRET_KEY else ("template", TEMPLATE_OPTIONS)
-            )
+            noun, choices = _NOUNS[family], dict(_FAMILIES)[family]
             problems.add(
                 key,
                 f"no {prefixed(family + name)} annotation for this option (a {noun}'s name cannot end "
@@ -163,9 +200,19 @@ def read_items(
         )
         for template in templates.values():
             template.refused = True  # none is compiled
-    return (
+    selections = found[SELECT_KEY]
+    if len(selections) > MAX_SELECTIONS:
+        # Each selection may cost the webhook a listing (``agent.webhook.selections``): none is kept.
+        problems.add(
+            SELECT_KEY + "*",
+            f"{len(selections)} selections; at most {MAX_SELECTIONS} are allowed per pod",
+        )
+        for selection in selections.values():
+            selection.refused = True
+    return Items(
         {name: secrets[name] for name in sorted(secrets)},
         {name: templates[name] for name in sorted(templates)},
+        {name: selections[name] for name in sorted(selections)},
         unknown,
     )
 

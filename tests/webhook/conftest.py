@@ -18,6 +18,7 @@ import pytest
 import trustme
 from aiohttp.abc import ResolveResult
 
+from agent.webhook.listings import Resolver
 from agent.webhook.server import build_app, serve
 from agent.webhook.settings import InjectorSettings
 from agent.webhook.tls import ReloadingCertificate
@@ -90,16 +91,25 @@ def injector_settings() -> InjectorSettings:
 
 
 @pytest.fixture
-async def webhook(tls: Tls, injector_settings: InjectorSettings) -> AsyncIterator[Webhook]:
+def resolver() -> Resolver | None:
+    """Where the webhook resolves selections (tests/webhook/test_selection_resolution.py gives a
+    ListingCache on the emulator); None: it does not."""
+    return None
+
+
+@pytest.fixture
+async def webhook(
+    tls: Tls, injector_settings: InjectorSettings, resolver: Resolver | None
+) -> AsyncIterator[Webhook]:
     certificate = ReloadingCertificate(tls.cert_file, tls.key_file)
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(build_app(injector_settings), "127.0.0.1", 0, certificate, started=bound.set_result)
+        serve(build_app(injector_settings, resolver), "127.0.0.1", 0, certificate, started=bound.set_result)
     )
     port = await asyncio.wait_for(bound, 10)
     # The API server connects by the Service's DNS name; resolve that name to the test server.
-    resolver = _FixedResolver(SERVICE_NAME, "127.0.0.1")
-    connector = aiohttp.TCPConnector(ssl=tls.client_context(), resolver=resolver, force_close=True)
+    names = _FixedResolver(SERVICE_NAME, "127.0.0.1")
+    connector = aiohttp.TCPConnector(ssl=tls.client_context(), resolver=names, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         yield Webhook(f"https://{SERVICE_NAME}:{port}", port, certificate, session, tls)
     task.cancel()

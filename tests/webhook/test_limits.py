@@ -46,11 +46,12 @@ def issue_pod(pairs: int) -> dict[str, str]:
 
 
 def test_a_flood_past_the_count_cap_is_refused_with_one_problem_naming_the_cap() -> None:
-    # The issue's own pod (250 pairs) is under the cap since secrets and templates have more options; it is
-    # refused with every problem, in linear time (test_suggestions_cost_does_not_grow_with_the_pod_s_keys).
-    error = refusal(issue_pod(500))
+    # The issue's own pod (250 pairs) is under the cap since secrets, templates and selections have more
+    # options; it is refused with every problem, in linear time
+    # (test_suggestions_cost_does_not_grow_with_the_pod_s_keys).
+    error = refusal(issue_pod(600))
     assert error.annotations == (PREFIX + "*",)
-    assert "1002 annotations under secrets-agent.io/; at most 921 are allowed" in str(error)
+    assert "1202 annotations under secrets-agent.io/; at most 1145 are allowed" in str(error)
 
 
 def test_more_secrets_than_the_cap_are_refused() -> None:

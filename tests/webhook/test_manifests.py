@@ -253,7 +253,7 @@ def test_the_readme_s_example_pod_is_injected_into_a_valid_pod() -> None:
 
 def test_the_readme_lists_every_annotation_and_flag() -> None:
     from agent.webhook.annotations import GLOBAL_KEYS
-    from agent.webhook.shaping import SECRET_OPTIONS, TEMPLATE_OPTIONS
+    from agent.webhook.shaping import SECRET_OPTIONS, SELECT_OPTIONS, TEMPLATE_OPTIONS
 
     text = README.read_text()
     for key in GLOBAL_KEYS:
@@ -263,6 +263,9 @@ def test_the_readme_lists_every_annotation_and_flag() -> None:
     assert "`template-<name>`" in text
     for option in TEMPLATE_OPTIONS:
         assert f"`template-<name>-{option}`" in text
+    assert "`select-<name>`" in text
+    for option in SELECT_OPTIONS:
+        assert f"`select-<name>-{option}`" in text
     help_text = subprocess.run(
         [sys.executable, "-m", "agent", "webhook", "--help"],
         capture_output=True,
@@ -274,3 +277,37 @@ def test_the_readme_lists_every_annotation_and_flag() -> None:
     assert flags
     for flag in flags:
         assert f"`{flag}" in text, flag
+
+
+# --- resolving selections: an opt-in component ------------------------------------------------------------
+
+
+def test_the_readme_s_resolution_overlay_opens_only_what_listing_needs(tmp_path: Path) -> None:
+    (overlay,) = [b for b in readme_yaml_blocks() if "components:" in b]
+    data = yaml.safe_load(overlay)
+    data["resources"] = [os.path.relpath(WEBHOOK, tmp_path)]
+    data["components"] = [os.path.relpath(k8s.K8S / "components" / "webhook-resolve-selections", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(data))
+    rendered = subprocess.run(
+        [k8s.kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    problems = [p for d in docs if k8s.is_core(d) for p in k8s.validate_core(d)]
+    assert not problems, "\n".join(problems)
+    options = webhook_options(one(docs, "Deployment"))
+    assert options.resolver is not None
+    assert options.resolver.listings_per_minute == 30
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert policies["secrets-agent-webhook"]["egress"] == []  # the shipped policy is left as it is
+    egress = policies["secrets-agent-webhook-egress"]
+    assert egress["policyTypes"] == ["Egress"]
+    assert "ingress" not in egress
+    ports = sorted((p["port"], p["protocol"]) for rule in egress["egress"] for p in rule["ports"])
+    assert ports == [(53, "TCP"), (53, "UDP"), (80, "TCP"), (443, "TCP"), (988, "TCP")]
+    account = one(docs, "ServiceAccount")
+    assert "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
+
+
+def test_the_default_webhook_does_not_resolve_selections(docs: list[dict[str, Any]]) -> None:
+    assert webhook_options(one(docs, "Deployment")).resolver is None

@@ -30,7 +30,7 @@ from agent.webhook.annotations import GLOBAL_KEYS
 from agent.webhook.mutate import mutate
 from agent.webhook.problems import InvalidAnnotations
 from agent.webhook.settings import PREFIX, InjectorSettings
-from agent.webhook.shaping import SECRET_OPTIONS, TEMPLATE_OPTIONS
+from agent.webhook.shaping import SECRET_OPTIONS, SELECT_OPTIONS, TEMPLATE_OPTIONS
 from agent_emulator.server import EmulatorEndpoints
 from tests.webhook.conftest import Webhook
 from tests.webhook.helpers import DB_REF, PROJECT, agent_config, apply, find, make_pod, ours
@@ -199,7 +199,8 @@ def test_api_key_stays_a_secret_s_name() -> None:
 def test_the_caps_know_every_option() -> None:
     assert len(SECRET_OPTIONS) == limits.OPTIONS_PER_SECRET
     assert len(TEMPLATE_OPTIONS) == limits.OPTIONS_PER_TEMPLATE
-    assert limits.max_annotations(len(GLOBAL_KEYS)) == 921
+    assert len(SELECT_OPTIONS) == limits.OPTIONS_PER_SELECTION
+    assert limits.max_annotations(len(GLOBAL_KEYS)) == 1145
 
 
 # --- refusals, each naming its annotation -----------------------------------------------------------------
