@@ -271,6 +271,7 @@ def test_every_annotation_the_webhook_reads_is_documented(pages: dict[str, str])
     keys = list(webhook_annotations.GLOBAL_KEYS)
     keys += ["secret-<name>", *(f"secret-<name>-{option}" for option in shaping.SECRET_OPTIONS)]
     keys += ["template-<name>", *(f"template-<name>-{option}" for option in shaping.TEMPLATE_OPTIONS)]
+    keys += ["select-<name>", *(f"select-<name>-{option}" for option in shaping.SELECT_OPTIONS)]
     assert sorted(pod_annotations.MEANINGS) == sorted(keys)
     for key in keys:
         assert f"`{key}` |" in page, key
