@@ -497,22 +497,36 @@ class Discovery:
 
     def _first_due(self, name: str) -> float:
         """When selection ``name`` is first listed (monotonic): soon (with the start jitter) when it has
-        no candidates; else one re-list interval after its last listing (a restart does not list early),
-        or with the start jitter when that time has passed."""
+        no candidates; else at a random moment of the next re-list interval (``_spread_relist``)."""
         now = self._monotonic()
-        jitter = self._start_jitter()
         if name not in self._started_with:
-            return now + self._rng.uniform(0.0, jitter)
+            return now + self._rng.uniform(0.0, self._start_jitter())
         last = self._listed_at[name]
         if last is None:
             return now + self._jittered(self.relist_interval())
-        remaining = last + self._jittered(self.relist_interval()) - self._clock()
-        return now + (remaining if remaining > 0 else self._rng.uniform(0.0, jitter))
+        return self._spread_relist(last)
+
+    def _spread_relist(self, last: float) -> float:
+        """The first re-list of a selection this process has not listed yet, whose ids came from a listing
+        made at ``last`` (known ids, or the record): at a random moment of one whole interval from now, or,
+        when one interval since ``last`` has passed already, within the start jitter.
+
+        Not one interval after ``last``: the pods of a fleet started from one listing (the webhook resolves
+        a selection once for all of them), and would all re-list together: 10,000 reads within minutes. Spread
+        over a whole interval the fleet re-lists at its share of the read quota; a pod's ids are then at most
+        two intervals old (events bring the news, the re-list is the safety net)."""
+        now = self._monotonic()
+        interval = self.relist_interval()
+        if last + interval <= self._clock():
+            return now + self._rng.uniform(0.0, self._start_jitter())
+        return now + self._rng.uniform(0.0, interval)
 
     def _replanned(self, name: str, due: float) -> float:
         last = self._listed_at[name]
         if last is None or self._attempts.get(name):
             return due  # not listed yet, or retrying: keep that schedule
+        if name not in self._listed_once:
+            return self._spread_relist(last)  # the interval changed before the first re-list: spread again
         remaining = last + self._jittered(self.relist_interval()) - self._clock()
         if remaining > 0:
             return self._monotonic() + remaining

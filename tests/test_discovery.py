@@ -10,8 +10,10 @@ import contextlib
 import json
 import logging
 import os
+import random
 import stat
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +134,7 @@ def make(world: World, tmp_path: Path | None = None, *selections: SelectSpec, **
 # --------------------------------------------------------------------------------------------------
 
 
-async def test_known_ids_start_without_listing_and_the_first_relist_counts_from_known_at(
+async def test_known_ids_start_without_listing_and_the_first_relist_comes_within_an_interval(
     tmp_path: Path,
 ) -> None:
     world = World([listing("payments-db", app="payments")])
@@ -151,10 +153,39 @@ async def test_known_ids_start_without_listing_and_the_first_relist_counts_from_
     assert discovery.to_list == []
     world.specs = {spec.name: spec for spec in specs}  # the bootstrap's
     async with running(discovery, world):
-        await asyncio.sleep(0.2)
-        assert world.listings == 0  # not before the interval after known_at has passed
-        await until(lambda: world.listings == 1, what="the safety re-list")
+        assert world.listings == 0  # not at start
+        await until(lambda: world.listings == 1, within=2.0, what="the safety re-list")
     assert world.calls == []  # the listing found what was known: nothing to add or remove
+
+
+def test_a_fleet_started_from_one_listing_spreads_its_first_relists_over_an_interval() -> None:
+    # The webhook resolved the selection once for every pod: they all start with one known_at. Planned one
+    # interval after it, the whole fleet would re-list within minutes of each other.
+    known_at = 1_000_000.0
+    known = SelectSpec(
+        name="payments",
+        project=PROJECT,
+        labels=(("app", "payments"),),
+        known=("payments-db",),
+        known_at=known_at,
+    )
+    dues = []
+    for pod in range(1000):
+        discovery = Discovery(
+            [known],
+            [],
+            World([]).lister,
+            settings(relist_interval=3600.0),
+            rng=random.Random(pod),
+            clock=lambda: known_at + 30.0,  # the pods start half a minute after the webhook's listing
+            monotonic=lambda: 0.0,
+        )
+        discovery.start()
+        dues.append(discovery._first_due("payments"))
+    assert min(dues) >= 0.0
+    assert max(dues) <= 3600.0
+    per_tenth = Counter(int(due // 360.0) for due in dues)
+    assert max(per_tenth.values()) < 140  # 100 in each tenth of the interval, give or take chance
 
 
 async def test_no_candidates_list_after_the_start_jitter_and_add_once(tmp_path: Path) -> None:
