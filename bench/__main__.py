@@ -178,6 +178,48 @@ def print_fleet_summary(result: fleet.Result) -> None:
                 f"| fleet, {scenario.title}: access calls per secret per pod-hour | none set "
                 f"| {scenario.per_secret_pod_hour:.2f} | reported |"
             )
+    if result.selections is not None:
+        print_selection_summary(result.selections)
+
+
+def print_selection_summary(result: fleet.SelectionResult) -> None:
+    """DESIGN's fleet figure: 10,000 pods restarting within one minute, with label selectors, get 0
+    read-quota errors (600 reads/min per project)."""
+    n, pods = result.agents, fleet.REPRESENTED_PODS
+    for r in result.restarts:
+        errors = r.exhausted.get("ListSecrets", 0)
+        peak = r.reads.scaled_peak(n)
+        judged = r.title.startswith("resolved")
+        met = errors == 0 and peak < 600
+        print(
+            f"| fleet with selections, {pods:,} pods ({n} simulated) restarting within a simulated minute, "
+            f"{r.title} ({r.admitted_by}): read-quota errors, peak reads/min scaled "
+            f"| {'0, < 600' if judged else 'none set'} | {errors}, {peak:,.0f}; every pod converged after "
+            f"{r.converged:,.0f} s | {verdict(met) if judged else 'reported'} |"
+        )
+    steady = result.steady
+    if steady is None:
+        print(f"| fleet with selections and events | - | not measured: {result.events_note} | MISSED |")
+        return
+    per_secret = steady.access_per_pod_hour / (fleet.SECRETS + 10)
+    print(
+        f"| fleet with selections and events, steady: reads / access calls per pod-hour (access per "
+        f"secret) | <= 1 access per secret | {steady.reads_per_pod_hour:.2f} / "
+        f"{steady.access_per_pod_hour:.1f} ({per_secret:.2f}) | {verdict(per_secret <= 1.05)} |"
+    )
+    print(
+        f"| fleet with selections: a new matching secret delivered by every agent (events, spread "
+        f"{steady.spread:.1f} s) | none set | {max(steady.new_secret):.1f} s | reported |"
+    )
+    rotated = result.rotate_all
+    if rotated is not None:
+        errors = rotated.exhausted.get("AccessSecretVersion", 0)
+        failed = sum(v for k, v in rotated.run.summary.items() if k != "rotated")
+        print(
+            f"| fleet: `rotate {' '.join(rotated.targets)}` of {len(rotated.convergence)} secrets paced "
+            f"{rotated.spacing:.1f} s: access-quota errors (done after {rotated.done:.0f} s) | 0 | {errors} "
+            f"| {verdict(errors == 0 and failed == 0)} |"
+        )
 
 
 if __name__ == "__main__":

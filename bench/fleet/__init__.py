@@ -12,7 +12,8 @@ record of every call and every RESOURCE_EXHAUSTED. ``BENCH_FLEET_AGENTS`` sets a
 
 **Scale.** The simulated fleet stands for ``REPRESENTED_PODS`` pods, so the access quota is scaled by
 ``AGENTS / REPRESENTED_PODS`` (90,000/min -> 1,800/min for 200 agents). The read and write quotas are not
-per pod (the agent reads nothing; writes are the rotations) and stay at the service's 600/min.
+per pod (without selections the agent reads nothing; writes are the rotations) and stay at the service's
+600/min; with selections the read quota is scaled like the access quota (``selections``).
 
 **Time.** Polling every 2 minutes and every hour is compressed so that one interval lasts
 ``WALL_INTERVAL`` s of wall time (10 s: x12 and x360; 5 s with ``--quick``); each quota is multiplied by the
@@ -37,19 +38,34 @@ this machine's cores: the event table prints how many were busy during each rota
 cores both stayed busy through each rotation (1.97 of 2) and convergence took 2.5-3.8 s, most of it waiting
 for CPU; at 100 agents (1.1-1.3 cores busy) 1.0-1.2 s.
 
-The modules, bottom up: ``world`` (sizes, quotas, compression, targets, the seed), ``worker`` (a slice of
+**Selections** (``selections``, ``python -m bench.fleet selections [--quick]``, also the last part of
+``run``): every agent asks for 10 secrets by name and one selection (10 more secrets labelled
+``team=payments``), with its ``Discovery`` wired as ``run`` wires it, and the read quota on (scaled like
+the access quota, per simulated minute): a restart within one simulated minute resolved at admission by
+the webhook (``admission``) beside one where nothing is known, the steady state with events (re-lists and
+access calls per pod-hour, a new matching secret), and ``rotate all`` of 20 secrets paced for the fleet.
+That module's docstring says how time and quotas are scaled there.
+
+The modules, bottom up: ``world`` (sizes, quotas, compression, targets, the seeds), ``worker`` (a slice of
 the fleet in one process: the measured agents), ``driver`` (the worker processes and what they report),
-``instruments`` (the emulator's counters and quotas, rotations, busy cores), ``scenarios`` (each mode
-measured; ``measure``), ``report`` (the fleet tables), ``cost`` (the monthly cost table), ``__main__``
-(``python -m bench.fleet [run [--quick]] | worker ...``). The Pub/Sub emulator with the topic and the
-scratch directory come from ``bench.common``, shared with ``bench.propagation``.
+``instruments`` (the emulator's counters and quotas, per simulated minute too, rotations, busy cores),
+``admission`` (each pod's configuration from the webhook), ``rotate_all`` (the rotation tooling across the
+fleet), ``scenarios`` (each mode measured; ``measure``), ``selections`` (the fleet with selections),
+``report`` and ``selections_report`` (the tables), ``cost`` (the monthly cost table), ``__main__``
+(``python -m bench.fleet [run [--quick]] | restart | selections [--quick] | worker ...``). The Pub/Sub
+emulator with the topic and the scratch directory come from ``bench.common``, shared with
+``bench.propagation``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from bench.fleet.cost import print_cost_table
 from bench.fleet.report import print_tables
 from bench.fleet.scenarios import Result, Scenario, measure
+from bench.fleet.selections import SelectionResult, measure_selections
+from bench.fleet.selections_report import print_selection_tables
 from bench.fleet.world import (
     AGENTS,
     CONVERGENCE_TARGET,
@@ -70,6 +86,7 @@ __all__ = [
     "SERVICE_ACCESS_PER_MINUTE",
     "Result",
     "Scenario",
+    "SelectionResult",
     "main",
     "measure",
     "print_cost_table",
@@ -78,8 +95,11 @@ __all__ = [
 
 
 def main(quick: bool = False) -> Result:
-    """Measure, print both tables, and return the figures (``python -m bench`` judges them)."""
+    """Measure, print the tables (the fleet with selections last), and return the figures (``python -m
+    bench`` judges them)."""
     result = measure(quick)
     print_tables(result)
     print_cost_table(result)
-    return result
+    selections = measure_selections(quick)
+    print_selection_tables(selections)
+    return dataclasses.replace(result, selections=selections)

@@ -1,4 +1,5 @@
 """``python -m bench.fleet``: ``run [--quick]`` (the default) measures the fleet and prints its tables;
+``selections [--quick]`` only the fleet with selections (restart, steady state, ``rotate all``);
 ``restart [--quick] [--concurrency 32,default] [--spread 60,1]`` only the fleet restarts, for each
 concurrency and window given; ``worker ...`` is one slice of the fleet, started by the benchmark itself
 (``driver.fleet_workers``).
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from bench.fleet import main
 from bench.fleet.report import print_restart_table
 from bench.fleet.scenarios import measure_restarts
+from bench.fleet.selections import measure_selections
+from bench.fleet.selections_report import print_selection_tables
 from bench.fleet.worker import run_worker
 from bench.fleet.world import RESTART_SPREAD, SECRETS
 
@@ -34,6 +37,8 @@ def _cli(argv: Sequence[str]) -> None:
     worker.add_argument("--events", action="store_true")
     worker.add_argument("--concurrency", type=int, default=None)
     worker.add_argument("--restart", action="store_true", help="init containers restarting (no polling)")
+    worker.add_argument("--config-dir", default=None, help="each agent's configuration file, agent-NNNN.yaml")
+    worker.add_argument("--flags", default="{}", help="more settings, JSON: config path -> value")
     sub.add_parser("run", help="the benchmark (default)").add_argument("--quick", action="store_true")
     restart = sub.add_parser("restart", help="only fleet restarts, for several concurrencies and windows")
     restart.add_argument("--quick", action="store_true")
@@ -41,8 +46,12 @@ def _cli(argv: Sequence[str]) -> None:
         "--concurrency", default="default", help="comma-separated, e.g. 32,default (default: default)"
     )
     restart.add_argument("--spread", default=f"{RESTART_SPREAD:g}", help="windows in seconds, e.g. 60,1")
+    selections = sub.add_parser("selections", help="only the fleet with selections")
+    selections.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "restart":
+    if args.command == "selections":
+        print_selection_tables(measure_selections(args.quick))
+    elif args.command == "restart":
         concurrencies = [None if c == "default" else int(c) for c in args.concurrency.split(",")]
         spreads = [float(s) for s in args.spread.split(",")]
         print_restart_table(measure_restarts(args.quick, concurrencies, spreads))

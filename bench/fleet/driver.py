@@ -36,6 +36,8 @@ class FleetState:
     init_failures: list[tuple[int, float, int, list[str]]] = field(default_factory=list)
     """Restart mode: (agent, when, secrets that failed, their statuses) per init container that exited
     non-zero."""
+    listings: list[tuple[int, float, str]] = field(default_factory=list)
+    """Selections: (agent, when, status) of every listing call an agent's discovery made."""
     stopped: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +63,8 @@ class FleetState:
                 self.starts.setdefault(agent, []).append(record["start"])
             if "init_failed" in record:
                 self.init_failures.append((agent, record["init_failed"], record["secrets"], record["codes"]))
+            if "l" in record:
+                self.listings.append((agent, record["l"], record["c"]))
             if "healthy" in record:
                 self.healthy[agent] = record["healthy"]
 
@@ -81,6 +85,19 @@ class FleetState:
                     return None
                 firsts.append(min(times))
             return firsts
+
+    def holding(self, agents: int, names: Sequence[str]) -> list[float] | None:
+        """When each of ``agents`` agents first held every one of ``names`` (any version); None while one
+        does not yet."""
+        with self.lock:
+            if len(self.versions) < agents:
+                return None
+            held = []
+            for served in self.versions.values():
+                if any(name not in served for name in names):
+                    return None
+                held.append(max(min(served[name].values()) for name in names))
+            return held
 
     def events_after(self, moment: float) -> list[float]:
         """Per agent that got one: when its first fetch-asking event after ``moment`` reached it."""
@@ -115,11 +132,15 @@ def fleet_workers(
     secrets: int = SECRETS,
     concurrency: int | None = None,
     restart: bool = False,
+    config_dir: Path | None = None,
+    flags: dict[str, object] | None = None,
 ) -> Iterator[list[Worker]]:
     """Start ``WORKERS`` worker processes sharing ``agents`` agents; stop them (graceful) afterwards.
 
     ``concurrency``: the agents' ``--concurrency`` (None: its default); ``restart``: init containers
-    through a fleet restart (``worker.restart_pod``) instead of sidecars."""
+    through a fleet restart (``worker.restart_pod``) instead of sidecars; ``config_dir``: each agent's
+    configuration file (``agent-NNNN.yaml``, what admission injected); ``flags``: settings layered over it
+    (config path -> value)."""
     workers: list[Worker] = []
     per = -(-agents // WORKERS)
     work.mkdir(parents=True, exist_ok=True)
@@ -131,6 +152,8 @@ def fleet_workers(
             argv += ["--secrets", str(secrets)] + (["--events"] if events else [])
             argv += ["--concurrency", str(concurrency)] if concurrency is not None else []
             argv += ["--restart"] if restart else []
+            argv += ["--config-dir", str(config_dir)] if config_dir is not None else []
+            argv += ["--flags", json.dumps(flags or {})]
             with (work / f"worker-{first}.log").open("ab") as err:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env

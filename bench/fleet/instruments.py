@@ -137,3 +137,101 @@ def converge(state: FleetState, agents: int, rotator: Rotator, name: str, within
     served = state.served_at(agents, name, version)
     assert served is not None
     return Rotation([t - started for t in served], [t - started for t in state.events_after(started)], busy)
+
+
+Sample = tuple[float, dict[str, dict[str, int]]]
+"""(time, method -> status -> calls) read off the emulator's counters."""
+
+
+class MethodCounters:
+    """Every method's counts by status, sampled in a thread (ListSecrets, AccessSecretVersion, ...)."""
+
+    def __init__(self, ep: EmulatorProcess, period: float) -> None:
+        self.url = f"{ep.admin_url}/counters"
+        self.period = period
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self) -> Sample:
+        with urllib.request.urlopen(self.url, timeout=5) as response:
+            counters = json.load(response)
+        methods = {m: {c: int(n) for c, n in codes.items()} for m, codes in counters["methods"].items()}
+        return time.monotonic(), methods
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.read())
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> MethodCounters:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def calls(sample: Sample, method: str, code: str | None = None) -> int:
+    """Calls of ``method`` in ``sample`` (with status ``code``, or any)."""
+    codes = sample[1].get(method, {})
+    return codes.get(code, 0) if code is not None else sum(codes.values())
+
+
+def delta(start: Sample, end: Sample) -> dict[str, dict[str, int]]:
+    """method -> status -> calls between two samples (only what moved)."""
+    out: dict[str, dict[str, int]] = {}
+    for method, codes in end[1].items():
+        for code, count in codes.items():
+            moved = count - start[1].get(method, {}).get(code, 0)
+            if moved:
+                out.setdefault(method, {})[code] = moved
+    return out
+
+
+def exhausted(moved: dict[str, dict[str, int]]) -> dict[str, int]:
+    """RESOURCE_EXHAUSTED answers per method in ``moved`` (``delta``)."""
+    return {m: codes["RESOURCE_EXHAUSTED"] for m, codes in moved.items() if codes.get("RESOURCE_EXHAUSTED")}
+
+
+class QuotaClock:
+    """Quotas per *simulated* minute: the emulator's quota windows last 60 s of wall time, so in a world
+    whose time runs ``compression`` times faster the driver sets the quotas again every 60 / compression
+    s, which restarts every window (``PUT /faults``). Each window then is one simulated minute and admits
+    the scaled quota itself, neither more nor less: no leniency from compression (unlike a quota multiplied
+    by it)."""
+
+    def __init__(self, ep: EmulatorProcess, quotas: dict[str, int], compression: float) -> None:
+        self.ep = ep
+        self.quotas = quotas
+        self.period = 60.0 / compression
+        self.resets = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _set(self) -> None:
+        self.ep.admin("PUT", "/faults", {"quotas": self.quotas})
+        self.resets += 1
+
+    def _run(self) -> None:
+        next_reset = time.monotonic() + self.period
+        while not self._stop.wait(max(0.0, next_reset - time.monotonic())):
+            self._set()
+            next_reset += self.period
+
+    def __enter__(self) -> QuotaClock:
+        self._set()
+        if self.period < WINDOW:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.ep.admin("PUT", "/faults", {"quotas": False})
+
+
+WINDOW = 60.0
+"""Seconds of wall time one emulator quota window lasts."""

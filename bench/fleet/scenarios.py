@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import events_world, shm_tmpdir
 from bench.fleet.driver import FleetState, fleet_workers, tell, wait_until
 from bench.fleet.instruments import Counters, Rotation, Rotator, converge, set_quotas
+from bench.fleet.selections import SelectionResult
 from bench.fleet.world import (
     EVENT_ROTATIONS,
     EVENT_START_SPREAD,
@@ -353,6 +354,9 @@ class Result:
     restarts: list[Restart]
     """Fleet restarts (kept apart from ``scenarios``: a restart of 10,000 pods needs more accesses than
     one minute's quota, so its RESOURCE_EXHAUSTED answers are expected; what is judged is what they cost)."""
+
+    selections: SelectionResult | None = None
+    """The fleet with selections (``bench.fleet.selections``), measured after the rest."""
 
     def find(self, prefix: str) -> Scenario | None:
         return next((s for s in self.scenarios if s.title.startswith(prefix)), None)

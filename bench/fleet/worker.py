@@ -38,10 +38,16 @@ def emit(record: dict[str, Any]) -> None:
 
 
 class FleetAgent:
-    """One pod's agent: the same parts ``secrets-agent run`` builds, without its processes and listeners."""
+    """One pod's agent: the same parts ``secrets-agent run`` builds, without its processes and listeners.
+
+    With selections (``select``), the ``Discovery`` of ``agent.app.build_discovery`` beside the Syncer, as
+    ``agent.app.serve`` wires it: its start (known ids or ``.selection``, no listing), the specs it adds to
+    the bootstrap, ``run`` once the bootstrap is done, and the events' secrets and health handed to it.
+    Each listing it makes is reported (``{"l": time, "c": code}``): the emulator counts the webhook's too."""
 
     def __init__(self, ident: int, config: Any, safety: float) -> None:
         from agent.app import build_renderer, build_sink, select_source, sync_settings
+        from agent.app.build import build_discovery
         from agent.core.store import SnapshotStore
         from agent.sync import Syncer
 
@@ -49,17 +55,46 @@ class FleetAgent:
         self.config = config
         self.safety = safety
         self.source = select_source(config, "run")
-        self.store = SnapshotStore(config.secrets)
+        self.discovery = build_discovery(config, self.source, "run")
+        specs = [*config.secrets, *(self.discovery.start() if self.discovery is not None else ())]
+        if self.discovery is not None:
+            self._count_listings(self.discovery)
+            self.discovery.served = self._served
+        origins = self.discovery.origins() if self.discovery is not None else None
+        self.store = SnapshotStore(specs)
+        renderer = build_renderer(config, None, specs, origins=origins)
         self.syncer = Syncer(
-            config.secrets,
+            specs,
             self.source,
-            build_sink(config, build_renderer(config)),
+            build_sink(config, renderer, "run", specs),
             self.store,
             sync_settings(config),
             on_change=[self._changed],
             rng=random.Random(ident),
+            renderer=renderer,
         )
         self._emitted: dict[str, str] = {}
+
+    def _count_listings(self, discovery: Any) -> None:
+        """Report every listing call discovery makes, and its outcome (the lister is discovery's own)."""
+        from agent.errors import SourceError
+
+        inner = discovery.lister
+
+        async def counted(select: Any) -> Any:
+            try:
+                found = await inner(select)
+            except SourceError as error:
+                emit({"a": self.ident, "l": time.monotonic(), "c": error.code})
+                raise
+            emit({"a": self.ident, "l": time.monotonic(), "c": "OK"})
+            return found
+
+        discovery.lister = counted
+
+    def _served(self, name: str) -> str | None:
+        current = self.store.snapshot.get(name)
+        return current.version if current is not None else None
 
     def _changed(self, snapshot: Any) -> None:
         versions = {item.name: item.version for item in snapshot}
@@ -70,42 +105,56 @@ class FleetAgent:
 
     async def run(self, start_delay: float) -> None:
         await asyncio.sleep(start_delay)
+        emit({"a": self.ident, "start": time.monotonic()})
         report = await self.syncer.bootstrap(deadline=time.monotonic() + self.config.timeout)
         self._changed(report.snapshot)
         emit({"a": self.ident, "boot": time.monotonic(), "failed": sorted(report.failures)})
         parts = [self.syncer.poll()]
+        if self.discovery is not None:
+            bootstrapped = asyncio.Event()
+            bootstrapped.set()
+            parts.append(self.discovery.run(self.syncer, bootstrapped))
         if self.config.events.enabled:
             parts.append(self._follow_events())
         await asyncio.gather(*parts)
 
     async def _follow_events(self) -> None:
-        """As ``agent.app`` wires ``events``: the feed, health -> poll interval, follow with max_delay."""
+        """As ``agent.app`` wires ``events``: the feed, health -> poll interval (and discovery's re-list),
+        follow with the event spread; with selections the secrets' events go to discovery, and the feed
+        follows what it adds."""
         from agent.core.retry import Backoff
         from agent.sources.event_feed import EventFeed
 
-        events = self.config.events
-
-        def served(name: str) -> str | None:
-            current = self.store.snapshot.get(name)
-            return current.version if current is not None else None
+        events, discovery = self.config.events, self.discovery
 
         def health(flowing: bool) -> None:
             self.syncer.set_poll_interval(self.safety if flowing else self.config.poll_interval)
+            if discovery is not None:
+                discovery.set_events_flowing(flowing)
             emit({"a": self.ident, "healthy": flowing, "t": time.monotonic()})
 
+        selections = [(s.project, s.location) for s in self.config.select if s.project is not None]
         feed = EventFeed(
             events,
-            self.config.secrets,
-            served,
+            list(self.syncer.specs.values()),
+            self._served,
             resolved=getattr(self.source, "resolved_secret_names", None),
             on_health=health,
             on_event=self._event,
             backoff=Backoff(self.config.gcp.backoff_initial, self.config.gcp.backoff_max),
             hostname=f"fleet-{self.ident}",
+            on_secret=discovery.on_secret if discovery is not None else None,
+            selections=selections if discovery is not None else (),
+            project_number=discovery.names.number_of if discovery is not None else None,
         )
+        if discovery is not None:
+            discovery.on_specs = feed.replace_specs
+            feed.replace_specs(list(self.syncer.specs.values()))
         try:
-            await self.syncer.follow(feed, max_delay=events.max_delay)
+            await self.syncer.follow(feed, max_delay=events.spread_seconds(self.config.fleet))
         finally:
+            if discovery is not None:
+                discovery.on_specs = None
             await feed.close()
 
     def _event(self, kind: str, action: str) -> None:
@@ -119,20 +168,26 @@ class FleetAgent:
 
 
 def worker_config(args: argparse.Namespace, ident: int) -> Any:
+    """The agent's Config, built by its own ``load_config``: from flags (the fleet's secrets by name), or
+    with ``--config-dir`` from that pod's configuration file (what admission injected), the benchmark's
+    settings (``--flags``, JSON: endpoint, output directory, the scaled world's) layered over it as flags."""
     from agent.config import load_config
 
     flags: dict[str, object] = {
         "gcp.endpoint": args.target,
-        "project": PROJECT,
         "output_dir": str(Path(args.work) / f"agent-{ident:04d}"),
         "poll_interval": f"{args.poll_interval}s",
-        "secrets": [f"{secret_id(i)}={secret_id(i)}" for i in range(args.secrets)],
     }
     if args.concurrency is not None:
         flags["concurrency"] = str(args.concurrency)
     if args.events:
         flags["events.topic"] = TOPIC
         flags["events.poll_interval"] = f"{SAFETY_POLL:g}s"
+    flags.update(json.loads(args.flags))
+    if args.config_dir is not None:
+        return load_config(Path(args.config_dir) / f"agent-{ident:04d}.yaml", {}, flags)
+    flags["project"] = PROJECT
+    flags["secrets"] = [f"{secret_id(i)}={secret_id(i)}" for i in range(args.secrets)]
     return load_config(None, {}, flags)
 
 
@@ -175,7 +230,10 @@ async def run_worker(args: argparse.Namespace) -> None:
             for ident in idents
         ]
     else:
-        agents = [FleetAgent(ident, worker_config(args, ident), SAFETY_POLL) for ident in idents]
+        configs = [worker_config(args, ident) for ident in idents]
+        agents = [
+            FleetAgent(ident, c, c.events.poll_interval) for ident, c in zip(idents, configs, strict=True)
+        ]
         tasks = [asyncio.create_task(a.run(rng.uniform(0, args.spread))) for a in agents]
     stop = asyncio.Event()
 

@@ -94,3 +94,89 @@ def fleet_size(quick: bool) -> int:
     if override:
         return int(override)
     return QUICK_AGENTS if quick else AGENTS
+
+
+# --------------------------------------------------------------------------------------------------
+# Selections (``bench.fleet.selections``): every agent has SECRETS explicit secrets and one selection
+# --------------------------------------------------------------------------------------------------
+
+SELECTED = 10
+"""Secrets labelled ``SELECT_LABEL`` (``payments-NN``), matched by every agent's selection."""
+SELECT_NAME = "payments"
+SELECT_LABEL = ("team", "payments")
+SECRET_TYPE = "encryption-key"
+"""The ``secret-type`` of the 10 explicit and the 10 selected secrets: ``rotate all`` rotates those 20."""
+NEW_SECRET = "payments-new"
+"""Created (labelled ``SELECT_LABEL``, untyped) during the steady window: every agent must deliver it."""
+SERVICE_READS_SHARE, SERVICE_ACCESS_SHARE = 300, 45_000
+"""The defaults of ``fleet.reads_per_minute`` and ``fleet.access_per_minute`` for the whole fleet."""
+RESTART_COMPRESSION, QUICK_RESTART_COMPRESSION = 10.0, 10.0
+"""A fleet restart (one simulated minute) and its listings, compressed: 1 simulated minute = 6 s."""
+STEADY_COMPRESSION, QUICK_STEADY_COMPRESSION = 360.0, 720.0
+"""The steady state with events: 1 simulated hour (the re-list and the safety poll) = 10 s (5 s quick)."""
+STEADY_INTERVALS, QUICK_STEADY_INTERVALS = 4.0, 3.0
+"""Length of the steady window, in re-list intervals (simulated hours)."""
+ROTATE_ALL, QUICK_ROTATE_ALL = 20, 4
+"""Secrets ``rotate`` rotates across the fleet (20: ``rotate all``; quick: 4 named ones)."""
+SELECTION_TIMEOUT = 400.0
+"""Seconds of wall time a selection phase may take before the benchmark gives up."""
+
+
+def selected_id(index: int) -> str:
+    return f"{SELECT_NAME}-{index:02d}"
+
+
+def selection_names() -> list[str]:
+    """What every agent must hold: the explicit secrets and the selected ones (their local names)."""
+    return [secret_id(i) for i in range(SECRETS)] + [selected_id(i) for i in range(SELECTED)]
+
+
+def scaled_read_quota(agents: int) -> float:
+    """The read quota (600/min) for the share of REPRESENTED_PODS that ``agents`` stand for (12 for 200)."""
+    return SERVICE_READ_WRITE_PER_MINUTE * agents / REPRESENTED_PODS
+
+
+def fleet_shares(agents: int) -> dict[str, object]:
+    """The ``fleet`` settings of a simulated fleet of ``agents``: its size, and the shares of both quotas
+    scaled by ``agents / REPRESENTED_PODS``, so that every duration the agent derives from them (start
+    jitter, re-list interval, event spread, the rotator's pacing) equals the one of the 10,000 pods."""
+    scale = agents / REPRESENTED_PODS
+    return {
+        "fleet.size": str(agents),
+        "fleet.reads_per_minute": str(max(1, round(SERVICE_READS_SHARE * scale))),
+        "fleet.access_per_minute": str(max(1, round(SERVICE_ACCESS_SHARE * scale))),
+    }
+
+
+def write_selection_seed(path: Path) -> Path:
+    """The explicit ``fleet-NN`` and the selected ``payments-NN`` secrets, all typed (``rotate all``) and
+    publishing to ``TOPIC``."""
+    typed = {"secret-type": SECRET_TYPE}
+    secrets: dict[str, object] = {
+        secret_id(i): {"value": "initial", "topics": [TOPIC], "labels": typed} for i in range(SECRETS)
+    }
+    for i in range(SELECTED):
+        labels = {**typed, SELECT_LABEL[0]: SELECT_LABEL[1]}
+        secrets[selected_id(i)] = {"value": "initial", "topics": [TOPIC], "labels": labels}
+    return emulator_seed(path, PROJECT, secrets)
+
+
+def compressed_settings(compression: float, *, events: bool) -> dict[str, object]:
+    """The agent's durations for a world whose time runs ``compression`` times faster: each is the value
+    the agent derives (``auto``) or defaults to for the 10,000-pod fleet, divided by ``compression``: the
+    start jitter (600 s, the cap), the re-list interval (1 h with events, 2,000 s without), the poll
+    interval (5 min; with events the 1 h safety poll) and the retry backoff (0.5 s doubling to 30 s).
+    The event delay is not compressed: events are measured in real time."""
+    from agent.config import Config, DiscoveryConfig, FleetConfig
+
+    fleet, discovery, defaults = FleetConfig(size=REPRESENTED_PODS), DiscoveryConfig(), Config()
+    seconds = {
+        "discovery.start_jitter": discovery.start_jitter_seconds(fleet),
+        "discovery.relist_interval": discovery.relist_seconds(fleet, events),
+        "poll_interval": defaults.poll_interval,
+        "gcp.backoff_initial": defaults.gcp.backoff_initial,
+        "gcp.backoff_max": defaults.gcp.backoff_max,
+    }
+    if events:
+        seconds["events.poll_interval"] = SAFETY_POLL
+    return {path: f"{value / compression:.6g}s" for path, value in seconds.items()}
