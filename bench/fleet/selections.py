@@ -15,7 +15,7 @@ access quota is exceeded by any restart of the whole fleet within a minute: 200,
 90,000); and the time until every agent holds every explicit and every matching secret.
 
 **Steady state with events** (``steady``): the fleet admitted with known ids, events on, the re-list and the
-safety poll (1 h each for 10,000 pods with events) compressed x360 (1 simulated hour = 10 s), quotas per
+safety poll (1 h each for 10,000 pods with events) compressed x60 (1 simulated hour = 60 s), quotas per
 simulated minute; the first re-list wave after the restart (every ``known_at`` is the one listing's),
 then a window of ``STEADY_INTERVALS`` simulated hours: reads and access calls per pod-hour. In the window a
 new matching secret is created: every agent delivers it through the SECRET_CREATE event, in real time
