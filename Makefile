@@ -74,8 +74,12 @@ imports: $(TEST_STAMP) ## the layering of the packages, as import-linter contrac
 typecheck: $(TEST_STAMP) ## mypy --strict (the files: [tool.mypy] in pyproject.toml)
 	$(BIN)/mypy
 
-pytest: $(TEST_STAMP) ## every test; more arguments: make pytest PYTEST_ARGS='tests/render -x'
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+# Every test on PYTEST_WORKERS processes (pytest-xdist; pyproject.toml's --dist loadfile keeps each test module
+# on one worker, so a module fixture such as the 30 s soak is built once). With PYTEST_ARGS it is one process
+# (quicker to start for a few tests; -x, -s and --pdb as usual): add `-n 2` to PYTEST_ARGS to spread those too.
+PYTEST_WORKERS ?= 2
+pytest: $(TEST_STAMP) ## every test (2 workers); some: make pytest PYTEST_ARGS='tests/render -x' (1 process)
+	$(BIN)/pytest -q $(if $(PYTEST_ARGS),,-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 DOCS_ADDR ?= 127.0.0.1:8000
 docs: $(TEST_STAMP) ## serve the manual on http://127.0.0.1:8000 (DOCS_ADDR=...), rebuilt on every save

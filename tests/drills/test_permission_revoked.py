@@ -51,6 +51,9 @@ def test_a_revoked_permission_keeps_the_last_known_good_value_and_says_so(
     agent.wait_until(
         lambda: read_through_data(output_dir, "payroll") == new.encode(), within=15, what="the new version"
     )
-    assert listeners.get("payroll").content == new.encode()
+    # The files are swapped before the endpoint's store is (it never runs ahead of them): wait for it too.
+    agent.wait_until(
+        lambda: listeners.get("payroll").content == new.encode(), within=5, what="the endpoint's new version"
+    )
     assert agent.stop() == 0
     assert_values_not_logged(agent, old, new)

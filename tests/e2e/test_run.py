@@ -148,6 +148,9 @@ def test_a_pair_rotated_twenty_times_never_reaches_the_app_mixed(
         specs("db-user", "db-pass"),
         output_dir=str(output_dir),
         poll_interval="1h",  # only SIGHUP triggers a check
+        # Each SIGHUP comes a few hundred ms after the last round; at the default 1 s spacing of forced
+        # rounds every one of the twenty would wait for it (tests/e2e/test_refresh_storms.py covers that).
+        refresh_min_interval="100ms",
         notify={"pid_file": str(pid_file)},
     )
     agent = start_run(agents, "-c", config)

@@ -331,7 +331,10 @@ def test_run_finds_a_new_secret_at_the_safety_relist_and_lets_a_relabelled_one_g
     agent.wait_until(lambda: read_file(output_dir, "token") is None, within=15, what="the removal")
     assert time.monotonic() - relabelled >= 2.5  # not before the grace period (3s, minus a re-list)
     assert "PAY_TOKEN" not in env_of(output_dir)
-    assert endpoint_value(agent, output_dir, "token") is None
+    # The files are swapped before the endpoint's store is (it never runs ahead of them): wait for it too.
+    agent.wait_until(
+        lambda: endpoint_value(agent, output_dir, "token") is None, within=5, what="the endpoint's removal"
+    )
     assert endpoint_status(agent, output_dir, "/v1/files/token") == 404  # gone, not "not rendered yet"
     assert read_file(output_dir, "db") == b"db-value"
     messages = agent.messages()

@@ -35,6 +35,7 @@ from agent.rotation.providers.registry import (
 )
 from agent.rotation.providers.symmetric import ENCODINGS, SymmetricProvider, decode, encode
 from agent.secrets.types import SecretType
+from testing.apps import wait_until
 
 CANARY = b"canary-provider-7Qx2-if-you-read-this-it-leaked"
 PY = sys.executable
@@ -570,8 +571,11 @@ async def test_command_timeout_kills_the_whole_session(tmp_path: Path) -> None:
     with pytest.raises(ProviderError, match=r"validate command 'sh' did not finish within 0.5 s; killed"):
         await provider.validate(ctx(), b"value")
     grandchild = int(pidfile.read_text())
-    # Reaped by init (or a zombie until then): either way no longer a running `sleep`.
-    assert _process_state(grandchild) in {None, "Z", "X"}
+    # Reaped by init (or a zombie until then): either way no longer a running `sleep`. The group's SIGKILL is
+    # sent before the provider returns, but the grandchild (not our child: nothing to wait on) acts on it when
+    # it next gets a CPU, which on a busy machine can be a moment later, still "R". So wait for that, with a
+    # deadline: a `sleep 60` the kill missed stays "S" and fails here.
+    await wait_until(lambda: _process_state(grandchild) in {None, "Z", "X"}, within=10, what="its end")
 
 
 def _process_state(pid: int) -> str | None:
