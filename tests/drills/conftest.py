@@ -105,8 +105,18 @@ class Listeners:
 
 
 def read_through_data(directory: Path, name: str) -> bytes:
-    """A file read the way the README tells apps to: through one resolution of ``..data``."""
-    return (directory / (directory / "..data").readlink() / name).read_bytes()
+    """A file read the way the README tells apps to: through one resolution of ``..data``.
+
+    A swap between the resolution and the read removes the snapshot resolved (a reader that lost the CPU for
+    that long, as on a busy machine, sees it gone): then resolve again, as an app would, a few times."""
+    for attempt in range(3):
+        target = (directory / "..data").readlink()
+        try:
+            return (directory / target / name).read_bytes()
+        except FileNotFoundError:
+            if attempt == 2 or (directory / "..data").readlink() == target:
+                raise  # not a swap: the file is not in the snapshot served
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------------------------------

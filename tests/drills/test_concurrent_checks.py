@@ -78,11 +78,16 @@ def test_overlapping_event_and_poll_checks_never_roll_a_secret_back(
     last = f"db-{1 + ROTATIONS}"
     agent.wait_until(lambda: read_file(output_dir, "db") == last.encode(), within=20, what="the last version")
 
-    served = [
-        int(match.group(1))
-        for message in agent.messages("INFO")
-        if (match := re.search(r"^snapshot updated: .*\bdb@(\d+)", message))
-    ]
+    def written() -> list[int]:
+        return [
+            int(match.group(1))
+            for message in agent.messages("INFO")
+            if (match := re.search(r"^snapshot updated: .*\bdb@(\d+)", message))
+        ]
+
+    # The line is logged just after the files are swapped: on a busy machine it can come a moment later.
+    agent.wait_until(lambda: 1 + ROTATIONS in written(), within=5, what="the last version's log line")
+    served = written()
     rollbacks = [(a, b) for a, b in itertools.pairwise(served) if b < a]
     assert not rollbacks, f"db went back: {rollbacks} (versions written in order: {served})"
     assert served[-1] == 1 + ROTATIONS
