@@ -32,7 +32,6 @@ import json
 import ssl
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from agent.webhook import limits
 from agent.webhook.annotations import GLOBAL_KEYS
 from agent.webhook.server import build_app
 from agent.webhook.settings import PREFIX, InjectorSettings
+from testing.admission import admission_review
 
 PROJECT = "bench-project"
 ANNOTATION_SET = 256 * 1024
@@ -164,19 +164,7 @@ def review_body(annotations: dict[str, str]) -> bytes:
             "containers": [{"name": "app", "image": "example.com/app:1"}],
         },
     }
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": pod,
-            "dryRun": False,
-        },
-    }
+    review = admission_review(pod)
     return json.dumps(review).encode()
 
 

@@ -9,11 +9,9 @@ without listing. Those listings are the fleet's, not a pod's: the webhook makes 
 whatever the number of pods, so the benchmark does not scale them with the fleet (the agents' are x50).
 
 ``admit`` posts the reviews to the real webhook (``python -m agent webhook --resolve-selections ...`` over
-HTTPS, a trustme certificate) when this agent's webhook has the flag, and takes the configuration from the
-JSONPatch (the ``SECRETS_AGENT_CONFIG_YAML`` env var of the injected container). Until then it uses a
-**stand-in**, clearly labelled in the tables (``Admitted.by``): one cached listing through the official
-client, and the same configuration written here. ``nothing_known`` is a pod's configuration without known
-ids (the variant in which every agent lists at start).
+HTTPS, a trustme certificate) and takes the configuration from the JSONPatch (the
+``SECRETS_AGENT_CONFIG_YAML`` env var of the injected container). ``nothing_known`` is a pod's configuration
+without known ids (the variant in which every agent lists at start).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,8 +32,8 @@ from typing import IO, Any
 
 import yaml
 
-from bench.common import secret_manager_client
 from bench.fleet.world import PROJECT, SECRETS, SELECT_LABEL, SELECT_NAME, TOPIC, secret_id
+from testing.admission import admission_review
 from testing.emulator_process import EmulatorProcess
 
 PREFIX = "secrets-agent.io/"
@@ -54,18 +51,11 @@ class Admitted:
     configs: list[str]
     """Per pod, the agent configuration (YAML)."""
     by: str
-    """``webhook`` (the real one, ``--resolve-selections``) or ``stand-in`` (module docstring)."""
+    """Who resolved the selections: ``webhook`` (the real one, ``--resolve-selections``)."""
     listings: int | None
-    """ListSecrets calls admission made (the stand-in counts its own; None: read off the emulator)."""
+    """ListSecrets calls admission made (None: read off the emulator's counters)."""
     seconds: float
     """Wall time from the first review to the last answer."""
-
-
-def webhook_resolves() -> bool:
-    """Whether ``python -m agent webhook`` resolves selections at admission (``--resolve-selections``)."""
-    import agent.webhook.cli
-
-    return "--resolve-selections" in Path(agent.webhook.cli.__file__).read_text()
 
 
 def pod_annotations(events: bool) -> dict[str, str]:
@@ -104,38 +94,9 @@ def nothing_known(pods: int, fleet_size: int, events: bool) -> list[str]:
 def admit(
     ep: EmulatorProcess, work: Path, pods: int, fleet_size: int, events: bool, cache_ttl: float
 ) -> Admitted:
-    """One AdmissionReview per pod, to the webhook (or the stand-in): each pod's configuration."""
-    if webhook_resolves():
-        work.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_admit_with_webhook(ep, work, pods, fleet_size, events, cache_ttl))
-    return _admit_with_stand_in(ep, pods, fleet_size, events, cache_ttl)
-
-
-def _admit_with_stand_in(
-    ep: EmulatorProcess, pods: int, fleet_size: int, events: bool, cache_ttl: float
-) -> Admitted:
-    """STAND-IN for the webhook's resolution: a listing shared by the reviews, made again when older than
-    ``cache_ttl``; each pod's configuration written with its ids."""
-    client = secret_manager_client(ep.grpc_target)
-    started = time.monotonic()
-    listings, listed, ids, at = 0, float("-inf"), [], 0.0
-    configs = []
-    try:
-        for _ in range(pods):
-            if time.monotonic() - listed >= cache_ttl:
-                at, listed = time.time(), time.monotonic()
-                found = client.list_secrets(
-                    request={
-                        "parent": f"projects/{PROJECT}",
-                        "filter": f"labels.{SELECT_LABEL[0]}={SELECT_LABEL[1]}",
-                    }
-                )
-                ids = sorted(secret.name.rsplit("/", 1)[-1] for secret in found)
-                listings += 1
-            configs.append(pod_config(fleet_size, events, ids, at))
-    finally:
-        client.transport.close()  # type: ignore[no-untyped-call]
-    return Admitted(configs, "stand-in", listings, time.monotonic() - started)
+    """One AdmissionReview per pod, to the webhook: each pod's configuration."""
+    work.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_admit_with_webhook(ep, work, pods, fleet_size, events, cache_ttl))
 
 
 def _free_port() -> int:
@@ -213,24 +174,13 @@ async def _wait_healthy(session: Any, url: str, process: subprocess.Popen[bytes]
 
 
 async def _review(session: Any, url: str, annotations: dict[str, str]) -> str:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "web-", "namespace": "shop", "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
-            },
-            "dryRun": False,
-        },
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
     }
+    review = admission_review(pod)
     async with session.post(url + "/mutate", json=review) as response:
         answer: dict[str, Any] = await response.json()
     verdict = answer.get("response", {})

@@ -150,7 +150,7 @@ class SelectionRestart:
     agents: int
     compression: float
     admitted_by: str
-    """``webhook``, ``stand-in`` or ``-`` (nothing known: no admission resolution)."""
+    """``webhook``, or ``-`` (nothing known: no admission resolution)."""
     admission_seconds: float
     reads: Reads
     exhausted: dict[str, int]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 from agent.config import CONFIG_YAML_ENV
 from agent.webhook.mutate import mutate
 from agent.webhook.settings import PREFIX, InjectorSettings
+from testing.admission import admission_review
 
 K8S_VERSION = "1.30.0"
 """Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29."""
@@ -86,21 +86,4 @@ def validate_strict(pod: Mapping[str, Any]) -> None:
 
 def review(pod: Mapping[str, Any], *, dry_run: bool = False, operation: str = "CREATE") -> dict[str, Any]:
     """An AdmissionReview request as kube-apiserver sends it for a pod creation."""
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": operation,
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod,
-            "oldObject": None,
-            "dryRun": dry_run,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        },
-    }
+    return admission_review(pod, dry_run=dry_run, operation=operation)
