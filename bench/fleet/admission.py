@@ -50,10 +50,6 @@ class Admitted:
 
     configs: list[str]
     """Per pod, the agent configuration (YAML)."""
-    by: str
-    """Who resolved the selections: ``webhook`` (the real one, ``--resolve-selections``)."""
-    listings: int | None
-    """ListSecrets calls admission made (None: read off the emulator's counters)."""
     seconds: float
     """Wall time from the first review to the last answer."""
 
@@ -139,7 +135,7 @@ async def _admit_with_webhook(
 
             configs = await asyncio.gather(*(one() for _ in range(pods)))
             took = time.monotonic() - started
-    return Admitted(list(configs), "webhook", None, took)
+    return Admitted(list(configs), took)
 
 
 @contextmanager

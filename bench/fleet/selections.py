@@ -149,9 +149,8 @@ class SelectionRestart:
     title: str
     agents: int
     compression: float
-    admitted_by: str
-    """``webhook``, or ``-`` (nothing known: no admission resolution)."""
-    admission_seconds: float
+    admission_seconds: float | None
+    """Wall time the real webhook took to admit the pods; None: nothing known (no admission resolution)."""
     reads: Reads
     exhausted: dict[str, int]
     """RESOURCE_EXHAUSTED answers per method over the restart."""
@@ -160,6 +159,11 @@ class SelectionRestart:
     """From the first pod's start until every agent held every explicit and every matching secret."""
     pod_converged: list[float]
     """Per agent, from its own start until it held them all, sorted."""
+
+    @property
+    def admitted_by(self) -> str:
+        """``webhook`` (the real one resolved the selections), or ``-`` when nothing was known."""
+        return "-" if self.admission_seconds is None else "webhook"
 
 
 def restart(
@@ -209,8 +213,7 @@ def restart(
         title=title,
         agents=agents,
         compression=compression,
-        admitted_by=admitted.by if admitted is not None else "-",
-        admission_seconds=admitted.seconds if admitted is not None else 0.0,
+        admission_seconds=admitted.seconds if admitted is not None else None,
         reads=_reads(state, moved, begin[0], end[0], minute, _quotas(agents)["read_per_minute"]),
         exhausted=exhausted(moved),
         access_calls=sum(moved.get(ACCESS, {}).values()),
@@ -227,7 +230,6 @@ class Steady:
 
     agents: int
     compression: float
-    admitted_by: str
     wave: Reads
     """The first re-list after the restart (from admission until every agent listed once)."""
     wave_seconds: float
@@ -325,7 +327,6 @@ def steady(
     return Steady(
         agents=agents,
         compression=compression,
-        admitted_by=admitted.by,
         wave=wave,
         wave_seconds=(max(wave_times) - min(wave_times)) * compression,
         window=window,

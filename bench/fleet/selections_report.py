@@ -41,7 +41,7 @@ def print_selection_tables(result: SelectionResult) -> None:
     print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
     for r in result.restarts:
         ready = r.pod_converged
-        admission = "-" if r.admitted_by == "-" else f"{r.admitted_by}, {r.admission_seconds:.1f} s real"
+        admission = "-" if r.admission_seconds is None else f"webhook, {r.admission_seconds:.1f} s real"
         print(
             f"| {r.title} (x{r.compression:g}) | {admission} | {r.reads.agent_calls:,} "
             f"({r.reads.agent_exhausted:,}) | {r.reads.admission_calls} | {_reads(r.reads, n)} "
@@ -53,7 +53,7 @@ def print_selection_tables(result: SelectionResult) -> None:
         print(f"Steady state and rotate all with events: not measured: {result.events_note}")
         return
     print(
-        f"\nSteady state with events + selections (admission: {steady.admitted_by}; re-list auto = 1 h, "
+        f"\nSteady state with events + selections (admission: webhook; re-list auto = 1 h, "
         f"safety poll 1 h, both compressed x{steady.compression:g}; events real time, spread "
         f"{steady.spread:.1f} s)"
     )

@@ -84,6 +84,5 @@ def validate_strict(pod: Mapping[str, Any]) -> None:
     kubernetes_validate.validate(dict(pod), K8S_VERSION, strict=True)
 
 
-def review(pod: Mapping[str, Any], *, dry_run: bool = False, operation: str = "CREATE") -> dict[str, Any]:
-    """An AdmissionReview request as kube-apiserver sends it for a pod creation."""
-    return admission_review(pod, dry_run=dry_run, operation=operation)
+review = admission_review
+"""An AdmissionReview request as kube-apiserver sends it for a pod (``testing.admission``)."""
